@@ -1,0 +1,131 @@
+# dism: DismMountImage for Linux.  GNU make + pkg-config.
+#
+#   make                build everything into build/ (SANITIZE=1: ASan+UBSan into build-san/)
+#   make check          install test dependencies (root), build, run the whole suite (TAP)
+#   make demo           the README's first command
+#   make bench          benchmarks beside qemu-nbd and nbdkit (not part of check)
+#   make fuzz           run every libFuzzer target for FUZZ_SECONDS each
+#   make install        PREFIX (default /usr/local) and DESTDIR honoured
+
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+SBINDIR    ?= $(PREFIX)/sbin
+LIBEXECDIR ?= $(PREFIX)/libexec/dism
+MANDIR     ?= $(PREFIX)/share/man
+DOCDIR     ?= $(PREFIX)/share/doc/dism
+DESTDIR    ?=
+
+CC      ?= cc
+CLANG   ?= clang
+PKG_CONFIG ?= pkg-config
+
+ifeq ($(SANITIZE),1)
+BUILD   ?= build-san
+SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT      = -O1 -g
+else
+BUILD   ?= build
+SANFLAGS =
+OPT      = -O2 -g
+endif
+
+WARN     = -Wall -Wextra -Werror -Wshadow -Wvla -Wformat=2 -Wno-format-nonliteral
+CPPFLAGS += -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Inbd-server/engine -Inbd-server/protocol \
+            -DLIBEXECDIR='"$(LIBEXECDIR)"'
+CFLAGS  ?=
+CFLAGS  += -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -pthread -fPIC -MMD -MP
+LDFLAGS += $(SANFLAGS) -pthread
+
+ENGINE_SRC := $(wildcard nbd-server/engine/*.c)
+SERVER_SRC := $(wildcard nbd-server/server/*.c)
+TOOL_SRC   := $(wildcard nbd-server/tools/*.c)
+UNIT_SRC   := $(wildcard tests/unit/*.c)
+FUZZ_SRC   := $(wildcard tests/fuzz/*.c)
+
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
+SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o)
+ENGINE_LIB := $(BUILD)/libdiskengine.a
+SERVER_LIB := $(BUILD)/libnbdserver.a
+
+SERVER_BIN := $(BUILD)/bin/dism-nbd-server
+TOOL_BINS  := $(patsubst nbd-server/tools/%.c,$(BUILD)/bin/%,$(TOOL_SRC))
+UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+
+LIBS      := -lpthread
+NBD_LIBS  := $(shell $(PKG_CONFIG) --libs libnbd 2>/dev/null)
+NBD_CFLAGS:= $(shell $(PKG_CONFIG) --cflags libnbd 2>/dev/null)
+
+.PHONY: all check demo bench fuzz fuzz-build install uninstall clean deps
+all: $(SERVER_BIN) $(TOOL_BINS) $(UNIT_BINS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(ENGINE_LIB): $(ENGINE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+# The server is a library (main.c excluded) so tests and fuzzers can link it.
+SERVER_MAIN := $(BUILD)/nbd-server/server/main.o
+$(SERVER_LIB): $(filter-out $(SERVER_MAIN),$(SERVER_OBJ))
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(SERVER_BIN): $(SERVER_MAIN) $(SERVER_LIB) $(ENGINE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/bin/%: $(BUILD)/nbd-server/tools/%.o $(ENGINE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(SERVER_LIB) $(ENGINE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Inbd-server/server $(CFLAGS) $(NBD_CFLAGS) -o $@ $< $(SERVER_LIB) $(ENGINE_LIB) $(LDFLAGS) $(NBD_LIBS) $(LIBS)
+
+# libFuzzer targets: clang, ASan+UBSan, the engine/server sources rebuilt
+# with coverage instrumentation.
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer
+FUZZ_LIBSRC := $(ENGINE_SRC) $(filter-out nbd-server/server/main.c,$(SERVER_SRC))
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIBSRC)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(CPPFLAGS) -Inbd-server/server -std=gnu11 $(FUZZ_FLAGS) -DFUZZING -pthread -o $@ $< $(FUZZ_LIBSRC)
+
+fuzz-build: $(FUZZ_BINS)
+
+FUZZ_SECONDS ?= 60
+fuzz: fuzz-build
+	tests/fuzz/run-all.sh $(BUILD)/fuzz $(FUZZ_SECONDS)
+
+deps:
+	bash tests/deps.sh
+
+check: deps
+	$(MAKE) all
+	$(MAKE) SANITIZE=1 all
+	$(MAKE) fuzz-build
+	BUILD=$(BUILD) tests/run-tests.sh
+
+demo: all
+	tests/demo.sh $(BUILD)
+
+bench: all
+	tests/bench/run-bench.sh $(BUILD)
+
+install: all
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR)
+	install -m 0755 $(SERVER_BIN) $(DESTDIR)$(LIBEXECDIR)/dism-nbd-server
+	install -m 0755 $(TOOL_BINS) $(DESTDIR)$(BINDIR)/
+	ln -sf $(LIBEXECDIR)/dism-nbd-server $(DESTDIR)$(SBINDIR)/dism-nbd-server
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBEXECDIR)/dism-nbd-server $(DESTDIR)$(SBINDIR)/dism-nbd-server
+	rm -f $(patsubst $(BUILD)/bin/%,$(DESTDIR)$(BINDIR)/%,$(TOOL_BINS))
+	-rmdir $(DESTDIR)$(LIBEXECDIR) 2>/dev/null
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

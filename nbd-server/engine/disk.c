@@ -1,0 +1,399 @@
+/* disk.c - the generic layer over disk backends: open/probe, fallbacks,
+ * extents lists, errors and parent-chain handling. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "disk.h"
+#include "formats.h"
+
+static __thread char last_error[1024];
+
+void
+disk_set_verror(const char *fmt, va_list ap)
+{
+  vsnprintf(last_error, sizeof last_error, fmt, ap);
+}
+
+void
+disk_set_error(const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  disk_set_verror(fmt, ap);
+  va_end(ap);
+}
+
+const char *
+disk_last_error(void)
+{
+  return last_error[0] ? last_error : "unknown error";
+}
+
+struct disk *
+disk_new(const struct disk_ops *ops, const char *path)
+{
+  struct disk *d = calloc(1, sizeof *d);
+  if (!d)
+    return NULL;
+  d->ops = ops;
+  d->path = strdup(path ? path : "");
+  if (!d->path) {
+    free(d);
+    return NULL;
+  }
+  d->logical_sector = 512;
+  d->physical_sector = 512;
+  return d;
+}
+
+void
+disk_close(struct disk *d)
+{
+  if (!d)
+    return;
+  if (d->ops && d->ops->close)
+    d->ops->close(d);
+  disk_close(d->parent);
+  free(d->path);
+  free(d);
+}
+
+const char *
+disk_probe_format(int fd, uint64_t file_size)
+{
+  char sig[8];
+
+  if (file_size >= 8 && pread(fd, sig, 8, 0) == 8 &&
+      memcmp(sig, "vhdxfile", 8) == 0)
+    return "vhdx";
+  /* A VHD ends with a 512-byte footer ("conectix"); images written by old
+   * Virtual PC versions may have a 511-byte footer.  Dynamic VHDs also carry
+   * a copy of the footer at offset 0. */
+  if (file_size >= 512 && pread(fd, sig, 8, file_size - 512) == 8 &&
+      memcmp(sig, "conectix", 8) == 0)
+    return "vhd";
+  if (file_size >= 511 && pread(fd, sig, 8, file_size - 511) == 8 &&
+      memcmp(sig, "conectix", 8) == 0)
+    return "vhd";
+  if (file_size >= 512 && pread(fd, sig, 8, 0) == 8 &&
+      memcmp(sig, "conectix", 8) == 0)
+    return "vhd";
+  return "raw";
+}
+
+int
+disk_open(const char *path, const struct disk_open_opts *opts_in,
+          struct disk **out)
+{
+  struct disk_open_opts opts = { 0 };
+  const char *fmt;
+  struct stat st;
+  int fd = -1, r;
+
+  if (opts_in)
+    opts = *opts_in;
+  *out = NULL;
+
+  fd = open(path, (opts.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  if (fd < 0) {
+    r = -errno;
+    disk_set_error("%s: cannot open: %s", path, strerror(errno));
+    return r;
+  }
+  if (fstat(fd, &st) < 0) {
+    r = -errno;
+    disk_set_error("%s: fstat: %s", path, strerror(errno));
+    goto out;
+  }
+  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+    r = -EINVAL;
+    disk_set_error("%s: not a regular file or block device", path);
+    goto out;
+  }
+  for (const struct disk_chain_link *l = opts.chain; l; l = l->next)
+    if (l->dev == (uint64_t) st.st_dev && l->ino == (uint64_t) st.st_ino) {
+      r = -ELOOP;
+      disk_set_error("%s: parent loop: this file is already in the chain", path);
+      goto out;
+    }
+
+  fmt = opts.format;
+  if (!fmt) {
+    uint64_t fsize = (uint64_t) st.st_size;
+    if (S_ISBLK(st.st_mode)) {
+      off_t end = lseek(fd, 0, SEEK_END);
+      fsize = end > 0 ? (uint64_t) end : 0;
+    }
+    fmt = disk_probe_format(fd, fsize);
+  }
+
+  /* The backend takes ownership of fd on success. */
+  if (strcmp(fmt, "raw") == 0)
+    r = raw_open(path, fd, &opts, out);
+  else if (strcmp(fmt, "vhd") == 0)
+    r = vhd_open(path, fd, &opts, out);
+  else if (strcmp(fmt, "vhdx") == 0)
+    r = vhdx_open(path, fd, &opts, out);
+  else {
+    r = -EINVAL;
+    disk_set_error("%s: unknown format '%s'", path, fmt);
+  }
+  if (r == 0) {
+    (*out)->readonly = (*out)->readonly || opts.readonly;
+    return 0;
+  }
+out:
+  close(fd);
+  return r;
+}
+
+int
+disk_open_parent(const char *parent_path, const struct disk_open_opts *child_opts,
+                 int child_fd, struct disk **out)
+{
+  struct disk_open_opts popts = { 0 };
+  struct disk_chain_link link;
+  struct stat st;
+
+  if (child_opts->depth + 1 >= DISK_MAX_CHAIN_DEPTH) {
+    disk_set_error("%s: parent chain deeper than %d images", parent_path,
+                   DISK_MAX_CHAIN_DEPTH);
+    return -ELOOP;
+  }
+  if (fstat(child_fd, &st) < 0) {
+    disk_set_error("%s: fstat: %s", parent_path, strerror(errno));
+    return -errno;
+  }
+  link.dev = st.st_dev;
+  link.ino = st.st_ino;
+  link.next = child_opts->chain;
+  popts.readonly = true;
+  popts.allow_bad_checksum = child_opts->allow_bad_checksum;
+  popts.depth = child_opts->depth + 1;
+  popts.chain = &link;
+  /* popts.chain points at the stack; disk_open only reads it while opening. */
+  return disk_open(parent_path, &popts, out);
+}
+
+int
+disk_full_pread(int fd, const char *path, void *buf, size_t count,
+                uint64_t offset, bool zero_fill_eof)
+{
+  char *p = buf;
+
+  while (count > 0) {
+    ssize_t n = pread(fd, p, count, (off_t) offset);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      int e = errno;
+      disk_set_error("%s: read at offset %llu: %s", path,
+                     (unsigned long long) offset, strerror(e));
+      return -e;
+    }
+    if (n == 0) {
+      if (zero_fill_eof) {
+        memset(p, 0, count);
+        return 0;
+      }
+      disk_set_error("%s: truncated: read at offset %llu is past the end of the file",
+                     path, (unsigned long long) offset);
+      return -EIO;
+    }
+    p += n;
+    count -= (size_t) n;
+    offset += (uint64_t) n;
+  }
+  return 0;
+}
+
+int
+disk_full_pwrite(int fd, const char *path, const void *buf, size_t count,
+                 uint64_t offset)
+{
+  const char *p = buf;
+
+  while (count > 0) {
+    ssize_t n = pwrite(fd, p, count, (off_t) offset);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      int e = errno;
+      disk_set_error("%s: write at offset %llu: %s", path,
+                     (unsigned long long) offset, strerror(e));
+      return -e;
+    }
+    p += n;
+    count -= (size_t) n;
+    offset += (uint64_t) n;
+  }
+  return 0;
+}
+
+bool
+disk_is_zero(const void *buf, size_t len)
+{
+  const unsigned char *p = buf;
+
+  /* Check the first 16 bytes, then compare the buffer with itself shifted:
+   * memcmp is vectorised, a byte loop is not. */
+  for (size_t i = 0; i < len && i < 16; i++)
+    if (p[i])
+      return false;
+  return len <= 16 || memcmp(p, p + 16, len - 16) == 0;
+}
+
+int
+disk_pread(struct disk *d, void *buf, size_t count, uint64_t offset)
+{
+  return d->ops->pread(d, buf, count, offset);
+}
+
+int
+disk_pwrite(struct disk *d, const void *buf, size_t count, uint64_t offset,
+            unsigned flags)
+{
+  if (d->readonly || !d->ops->pwrite) {
+    disk_set_error("%s: read-only", d->path);
+    return -EROFS;
+  }
+  return d->ops->pwrite(d, buf, count, offset, flags);
+}
+
+int
+disk_flush(struct disk *d)
+{
+  if (d->readonly || !d->ops->flush)
+    return 0;
+  return d->ops->flush(d);
+}
+
+int
+disk_trim(struct disk *d, uint64_t count, uint64_t offset, unsigned flags)
+{
+  if (d->readonly) {
+    disk_set_error("%s: read-only", d->path);
+    return -EROFS;
+  }
+  if (!d->ops->trim)
+    return (flags & DISK_F_FUA) ? disk_flush(d) : 0;   /* trim is a hint */
+  return d->ops->trim(d, count, offset, flags);
+}
+
+int
+disk_zero(struct disk *d, uint64_t count, uint64_t offset, unsigned flags)
+{
+  static const size_t chunk = 1 << 20;
+  void *zeroes;
+  int r = 0;
+
+  if (d->readonly || !d->ops->pwrite) {
+    disk_set_error("%s: read-only", d->path);
+    return -EROFS;
+  }
+  if (d->ops->zero) {
+    r = d->ops->zero(d, count, offset, flags);
+    if (r != -EOPNOTSUPP || (flags & DISK_F_FAST_ZERO))
+      return r;
+  } else if (flags & DISK_F_FAST_ZERO) {
+    return -ENOTSUP;
+  }
+  /* Fallback: write zeroes. */
+  zeroes = calloc(1, chunk);
+  if (!zeroes)
+    return -ENOMEM;
+  while (count > 0) {
+    size_t n = count < chunk ? (size_t) count : chunk;
+    r = d->ops->pwrite(d, zeroes, n, offset, flags & DISK_F_FUA);
+    if (r < 0)
+      break;
+    count -= n;
+    offset += n;
+  }
+  free(zeroes);
+  return r < 0 ? r : 0;
+}
+
+int
+disk_extents(struct disk *d, uint64_t count, uint64_t offset,
+             struct disk_extents *out)
+{
+  if (!d->ops->extents)
+    return disk_extents_add(out, offset, count, 0) < 0 ? -ENOMEM : 0;
+  return d->ops->extents(d, count, offset, out);
+}
+
+int
+disk_cache(struct disk *d, uint64_t count, uint64_t offset)
+{
+  if (!d->ops->cache)
+    return 0;
+  return d->ops->cache(d, count, offset);
+}
+
+int
+disk_info(struct disk *d, struct disk_info *info)
+{
+  struct stat st;
+
+  memset(info, 0, sizeof *info);
+  info->format = d->ops->name;
+  info->subtype = "";
+  info->virtual_size = d->size;
+  info->logical_sector = d->logical_sector;
+  info->physical_sector = d->physical_sector;
+  if (d->path[0] && stat(d->path, &st) == 0)
+    info->file_size = (uint64_t) st.st_size;
+  return d->ops->info ? d->ops->info(d, info) : 0;
+}
+
+void
+disk_extents_init(struct disk_extents *e, uint64_t start, uint64_t end,
+                  size_t max)
+{
+  memset(e, 0, sizeof *e);
+  e->start = start;
+  e->end = end;
+  e->max = max ? max : SIZE_MAX;
+}
+
+int
+disk_extents_add(struct disk_extents *e, uint64_t offset, uint64_t length,
+                 uint32_t flags)
+{
+  if (length == 0)
+    return 0;
+  if (e->n > 0) {
+    struct disk_extent *last = &e->v[e->n - 1];
+    if (last->offset + last->length == offset && last->flags == flags) {
+      last->length += length;
+      return offset + length >= e->end ? 1 : 0;
+    }
+  }
+  if (e->n >= e->max)
+    return 1;
+  if (e->n == e->cap) {
+    size_t cap = e->cap ? e->cap * 2 : 16;
+    struct disk_extent *v = realloc(e->v, cap * sizeof *v);
+    if (!v)
+      return -ENOMEM;
+    e->v = v;
+    e->cap = cap;
+  }
+  e->v[e->n++] = (struct disk_extent) { offset, length, flags };
+  return (offset + length >= e->end || e->n >= e->max) ? 1 : 0;
+}
+
+void
+disk_extents_free(struct disk_extents *e)
+{
+  free(e->v);
+  e->v = NULL;
+  e->n = e->cap = 0;
+}

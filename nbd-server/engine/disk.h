@@ -1,0 +1,173 @@
+/* disk.h - the virtual-disk backend interface.
+ *
+ * A disk is a virtual block device of a fixed size backed by an image file
+ * (raw, VHD, VHDX) or by another disk (the copy-on-write overlay).  Each
+ * format is one file that fills a struct disk_ops.  Callers above this layer
+ * (the NBD server, tools, libdism) only see struct disk.
+ *
+ * Conventions:
+ *  - Every function returns 0 (or a count) on success and a negative errno on
+ *    failure.  A failing call also records a message naming the file and the
+ *    problem with disk_set_error(); disk_last_error() returns it (thread-local,
+ *    like libnbd's nbd_get_error).  Library code never prints or exits.
+ *  - All data operations are thread-safe: the server calls them concurrently
+ *    from its worker threads on one shared disk.  Backends take their own
+ *    locks, never one around data I/O.
+ *  - Ranges passed to data operations have been validated by the caller:
+ *    offset + count <= disk->size, count > 0.  Backends may assert() that.
+ */
+#ifndef DISM_DISK_H
+#define DISM_DISK_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct disk;
+struct disk_extents;
+
+/* Flags for pwrite/trim/zero. */
+#define DISK_F_FUA        0x1u  /* data must be stable before returning */
+#define DISK_F_MAY_TRIM   0x2u  /* zero: a hole may be punched (NBD !NO_HOLE) */
+#define DISK_F_FAST_ZERO  0x4u  /* zero: fail with -ENOTSUP unless it is cheap */
+
+/* Extent flags: the NBD base:allocation bits. */
+#define DISK_EXTENT_HOLE  0x1u  /* not allocated in the image */
+#define DISK_EXTENT_ZERO  0x2u  /* reads as zeroes */
+
+/* What disk_info() reports (dism-imageinfo, dism /Get-ImageInfo). */
+struct disk_info {
+  const char *format;        /* "raw", "vhd", "vhdx", "overlay" */
+  const char *subtype;       /* "fixed", "dynamic", "differencing", "" */
+  uint64_t virtual_size;
+  uint32_t logical_sector;
+  uint32_t physical_sector;
+  uint32_t block_size;       /* allocation unit in bytes; 0 for raw/fixed VHD */
+  uint64_t allocated_bytes;  /* virtual bytes whose data lives in this file */
+  uint64_t file_size;        /* size of the image file itself */
+  char unique_id[40];        /* image GUID as text, "" if none */
+  char parent_hint[4096];    /* parent path as recorded in the image, "" if none */
+  char creator[64];          /* creator application / string, "" if none */
+  char notes[512];           /* format-specific remarks (e.g. VHD CHS size) */
+};
+
+struct disk_ops {
+  const char *name;
+  int (*pread)(struct disk *d, void *buf, size_t count, uint64_t offset);
+  /* NULL for read-only formats.  flags: DISK_F_FUA. */
+  int (*pwrite)(struct disk *d, const void *buf, size_t count,
+                uint64_t offset, unsigned flags);
+  /* Make every write that returned durable. */
+  int (*flush)(struct disk *d);
+  /* Discard a range: reads afterwards return zeroes.  NULL: not supported. */
+  int (*trim)(struct disk *d, uint64_t count, uint64_t offset, unsigned flags);
+  /* Make a range read as zeroes.  NULL: the generic layer writes zeroes.
+   * With DISK_F_FAST_ZERO return -ENOTSUP if this would be a plain write. */
+  int (*zero)(struct disk *d, uint64_t count, uint64_t offset, unsigned flags);
+  /* Describe allocation from offset onwards, appending with
+   * disk_extents_add(); must cover at least [offset, offset+1) and may stop
+   * early.  NULL: the whole disk is one allocated, non-zero extent. */
+  int (*extents)(struct disk *d, uint64_t count, uint64_t offset,
+                 struct disk_extents *out);
+  /* Prefetch hint; NULL means no-op. */
+  int (*cache)(struct disk *d, uint64_t count, uint64_t offset);
+  /* Fill the format-specific fields of info (the generic ones are preset). */
+  int (*info)(struct disk *d, struct disk_info *info);
+  /* Release everything; the generic layer frees the parent and the struct. */
+  void (*close)(struct disk *d);
+};
+
+struct disk {
+  const struct disk_ops *ops;
+  char *path;                 /* the image file (owned) */
+  uint64_t size;              /* virtual size in bytes */
+  uint32_t logical_sector;    /* 512 or 4096 */
+  uint32_t physical_sector;
+  bool readonly;
+  struct disk *parent;        /* differencing parent, owned; NULL if none */
+  void *priv;                 /* backend state, owned by the backend */
+};
+
+/* How to open an image. */
+struct disk_open_opts {
+  bool readonly;              /* open the file O_RDONLY, never write to it */
+  bool allow_bad_checksum;    /* forensic reads: accept bad VHD checksums */
+  const char *format;         /* NULL: probe; else "raw", "vhd", "vhdx" */
+  /* internal: parent-chain depth and the files already in the chain, so
+   * that loops are refused.  Callers outside the engine leave them zero. */
+  unsigned depth;
+  const struct disk_chain_link *chain;
+};
+
+struct disk_chain_link {
+  uint64_t dev, ino;
+  const struct disk_chain_link *next;
+};
+
+#define DISK_MAX_CHAIN_DEPTH 32
+
+/* Open an image, probing its format unless opts->format says.  On success
+ * *out owns the disk (close it with disk_close).  Differencing images open
+ * their parents (read-only) themselves. */
+int disk_open(const char *path, const struct disk_open_opts *opts,
+              struct disk **out);
+void disk_close(struct disk *d);
+
+/* Probe: returns "vhdx", "vhd" or "raw" for an open fd. */
+const char *disk_probe_format(int fd, uint64_t file_size);
+
+/* Generic entry points: these apply fallbacks (zero without ->zero, etc.)
+ * and are what the server and tools call. */
+int disk_pread(struct disk *d, void *buf, size_t count, uint64_t offset);
+int disk_pwrite(struct disk *d, const void *buf, size_t count,
+                uint64_t offset, unsigned flags);
+int disk_flush(struct disk *d);
+int disk_trim(struct disk *d, uint64_t count, uint64_t offset, unsigned flags);
+int disk_zero(struct disk *d, uint64_t count, uint64_t offset, unsigned flags);
+int disk_extents(struct disk *d, uint64_t count, uint64_t offset,
+                 struct disk_extents *out);
+int disk_cache(struct disk *d, uint64_t count, uint64_t offset);
+int disk_info(struct disk *d, struct disk_info *info);
+
+/* Extent lists.  disk_extents_add() merges with the previous extent when the
+ * flags match and it is contiguous; it returns 1 once the list is full or has
+ * reached the end of the requested range (callers stop adding), 0 otherwise,
+ * -ENOMEM on allocation failure. */
+struct disk_extent {
+  uint64_t offset;
+  uint64_t length;
+  uint32_t flags;
+};
+struct disk_extents {
+  struct disk_extent *v;
+  size_t n, cap;
+  size_t max;                 /* stop after this many extents */
+  uint64_t start, end;        /* requested range */
+};
+void disk_extents_init(struct disk_extents *e, uint64_t start, uint64_t end,
+                       size_t max);
+int disk_extents_add(struct disk_extents *e, uint64_t offset, uint64_t length,
+                     uint32_t flags);
+void disk_extents_free(struct disk_extents *e);
+
+/* Errors: a thread-local message for the last failure. */
+void disk_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void disk_set_verror(const char *fmt, va_list ap);
+const char *disk_last_error(void);
+
+/* Helpers for backends. */
+struct disk *disk_new(const struct disk_ops *ops, const char *path);
+/* Full pread/pwrite on an fd; a short read past EOF is an error (-EIO with a
+ * message naming path and offset) unless zero_fill_eof. */
+int disk_full_pread(int fd, const char *path, void *buf, size_t count,
+                    uint64_t offset, bool zero_fill_eof);
+int disk_full_pwrite(int fd, const char *path, const void *buf, size_t count,
+                     uint64_t offset);
+/* Open a parent image named by a differencing child, refusing loops and
+ * over-deep chains.  The parent is always opened read-only. */
+int disk_open_parent(const char *parent_path, const struct disk_open_opts *child_opts,
+                     int child_fd, struct disk **out);
+bool disk_is_zero(const void *buf, size_t len);
+
+#endif

@@ -1,0 +1,36 @@
+/* overlay.h - a copy-on-write layer over any disk.
+ *
+ * Writes, trims and zeroes go to a sparse overlay file with its own
+ * allocation map; reads merge the overlay over the base.  The base is only
+ * ever read.  After disk_flush() returns, every write that returned before
+ * it survives a crash (kill -9, power loss) and is there when the overlay is
+ * reopened with overlay_open(.., OVERLAY_OPEN_EXISTING).
+ */
+#ifndef DISM_OVERLAY_H
+#define DISM_OVERLAY_H
+
+#include "disk.h"
+
+#define OVERLAY_CREATE        0x1u  /* create a new overlay (fails if it exists) */
+#define OVERLAY_OPEN_EXISTING 0x2u  /* reopen one made earlier for this base */
+
+/* Wrap base (ownership passes to the overlay disk: closing the overlay closes
+ * the base; it becomes the overlay's d->parent).  The overlay records the
+ * base's virtual size (and checks it on reopen). */
+int overlay_open(struct disk *base, const char *overlay_path, unsigned flags,
+                 struct disk **out);
+
+/* Walk the ranges the overlay holds, in order, for merging into the base
+ * image (the commit of the mount issue).  state is OVERLAY_DATA (read the
+ * bytes with disk_pread on the overlay disk) or OVERLAY_ZERO.  The callback
+ * returns 0 to go on, or a negative errno to stop (returned as is). */
+#define OVERLAY_DATA 1
+#define OVERLAY_ZERO 2
+typedef int (*overlay_range_fn)(void *opaque, uint64_t offset, uint64_t length,
+                                int state);
+int overlay_foreach(struct disk *ovl, overlay_range_fn fn, void *opaque);
+
+/* Bytes of virtual disk currently held in the overlay (data + zero). */
+uint64_t overlay_used_bytes(struct disk *ovl);
+
+#endif

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install every Debian package the build, tests and benchmarks need.
+# Idempotent: when everything is present it changes nothing (apt-get update is
+# still run first, as CI on a brand-new machine needs current lists).
+set -euo pipefail
+
+PKGS=(
+  # build
+  build-essential pkg-config clang libclang-rt-14-dev llvm linux-libc-dev
+  libnbd-dev libfuse3-dev libwim-dev ntfs-3g-dev libgnutls28-dev
+  # test oracles and peers
+  libnbd-bin python3-libnbd nbdkit qemu-utils libvhdi-utils python3-libvhdi fio
+  wimtools ntfs-3g fuse3 fdisk gdisk util-linux
+  gzip bzip2 xxd procps psmisc kmod cpio
+  # VM suite
+  qemu-system-x86 busybox-static
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "$(id -u)" -ne 0 ]; then
+  if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+  echo "deps.sh: missing packages (${missing[*]}) and not root: run as root" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps.sh: installing ${missing[*]}"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
