@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# make install / uninstall honour PREFIX and DESTDIR, and the installed
+# binaries run from wherever they were installed.
+source "$(dirname "$0")/../lib/tap.sh"
+stage=$TMPD/stage
+out=$(make -s -C "$ROOT" install PREFIX=/opt/dism-test DESTDIR="$stage" 2>&1)
+check "make install into DESTDIR succeeds" test $? -eq 0
+for f in opt/dism-test/libexec/dism/dism-nbd-server opt/dism-test/bin/dism-imageinfo \
+         opt/dism-test/sbin/dism-nbd-server; do
+  check "installed $f" test -e "$stage/$f"
+done
+check "nothing installed outside DESTDIR/PREFIX" \
+  bash -c "[ -z \"\$(find '$stage' -mindepth 1 -maxdepth 1 ! -name opt)\" ]"
+check "installed dism-imageinfo runs" "$stage/opt/dism-test/bin/dism-imageinfo" --help
+check "installed server runs" "$stage/opt/dism-test/libexec/dism/dism-nbd-server" --help
+make -s -C "$ROOT" uninstall PREFIX=/opt/dism-test DESTDIR="$stage" >/dev/null 2>&1
+left=$(find "$stage" -type f -o -type l)
+is "make uninstall removes every installed file" "$left" ""
+check "the ASan+UBSan build exists (make SANITIZE=1)" test -x "$ROOT/build-san/bin/dism-nbd-server"
