@@ -1,7 +1,1194 @@
-/* overlay.c - placeholder until the overlay lands. */
+/* overlay.c - a copy-on-write layer over any disk.
+ *
+ * On-disk format (all integers little-endian; see docs/architecture.md,
+ * "Copy-on-write overlay"):
+ *
+ *   [0, 4096)            header: magic, version, geometry, base identity, crc
+ *   [map_off, data_off)  map: for each map page two 4096-byte slots (A, B)
+ *   [data_off, ...)      data: virtual offset X lives at data_off + X
+ *
+ * The file is sparse: untouched data granules and map pages take no space.
+ * A map slot is a 32-byte header (magic, crc32c, generation, page index)
+ * and 4064 bytes holding 2 bits per granule (BASE, DATA, ZERO), so one map
+ * page describes 16256 granules (63.5 MiB of virtual disk).
+ *
+ * Granule: 4 KiB.  It matches the page size and the 4K logical sectors of
+ * modern disks, so a typical guest write is whole granules (no copy-up),
+ * while keeping the copy-up cost of a 512-byte write small; the map costs
+ * 2 bits per 4 KiB (64 MiB of map for 1 TiB fully written, far less in
+ * memory since uniform map pages are not materialised).
+ *
+ * Durability: data is written in place, the map is changed only in memory
+ * (pages marked dirty).  disk_flush() snapshots the dirty map pages,
+ * fdatasyncs the data, writes each snapshot into the slot of its page that
+ * does NOT hold the newest durable copy (with a generation number higher
+ * than any before) and fdatasyncs again.  After a crash each page loads
+ * from its valid slot with the highest generation, so a torn slot falls
+ * back to the previous flushed version of that page, and no slot ever
+ * claims DATA for a granule whose data was not synced before it.
+ */
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <linux/falloc.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "overlay.h"
-int overlay_open(struct disk *base, const char *p, unsigned f, struct disk **out)
-{ (void) base; (void) f; (void) out; disk_set_error("%s: overlay not implemented", p); return -ENOTSUP; }
-int overlay_foreach(struct disk *o, overlay_range_fn fn, void *op) { (void) o; (void) fn; (void) op; return -ENOTSUP; }
-uint64_t overlay_used_bytes(struct disk *o) { (void) o; return 0; }
+#include "util.h"
+
+#define OVL_MAGIC        "DISMOVL\0"
+#define OVL_VERSION      1u
+#define OVL_HDR_SIZE     4096u
+#define OVL_GRANULE      4096u
+#define OVL_SLOT_SIZE    4096u
+#define OVL_SLOT_HDR     32u
+#define OVL_PAYLOAD      (OVL_SLOT_SIZE - OVL_SLOT_HDR)
+#define OVL_GPP          (OVL_PAYLOAD * 4u)      /* granules per map page */
+#define OVL_SLOT_MAGIC   "OVMP"
+#define OVL_PATH_OFF     128u
+#define OVL_PATH_MAX     (OVL_HDR_SIZE - OVL_PATH_OFF)
+
+/* Header field offsets. */
+#define H_VERSION    8
+#define H_CRC        12
+#define H_GRANULE    16
+#define H_SLOTSIZE   20
+#define H_GPP        24
+#define H_LSECTOR    28
+#define H_SIZE       32
+#define H_MAPOFF     40
+#define H_MAPPAGES   48
+#define H_DATAOFF    56
+#define H_FORMAT     64      /* 16 bytes */
+#define H_UNIQUEID   80      /* 40 bytes */
+
+/* Map slot header offsets. */
+#define S_CRC        4
+#define S_GEN        8
+#define S_PAGE       16
+
+enum { ST_BASE = 0, ST_DATA = 1, ST_ZERO = 2 };
+
+/* Striped granule locks: every mutation locks the stripes of the granules
+ * it touches (in ascending stripe order, so no deadlock), so a copy-up of
+ * a partial granule never races with another write to the same granule. */
+#define NSTRIPES     1024u
+
+/* Flush writes dirty map pages in batches so its buffer stays small. */
+#define FLUSH_BATCH  256u
+
+struct mpage {
+  uint8_t *bits;     /* OVL_PAYLOAD bytes, NULL: every granule is 'uniform' */
+  uint8_t uniform;
+  uint8_t dirty;     /* changed since its last snapshot (map_lock) */
+  int8_t slot;       /* slot holding the newest durable copy, -1: none
+                      * (only touched under flush_lock) */
+};
+
+struct overlay {
+  int fd;
+  uint64_t data_off, map_off;
+  uint64_t ngran, npages;
+  struct mpage *pages;
+  pthread_rwlock_t map_lock;     /* pages[].bits/uniform/dirty */
+  pthread_mutex_t flush_lock;    /* serialises flushes; pages[].slot, gen */
+  uint64_t gen;                  /* highest map slot generation written */
+  int broken;                    /* a flush failed: refuse further writes */
+  pthread_mutex_t stripes[NSTRIPES];
+};
+
+/* ---- in-memory map ------------------------------------------------------ */
+
+static inline uint32_t
+page_granules(const struct overlay *o, uint64_t p)
+{
+  uint64_t left = o->ngran - p * OVL_GPP;
+  return left < OVL_GPP ? (uint32_t) left : OVL_GPP;
+}
+
+static inline unsigned
+bits_get(const uint8_t *bits, uint32_t i)
+{
+  return (bits[i >> 2] >> ((i & 3) * 2)) & 3;
+}
+
+static inline void
+bits_set(uint8_t *bits, uint32_t i, unsigned st)
+{
+  unsigned sh = (i & 3) * 2;
+  bits[i >> 2] = (uint8_t) ((bits[i >> 2] & ~(3u << sh)) | (st << sh));
+}
+
+static inline uint8_t
+pattern(unsigned st)
+{
+  return (uint8_t) (st * 0x55);
+}
+
+static unsigned
+map_get(const struct overlay *o, uint64_t g)
+{
+  const struct mpage *mp = &o->pages[g / OVL_GPP];
+  return mp->bits ? bits_get(mp->bits, (uint32_t) (g % OVL_GPP)) : mp->uniform;
+}
+
+/* The state shared by all n granules of bits, or -1. */
+static int
+bits_uniform(const uint8_t *bits, uint32_t n)
+{
+  unsigned st = bits_get(bits, 0);
+  uint32_t nb = n / 4;
+
+  if (nb > 0 && (bits[0] != pattern(st) || memcmp(bits, bits + 1, nb - 1) != 0))
+    return -1;
+  for (uint32_t i = nb * 4; i < n; i++)
+    if (bits_get(bits, i) != st)
+      return -1;
+  return (int) st;
+}
+
+/* Set granules [g0, g1) to st.  Caller holds map_lock for writing. */
+static int
+map_set(struct overlay *o, uint64_t g0, uint64_t g1, unsigned st)
+{
+  for (uint64_t p = g0 / OVL_GPP; g0 < g1; p++) {
+    struct mpage *mp = &o->pages[p];
+    uint64_t first = p * OVL_GPP;
+    uint32_t n = page_granules(o, p);
+    uint32_t a = (uint32_t) (g0 - first);
+    uint32_t b = g1 - first < n ? (uint32_t) (g1 - first) : n;
+
+    g0 = first + b;
+    if (a == 0 && b == n) {
+      if (mp->bits || mp->uniform != st)
+        mp->dirty = 1;
+      free(mp->bits);
+      mp->bits = NULL;
+      mp->uniform = (uint8_t) st;
+      continue;
+    }
+    if (!mp->bits) {
+      if (mp->uniform == st)
+        continue;
+      mp->bits = malloc(OVL_PAYLOAD);
+      if (!mp->bits)
+        return -ENOMEM;
+      memset(mp->bits, pattern(mp->uniform), OVL_PAYLOAD);
+    }
+    uint32_t i = a;
+    for (; i < b && (i & 3); i++)
+      bits_set(mp->bits, i, st);
+    if (b - i >= 4) {
+      memset(mp->bits + i / 4, pattern(st), (b - i) / 4);
+      i += (b - i) & ~3u;
+    }
+    for (; i < b; i++)
+      bits_set(mp->bits, i, st);
+    mp->dirty = 1;
+    if (bits_uniform(mp->bits, n) == (int) st) {
+      free(mp->bits);
+      mp->bits = NULL;
+      mp->uniform = (uint8_t) st;
+    }
+  }
+  return 0;
+}
+
+/* State of granule g and the first granule after g (below glim) whose state
+ * differs.  Caller holds map_lock. */
+static unsigned
+map_run(const struct overlay *o, uint64_t g, uint64_t glim, uint64_t *run_end)
+{
+  unsigned st = map_get(o, g);
+  uint64_t pos = g + 1;
+
+  while (pos < glim) {
+    uint64_t p = pos / OVL_GPP, first = p * OVL_GPP;
+    const struct mpage *mp = &o->pages[p];
+    uint64_t pend = first + page_granules(o, p);
+    uint32_t i, iend;
+
+    if (pend > glim)
+      pend = glim;
+    if (!mp->bits) {
+      if (mp->uniform != st)
+        break;
+      pos = pend;
+      continue;
+    }
+    i = (uint32_t) (pos - first);
+    iend = (uint32_t) (pend - first);
+    while (i < iend) {
+      if ((i & 3) == 0 && i + 4 <= iend && mp->bits[i >> 2] == pattern(st)) {
+        i += 4;
+        continue;
+      }
+      if (bits_get(mp->bits, i) != st)
+        break;
+      i++;
+    }
+    pos = first + i;
+    if (i < iend)
+      break;
+  }
+  *run_end = pos < glim ? pos : glim;
+  return st;
+}
+
+/* ---- granule locks ------------------------------------------------------ */
+
+static void
+stripes_range(uint64_t g0, uint64_t g1, uint32_t r[4])
+{
+  /* Granules [g0, g1] as up to two ascending stripe ranges [r0,r1) [r2,r3). */
+  if (g1 - g0 + 1 >= NSTRIPES) {
+    r[0] = 0; r[1] = NSTRIPES; r[2] = r[3] = 0;
+    return;
+  }
+  uint32_t s0 = (uint32_t) (g0 % NSTRIPES), s1 = (uint32_t) (g1 % NSTRIPES);
+  if (s0 <= s1) {
+    r[0] = s0; r[1] = s1 + 1; r[2] = r[3] = 0;
+  } else {
+    r[0] = 0; r[1] = s1 + 1; r[2] = s0; r[3] = NSTRIPES;
+  }
+}
+
+static void
+lock_granules(struct overlay *o, uint64_t g0, uint64_t g1)
+{
+  uint32_t r[4];
+  stripes_range(g0, g1, r);
+  for (uint32_t s = r[0]; s < r[1]; s++)
+    pthread_mutex_lock(&o->stripes[s]);
+  for (uint32_t s = r[2]; s < r[3]; s++)
+    pthread_mutex_lock(&o->stripes[s]);
+}
+
+static void
+unlock_granules(struct overlay *o, uint64_t g0, uint64_t g1)
+{
+  uint32_t r[4];
+  stripes_range(g0, g1, r);
+  for (uint32_t s = r[0]; s < r[1]; s++)
+    pthread_mutex_unlock(&o->stripes[s]);
+  for (uint32_t s = r[2]; s < r[3]; s++)
+    pthread_mutex_unlock(&o->stripes[s]);
+}
+
+/* ---- data path ---------------------------------------------------------- */
+
+static inline uint64_t
+gran_len(const struct disk *d, uint64_t g)
+{
+  uint64_t left = d->size - g * OVL_GRANULE;
+  return left < OVL_GRANULE ? left : OVL_GRANULE;
+}
+
+static int
+check_broken(struct disk *d)
+{
+  struct overlay *o = d->priv;
+  if (__atomic_load_n(&o->broken, __ATOMIC_ACQUIRE)) {
+    disk_set_error("%s: an earlier flush failed; the overlay refuses writes "
+                   "until it is reopened", d->path);
+    return -EIO;
+  }
+  return 0;
+}
+
+static int
+ovl_pread(struct disk *d, void *buf, size_t count, uint64_t offset)
+{
+  struct overlay *o = d->priv;
+  uint64_t end = offset + count, glim = (end - 1) / OVL_GRANULE + 1;
+  char *p = buf;
+  int r = 0;
+
+  while (offset < end) {
+    uint64_t gend, n;
+    unsigned st;
+
+    pthread_rwlock_rdlock(&o->map_lock);
+    st = map_run(o, offset / OVL_GRANULE, glim, &gend);
+    pthread_rwlock_unlock(&o->map_lock);
+    n = (gend * OVL_GRANULE < end ? gend * OVL_GRANULE : end) - offset;
+    if (st == ST_BASE)
+      r = disk_pread(d->parent, p, n, offset);
+    else if (st == ST_DATA)
+      r = disk_full_pread(o->fd, d->path, p, n, o->data_off + offset, false);
+    else
+      memset(p, 0, n);
+    if (r < 0)
+      return r;
+    p += n;
+    offset += n;
+  }
+  return 0;
+}
+
+/* Fill buf with the current contents of granule g.  Caller holds its lock. */
+static int
+read_granule(struct disk *d, uint64_t g, unsigned st, void *buf)
+{
+  struct overlay *o = d->priv;
+  uint64_t len = gran_len(d, g), off = g * OVL_GRANULE;
+
+  if (st == ST_BASE)
+    return disk_pread(d->parent, buf, len, off);
+  if (st == ST_DATA)
+    return disk_full_pread(o->fd, d->path, buf, len, o->data_off + off, false);
+  memset(buf, 0, len);
+  return 0;
+}
+
+/* Write len bytes (src, or zeroes if src is NULL) at offset inside granule
+ * g, copying up the rest of the granule if it is not DATA yet.  Caller
+ * holds the granule's lock.  *copied is set when g became DATA. */
+static int
+write_partial(struct disk *d, uint64_t g, const void *src, uint64_t len,
+              uint64_t offset, bool *copied)
+{
+  struct overlay *o = d->priv;
+  unsigned char gbuf[OVL_GRANULE];
+  uint64_t gstart = g * OVL_GRANULE;
+  unsigned st;
+  int r;
+
+  pthread_rwlock_rdlock(&o->map_lock);
+  st = map_get(o, g);
+  pthread_rwlock_unlock(&o->map_lock);
+  *copied = false;
+  if (st == ST_ZERO && !src)
+    return 0;
+  if (st == ST_DATA) {
+    if (src)
+      return disk_full_pwrite(o->fd, d->path, src, len, o->data_off + offset);
+    memset(gbuf, 0, len);
+    return disk_full_pwrite(o->fd, d->path, gbuf, len, o->data_off + offset);
+  }
+  r = read_granule(d, g, st, gbuf);
+  if (r < 0)
+    return r;
+  if (src)
+    memcpy(gbuf + (offset - gstart), src, len);
+  else
+    memset(gbuf + (offset - gstart), 0, len);
+  r = disk_full_pwrite(o->fd, d->path, gbuf, gran_len(d, g), o->data_off + gstart);
+  *copied = r == 0;
+  return r;
+}
+
+static int
+map_update(struct disk *d, uint64_t g0, uint64_t g1, unsigned st)
+{
+  struct overlay *o = d->priv;
+  int r;
+
+  pthread_rwlock_wrlock(&o->map_lock);
+  r = map_set(o, g0, g1, st);
+  pthread_rwlock_unlock(&o->map_lock);
+  if (r < 0)
+    disk_set_error("%s: out of memory for the overlay map", d->path);
+  return r;
+}
+
+static int ovl_flush(struct disk *d);
+
+static int
+ovl_pwrite(struct disk *d, const void *buf, size_t count, uint64_t offset,
+           unsigned flags)
+{
+  struct overlay *o = d->priv;
+  uint64_t end = offset + count, pos = offset;
+  uint64_t g0 = offset / OVL_GRANULE, g1 = (end - 1) / OVL_GRANULE;
+  const char *src = buf;
+  int r = check_broken(d);
+
+  if (r < 0)
+    return r;
+  lock_granules(o, g0, g1);
+  while (pos < end && r == 0) {
+    uint64_t g = pos / OVL_GRANULE, gstart = g * OVL_GRANULE;
+    uint64_t gend = gstart + gran_len(d, g);
+
+    if (pos == gstart && end >= gend) {
+      /* Whole granules: straight into the data region. */
+      uint64_t fend = end == d->size ? end : end / OVL_GRANULE * OVL_GRANULE;
+      r = disk_full_pwrite(o->fd, d->path, src + (pos - offset), fend - pos,
+                           o->data_off + pos);
+      pos = fend;
+    } else {
+      uint64_t n = (end < gend ? end : gend) - pos;
+      bool copied;
+      r = write_partial(d, g, src + (pos - offset), n, pos, &copied);
+      pos += n;
+    }
+  }
+  /* The map changes only after the data is written: a reader that sees
+   * DATA sees the bytes. */
+  if (r == 0)
+    r = map_update(d, g0, g1 + 1, ST_DATA);
+  unlock_granules(o, g0, g1);
+  if (r == 0 && (flags & DISK_F_FUA))
+    r = ovl_flush(d);
+  return r;
+}
+
+/* Free the data region behind whole granules that became ZERO, so the
+ * space comes back and the bytes there read as zeroes even if a crash
+ * keeps an older map that still says DATA. */
+static void
+release_data(struct overlay *o, uint64_t off, uint64_t len)
+{
+  if (fallocate(o->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                (off_t) (o->data_off + off), (off_t) len) == 0)
+    return;
+  /* No hole punching: zero the range if the file system can; otherwise
+   * the map alone makes it read as zeroes (see the architecture notes). */
+  (void) fallocate(o->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                   (off_t) (o->data_off + off), (off_t) len);
+}
+
+/* Zero and trim: whole granules become ZERO, partial ones get zeroes
+ * written (copying up the rest).  Trim is a zero here so that contents
+ * after a trim are deterministic. */
+static int
+ovl_zero(struct disk *d, uint64_t count, uint64_t offset, unsigned flags)
+{
+  struct overlay *o = d->priv;
+  uint64_t end = offset + count, pos = offset;
+  uint64_t g0 = offset / OVL_GRANULE, g1 = (end - 1) / OVL_GRANULE;
+  int r = check_broken(d);
+
+  if (r < 0)
+    return r;
+  lock_granules(o, g0, g1);
+  while (pos < end && r == 0) {
+    uint64_t g = pos / OVL_GRANULE, gstart = g * OVL_GRANULE;
+    uint64_t gend = gstart + gran_len(d, g);
+
+    if (pos == gstart && end >= gend) {
+      uint64_t fend = end == d->size ? end : end / OVL_GRANULE * OVL_GRANULE;
+      release_data(o, pos, fend - pos);
+      r = map_update(d, g, (fend + OVL_GRANULE - 1) / OVL_GRANULE, ST_ZERO);
+      pos = fend;
+    } else {
+      uint64_t n = (end < gend ? end : gend) - pos;
+      bool copied;
+      r = write_partial(d, g, NULL, n, pos, &copied);
+      if (r == 0 && copied)
+        r = map_update(d, g, g + 1, ST_DATA);
+      pos += n;
+    }
+  }
+  unlock_granules(o, g0, g1);
+  if (r == 0 && (flags & DISK_F_FUA))
+    r = ovl_flush(d);
+  return r;
+}
+
+static int
+ovl_trim(struct disk *d, uint64_t count, uint64_t offset, unsigned flags)
+{
+  return ovl_zero(d, count, offset, flags | DISK_F_MAY_TRIM);
+}
+
+static int
+ovl_extents(struct disk *d, uint64_t count, uint64_t offset,
+            struct disk_extents *out)
+{
+  struct overlay *o = d->priv;
+  uint64_t end = offset + count, glim = (end - 1) / OVL_GRANULE + 1;
+
+  while (offset < end) {
+    uint64_t gend, rend;
+    unsigned st;
+    int a = 0;
+
+    pthread_rwlock_rdlock(&o->map_lock);
+    st = map_run(o, offset / OVL_GRANULE, glim, &gend);
+    pthread_rwlock_unlock(&o->map_lock);
+    rend = gend * OVL_GRANULE < end ? gend * OVL_GRANULE : end;
+    if (st == ST_BASE) {
+      /* Ask the base about this run and pass its answer through. */
+      struct disk_extents be;
+      uint64_t covered = offset;
+      int r;
+
+      disk_extents_init(&be, offset, rend, out->max);
+      r = disk_extents(d->parent, rend - offset, offset, &be);
+      for (size_t k = 0; r >= 0 && a == 0 && k < be.n; k++) {
+        uint64_t s = be.v[k].offset, e = s + be.v[k].length;
+        if (s < covered)
+          s = covered;
+        if (e > rend)
+          e = rend;
+        if (e <= s)
+          continue;
+        a = disk_extents_add(out, s, e - s, be.v[k].flags);
+        covered = e;
+      }
+      disk_extents_free(&be);
+      if (r < 0)
+        return r;
+      if (a == 0 && covered == offset) {
+        disk_set_error("%s: base %s reported no extents at offset %" PRIu64,
+                       d->path, d->parent->path, offset);
+        return -EIO;
+      }
+      if (a == 0 && covered < rend)
+        return 0;        /* the base stopped early: so do we */
+    } else {
+      a = disk_extents_add(out, offset, rend - offset,
+                           st == ST_ZERO ? DISK_EXTENT_ZERO : 0);
+    }
+    if (a < 0)
+      return -ENOMEM;
+    if (a > 0)
+      return 0;
+    offset = rend;
+  }
+  return 0;
+}
+
+/* ---- map on disk -------------------------------------------------------- */
+
+static uint64_t
+slot_offset(const struct overlay *o, uint64_t p, int slot)
+{
+  return o->map_off + (2 * p + (uint64_t) slot) * OVL_SLOT_SIZE;
+}
+
+/* Write the snapshot of map page p (payload in slot+OVL_SLOT_HDR) into the
+ * slot that does not hold its newest durable copy.  Caller holds
+ * flush_lock. */
+static int
+write_map_page(struct disk *d, uint64_t p, uint8_t *slot)
+{
+  struct overlay *o = d->priv;
+  struct mpage *mp = &o->pages[p];
+  int target = mp->slot == 0 ? 1 : 0;
+  int r;
+
+  memcpy(slot, OVL_SLOT_MAGIC, 4);
+  put_le32(slot + S_CRC, 0);
+  put_le64(slot + S_GEN, ++o->gen);
+  put_le64(slot + S_PAGE, p);
+  memset(slot + S_PAGE + 8, 0, OVL_SLOT_HDR - S_PAGE - 8);
+  put_le32(slot + S_CRC, crc32c(0, slot, OVL_SLOT_SIZE));
+  r = disk_full_pwrite(o->fd, d->path, slot, OVL_SLOT_SIZE,
+                       slot_offset(o, p, target));
+  if (r == 0)
+    mp->slot = (int8_t) target;
+  return r;
+}
+
+static int
+sync_file(struct disk *d)
+{
+  struct overlay *o = d->priv;
+  if (fdatasync(o->fd) < 0) {
+    int e = errno;
+    disk_set_error("%s: fdatasync: %s", d->path, strerror(e));
+    return -e;
+  }
+  return 0;
+}
+
+static int
+ovl_flush(struct disk *d)
+{
+  struct overlay *o = d->priv;
+  uint8_t *buf = NULL;
+  uint64_t batch[FLUSH_BATCH];
+  uint64_t next = 0;
+  bool wrote = false;
+  int r = check_broken(d);
+
+  if (r < 0)
+    return r;
+  buf = malloc((size_t) FLUSH_BATCH * OVL_SLOT_SIZE);
+  if (!buf) {
+    disk_set_error("%s: out of memory for the map flush", d->path);
+    return -ENOMEM;
+  }
+  pthread_mutex_lock(&o->flush_lock);
+  for (;;) {
+    size_t n = 0;
+
+    /* 1. Snapshot a batch of dirty pages: every map change in it belongs
+     *    to data whose pwrite already returned ... */
+    pthread_rwlock_wrlock(&o->map_lock);
+    for (; next < o->npages && n < FLUSH_BATCH; next++) {
+      struct mpage *mp = &o->pages[next];
+      uint8_t *payload = buf + n * OVL_SLOT_SIZE + OVL_SLOT_HDR;
+      if (!mp->dirty)
+        continue;
+      if (mp->bits)
+        memcpy(payload, mp->bits, OVL_PAYLOAD);
+      else
+        memset(payload, pattern(mp->uniform), OVL_PAYLOAD);
+      mp->dirty = 0;
+      batch[n++] = next;
+    }
+    pthread_rwlock_unlock(&o->map_lock);
+
+    /* 2. ... so syncing now makes that data (and the previous batch of
+     *    map pages) durable before ... */
+    r = sync_file(d);
+    if (r < 0 || n == 0)
+      break;
+
+    /* 3. ... the map pages that point at it are written. */
+    for (size_t k = 0; k < n && r == 0; k++)
+      r = write_map_page(d, batch[k], buf + k * OVL_SLOT_SIZE);
+    if (r < 0)
+      break;
+    wrote = true;
+  }
+  if (r == 0 && wrote)
+    r = sync_file(d);
+  if (r < 0) {
+    /* After a failed fdatasync the kernel may have dropped dirty pages:
+     * the only safe state is a stop, the last durable map is on disk. */
+    __atomic_store_n(&o->broken, 1, __ATOMIC_RELEASE);
+  }
+  pthread_mutex_unlock(&o->flush_lock);
+  free(buf);
+  return r;
+}
+
+enum { SLOT_EMPTY, SLOT_VALID, SLOT_BAD };
+
+static int
+classify_slot(const uint8_t *s, uint64_t p, uint64_t *gen)
+{
+  uint8_t tmp[OVL_SLOT_SIZE];
+
+  if (disk_is_zero(s, OVL_SLOT_SIZE))
+    return SLOT_EMPTY;
+  if (memcmp(s, OVL_SLOT_MAGIC, 4) != 0 || get_le64(s + S_PAGE) != p)
+    return SLOT_BAD;
+  memcpy(tmp, s, OVL_SLOT_SIZE);
+  put_le32(tmp + S_CRC, 0);
+  if (crc32c(0, tmp, OVL_SLOT_SIZE) != get_le32(s + S_CRC))
+    return SLOT_BAD;
+  *gen = get_le64(s + S_GEN);
+  return SLOT_VALID;
+}
+
+/* Load one map page from its newest valid slot. */
+static int
+load_page(struct disk *d, uint64_t p, const uint8_t *slots)
+{
+  struct overlay *o = d->priv;
+  struct mpage *mp = &o->pages[p];
+  uint64_t gen[2] = { 0, 0 };
+  int c[2], pick = -1;
+  uint32_t n = page_granules(o, p);
+  const uint8_t *bits;
+
+  c[0] = classify_slot(slots, p, &gen[0]);
+  c[1] = classify_slot(slots + OVL_SLOT_SIZE, p, &gen[1]);
+  if (c[0] == SLOT_VALID)
+    pick = 0;
+  if (c[1] == SLOT_VALID && (pick < 0 || gen[1] > gen[0]))
+    pick = 1;
+  if (pick < 0) {
+    /* Flushes never write both slots of a page at once, so two bad
+     * copies are corruption, not a crash. */
+    if (c[0] == SLOT_BAD && c[1] == SLOT_BAD) {
+      disk_set_error("%s: map page %" PRIu64 " is corrupt (both copies "
+                     "fail their checksum)", d->path, p);
+      return -EUCLEAN;
+    }
+    return 0;            /* never flushed (or its first write was torn) */
+  }
+  bits = slots + pick * OVL_SLOT_SIZE + OVL_SLOT_HDR;
+  for (uint32_t i = 0; i < n; i++)
+    if (bits_get(bits, i) == 3) {
+      disk_set_error("%s: map page %" PRIu64 " has an invalid state for "
+                     "granule %" PRIu64, d->path, p, p * OVL_GPP + i);
+      return -EUCLEAN;
+    }
+  mp->slot = (int8_t) pick;
+  if (gen[pick] > o->gen)
+    o->gen = gen[pick];
+  int u = bits_uniform(bits, n);
+  if (u >= 0) {
+    mp->uniform = (uint8_t) u;
+    return 0;
+  }
+  mp->bits = malloc(OVL_PAYLOAD);
+  if (!mp->bits) {
+    disk_set_error("%s: out of memory for the overlay map", d->path);
+    return -ENOMEM;
+  }
+  memcpy(mp->bits, bits, OVL_PAYLOAD);
+  return 0;
+}
+
+static int
+load_map(struct disk *d)
+{
+  struct overlay *o = d->priv;
+  uint8_t *slots = malloc(2 * OVL_SLOT_SIZE);
+  int r = 0;
+
+  if (!slots)
+    return -ENOMEM;
+  for (uint64_t p = 0; p < o->npages && r == 0; p++) {
+    /* Skip never-written (sparse) map pages without reading them. */
+    off_t pos = (off_t) slot_offset(o, p, 0);
+    off_t next = lseek(o->fd, pos, SEEK_DATA);
+    if (next < 0 && errno == ENXIO)
+      break;
+    if (next > pos) {
+      uint64_t skip = ((uint64_t) next - o->map_off) / (2 * OVL_SLOT_SIZE);
+      if (skip > p) {
+        p = skip - 1;
+        continue;
+      }
+    }
+    r = disk_full_pread(o->fd, d->path, slots, 2 * OVL_SLOT_SIZE,
+                        (uint64_t) pos, true);
+    if (r == 0)
+      r = load_page(d, p, slots);
+  }
+  free(slots);
+  return r;
+}
+
+/* ---- header and base identity ------------------------------------------- */
+
+struct identity {
+  uint64_t size;
+  uint32_t lsector;
+  char format[16];
+  char unique_id[40];
+  char path[OVL_PATH_MAX];
+};
+
+static int
+base_identity(struct disk *base, struct identity *id)
+{
+  struct disk_info *info = malloc(sizeof *info);
+  char *rp;
+  int r;
+
+  if (!info)
+    return -ENOMEM;
+  memset(id, 0, sizeof *id);
+  r = disk_info(base, info);
+  if (r == 0) {
+    id->size = base->size;
+    id->lsector = base->logical_sector;
+    snprintf(id->format, sizeof id->format, "%s", info->format ? info->format : "");
+    snprintf(id->unique_id, sizeof id->unique_id, "%s", info->unique_id);
+    /* The canonical path, so "./x.vhd" and "/abs/x.vhd" are the same base;
+     * paths that do not resolve (memfds) are kept as given. */
+    rp = realpath(base->path, NULL);
+    snprintf(id->path, sizeof id->path, "%s", rp ? rp : base->path);
+    free(rp);
+  }
+  free(info);
+  return r;
+}
+
+static void
+layout(uint64_t size, uint64_t *ngran, uint64_t *npages, uint64_t *map_off,
+       uint64_t *data_off)
+{
+  *ngran = (size + OVL_GRANULE - 1) / OVL_GRANULE;
+  *npages = (*ngran + OVL_GPP - 1) / OVL_GPP;
+  *map_off = OVL_HDR_SIZE;
+  *data_off = *map_off + *npages * 2 * OVL_SLOT_SIZE;
+}
+
+static void
+encode_header(uint8_t *h, const struct identity *id)
+{
+  uint64_t ngran, npages, map_off, data_off;
+
+  layout(id->size, &ngran, &npages, &map_off, &data_off);
+  memset(h, 0, OVL_HDR_SIZE);
+  memcpy(h, OVL_MAGIC, 8);
+  put_le32(h + H_VERSION, OVL_VERSION);
+  put_le32(h + H_GRANULE, OVL_GRANULE);
+  put_le32(h + H_SLOTSIZE, OVL_SLOT_SIZE);
+  put_le32(h + H_GPP, OVL_GPP);
+  put_le32(h + H_LSECTOR, id->lsector);
+  put_le64(h + H_SIZE, id->size);
+  put_le64(h + H_MAPOFF, map_off);
+  put_le64(h + H_MAPPAGES, npages);
+  put_le64(h + H_DATAOFF, data_off);
+  memcpy(h + H_FORMAT, id->format, sizeof id->format);
+  memcpy(h + H_UNIQUEID, id->unique_id, sizeof id->unique_id);
+  memcpy(h + OVL_PATH_OFF, id->path, OVL_PATH_MAX - 1);
+  put_le32(h + H_CRC, crc32c(0, h, OVL_HDR_SIZE));
+}
+
+/* Check a header read from the file against the base. */
+static int
+check_header(const char *path, uint8_t *h, const struct identity *id,
+             const char *base_path)
+{
+  uint32_t crc = get_le32(h + H_CRC);
+  uint64_t ngran, npages, map_off, data_off;
+  char rec_path[OVL_PATH_MAX], rec_id[41], rec_fmt[17];
+
+  if (memcmp(h, OVL_MAGIC, 8) != 0) {
+    disk_set_error("%s: not a dism overlay (bad magic)", path);
+    return -EINVAL;
+  }
+  put_le32(h + H_CRC, 0);
+  if (crc32c(0, h, OVL_HDR_SIZE) != crc) {
+    disk_set_error("%s: overlay header is corrupt (checksum mismatch)", path);
+    return -EUCLEAN;
+  }
+  put_le32(h + H_CRC, crc);
+  if (get_le32(h + H_VERSION) != OVL_VERSION) {
+    disk_set_error("%s: unsupported overlay version %u", path,
+                   get_le32(h + H_VERSION));
+    return -ENOTSUP;
+  }
+  memcpy(rec_path, h + OVL_PATH_OFF, OVL_PATH_MAX);
+  rec_path[OVL_PATH_MAX - 1] = 0;
+  memcpy(rec_id, h + H_UNIQUEID, 40);
+  rec_id[40] = 0;
+  memcpy(rec_fmt, h + H_FORMAT, 16);
+  rec_fmt[16] = 0;
+  if (get_le64(h + H_SIZE) != id->size) {
+    disk_set_error("%s: overlay was made for base %s of %" PRIu64 " bytes, "
+                   "but base %s is %" PRIu64 " bytes", path, rec_path,
+                   get_le64(h + H_SIZE), base_path, id->size);
+    return -EINVAL;
+  }
+  if (get_le32(h + H_LSECTOR) != id->lsector) {
+    disk_set_error("%s: overlay was made for base %s with %u-byte sectors, "
+                   "but base %s has %u-byte sectors", path, rec_path,
+                   get_le32(h + H_LSECTOR), base_path, id->lsector);
+    return -EINVAL;
+  }
+  if (strcmp(rec_fmt, id->format) != 0 || strcmp(rec_id, id->unique_id) != 0) {
+    disk_set_error("%s: overlay was made for base %s (%s, id '%s'), but "
+                   "base %s is a different image (%s, id '%s')", path, rec_path,
+                   rec_fmt, rec_id, base_path, id->format, id->unique_id);
+    return -EINVAL;
+  }
+  if (strcmp(rec_path, id->path) != 0) {
+    disk_set_error("%s: overlay was made for base %s, not for base %s",
+                   path, rec_path, id->path);
+    return -EINVAL;
+  }
+  layout(id->size, &ngran, &npages, &map_off, &data_off);
+  if (get_le32(h + H_GRANULE) != OVL_GRANULE ||
+      get_le32(h + H_SLOTSIZE) != OVL_SLOT_SIZE ||
+      get_le32(h + H_GPP) != OVL_GPP || get_le64(h + H_MAPOFF) != map_off ||
+      get_le64(h + H_MAPPAGES) != npages || get_le64(h + H_DATAOFF) != data_off) {
+    disk_set_error("%s: overlay header has an unsupported layout", path);
+    return -EUCLEAN;
+  }
+  return 0;
+}
+
+static int
+fsync_dir_of(const char *path)
+{
+  char *dir = strdup(path), *slash;
+  int fd, r = 0;
+
+  if (!dir)
+    return -ENOMEM;
+  slash = strrchr(dir, '/');
+  if (!slash)
+    strcpy(dir, ".");
+  else if (slash == dir)
+    dir[1] = 0;
+  else
+    *slash = 0;
+  fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    if (fsync(fd) < 0)
+      r = -errno;
+    close(fd);
+  }
+  free(dir);
+  return r;
+}
+
+static int
+create_file(struct disk *d, const struct identity *id)
+{
+  struct overlay *o = d->priv;
+  uint8_t *h = malloc(OVL_HDR_SIZE);
+  int r;
+
+  if (!h)
+    return -ENOMEM;
+  encode_header(h, id);
+  r = disk_full_pwrite(o->fd, d->path, h, OVL_HDR_SIZE, 0);
+  if (r == 0 && ftruncate(o->fd, (off_t) (o->data_off + d->size)) < 0) {
+    r = -errno;
+    disk_set_error("%s: cannot size the overlay: %s", d->path, strerror(-r));
+  }
+  if (r == 0)
+    r = sync_file(d);
+  if (r == 0 && (r = fsync_dir_of(d->path)) < 0)
+    disk_set_error("%s: fsync of its directory: %s", d->path, strerror(-r));
+  free(h);
+  return r;
+}
+
+static int
+open_file(struct disk *d, const struct identity *id)
+{
+  struct overlay *o = d->priv;
+  uint8_t *h = malloc(OVL_HDR_SIZE);
+  int r;
+
+  if (!h)
+    return -ENOMEM;
+  r = disk_full_pread(o->fd, d->path, h, OVL_HDR_SIZE, 0, true);
+  if (r == 0)
+    r = check_header(d->path, h, id, d->parent->path);
+  if (r == 0)
+    r = load_map(d);
+  free(h);
+  return r;
+}
+
+/* ---- the disk ----------------------------------------------------------- */
+
+static int
+ovl_info(struct disk *d, struct disk_info *info)
+{
+  uint64_t used = overlay_used_bytes(d);
+
+  info->subtype = "copy-on-write";
+  info->block_size = OVL_GRANULE;
+  info->allocated_bytes = used;
+  snprintf(info->parent_hint, sizeof info->parent_hint, "%s", d->parent->path);
+  snprintf(info->notes, sizeof info->notes,
+           "overlay holds %" PRIu64 " bytes of the disk in %u-byte granules; "
+           "base %s", used, OVL_GRANULE, d->parent->path);
+  return 0;
+}
+
+static void
+ovl_close(struct disk *d)
+{
+  struct overlay *o = d->priv;
+
+  if (!o)
+    return;
+  if (o->fd >= 0) {
+    /* A clean close leaves nothing unflushed; errors cannot be reported
+     * here, and a failed flush keeps the last durable map. */
+    if (o->pages && !o->broken)
+      (void) ovl_flush(d);
+    close(o->fd);
+  }
+  for (uint64_t p = 0; o->pages && p < o->npages; p++)
+    free(o->pages[p].bits);
+  free(o->pages);
+  pthread_rwlock_destroy(&o->map_lock);
+  pthread_mutex_destroy(&o->flush_lock);
+  for (unsigned s = 0; s < NSTRIPES; s++)
+    pthread_mutex_destroy(&o->stripes[s]);
+  free(o);
+  d->priv = NULL;
+}
+
+static const struct disk_ops overlay_ops = {
+  .name    = "overlay",
+  .pread   = ovl_pread,
+  .pwrite  = ovl_pwrite,
+  .flush   = ovl_flush,
+  .trim    = ovl_trim,
+  .zero    = ovl_zero,
+  .extents = ovl_extents,
+  .info    = ovl_info,
+  .close   = ovl_close,
+};
+
+static struct overlay *
+overlay_new(void)
+{
+  struct overlay *o = calloc(1, sizeof *o);
+
+  if (!o)
+    return NULL;
+  o->fd = -1;
+  pthread_rwlock_init(&o->map_lock, NULL);
+  pthread_mutex_init(&o->flush_lock, NULL);
+  for (unsigned s = 0; s < NSTRIPES; s++)
+    pthread_mutex_init(&o->stripes[s], NULL);
+  return o;
+}
+
+int
+overlay_open(struct disk *base, const char *path, unsigned flags,
+             struct disk **out)
+{
+  struct identity *id = NULL;
+  struct overlay *o = NULL;
+  struct disk *d = NULL;
+  bool create = flags == OVERLAY_CREATE;
+  int r;
+
+  *out = NULL;
+  if (flags != OVERLAY_CREATE && flags != OVERLAY_OPEN_EXISTING) {
+    disk_set_error("%s: overlay_open needs exactly one of OVERLAY_CREATE "
+                   "and OVERLAY_OPEN_EXISTING", path);
+    disk_close(base);
+    return -EINVAL;
+  }
+  d = disk_new(&overlay_ops, path);
+  o = overlay_new();
+  id = malloc(sizeof *id);
+  if (!d || !o || !id) {
+    r = -ENOMEM;
+    disk_set_error("%s: out of memory", path);
+    free(o);
+    o = NULL;
+    goto fail;
+  }
+  d->parent = base;       /* from here on disk_close(d) frees the base */
+  base = NULL;
+  d->priv = o;
+  d->size = d->parent->size;
+  d->logical_sector = d->parent->logical_sector;
+  d->physical_sector = d->parent->physical_sector;
+  d->readonly = false;
+
+  r = base_identity(d->parent, id);
+  if (r < 0)
+    goto fail;
+  layout(d->size, &o->ngran, &o->npages, &o->map_off, &o->data_off);
+  o->pages = calloc(o->npages ? o->npages : 1, sizeof *o->pages);
+  if (!o->pages) {
+    r = -ENOMEM;
+    disk_set_error("%s: out of memory for the overlay map", path);
+    goto fail;
+  }
+  for (uint64_t p = 0; p < o->npages; p++)
+    o->pages[p].slot = -1;
+
+  o->fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0), 0600);
+  if (o->fd < 0) {
+    r = -errno;
+    disk_set_error("%s: cannot %s overlay: %s", path,
+                   create ? "create" : "open", strerror(-r));
+    goto fail;
+  }
+  /* One user at a time: two servers on one overlay would corrupt it. */
+  if (flock(o->fd, LOCK_EX | LOCK_NB) < 0) {
+    r = -errno;
+    disk_set_error("%s: overlay is in use by another process: %s", path,
+                   strerror(-r));
+    goto fail;
+  }
+  r = create ? create_file(d, id) : open_file(d, id);
+  if (r < 0) {
+    if (create)
+      unlink(path);      /* a half-made overlay is of no use to anyone */
+    goto fail;
+  }
+  free(id);
+  *out = d;
+  return 0;
+
+fail:
+  if (o && o->fd >= 0) {
+    close(o->fd);
+    o->fd = -1;          /* ovl_close must not flush a half-open overlay */
+  }
+  free(id);
+  disk_close(base);
+  disk_close(d);
+  return r;
+}
+
+int
+overlay_foreach(struct disk *d, overlay_range_fn fn, void *opaque)
+{
+  struct overlay *o = d->priv;
+  uint64_t g = 0;
+
+  while (g < o->ngran) {
+    uint64_t gend;
+    unsigned st;
+    int r;
+
+    pthread_rwlock_rdlock(&o->map_lock);
+    st = map_run(o, g, o->ngran, &gend);
+    pthread_rwlock_unlock(&o->map_lock);
+    if (st != ST_BASE) {
+      uint64_t off = g * OVL_GRANULE;
+      uint64_t end = gend * OVL_GRANULE < d->size ? gend * OVL_GRANULE : d->size;
+      /* The callback runs unlocked: it may read the overlay. */
+      r = fn(opaque, off, end - off, st == ST_DATA ? OVERLAY_DATA : OVERLAY_ZERO);
+      if (r != 0)
+        return r;
+    }
+    g = gend;
+  }
+  return 0;
+}
+
+uint64_t
+overlay_used_bytes(struct disk *d)
+{
+  struct overlay *o = d->priv;
+  uint64_t g = 0, used = 0;
+
+  pthread_rwlock_rdlock(&o->map_lock);
+  while (g < o->ngran) {
+    uint64_t gend;
+    if (map_run(o, g, o->ngran, &gend) != ST_BASE) {
+      uint64_t end = gend * OVL_GRANULE < d->size ? gend * OVL_GRANULE : d->size;
+      used += end - g * OVL_GRANULE;
+    }
+    g = gend;
+  }
+  pthread_rwlock_unlock(&o->map_lock);
+  return used;
+}
+
+#ifdef FUZZING
+/* Fuzzing aid: make buf (an overlay file) name base and carry valid
+ * checksums, so the fuzzer reaches the map decoder.  fix_pages also
+ * re-seals map slots that carry the slot magic. */
+void
+overlay_fuzz_fixup(struct disk *base, uint8_t *buf, size_t len, bool fix_pages)
+{
+  struct identity id;
+  uint64_t ngran, npages, map_off, data_off;
+
+  if (len < OVL_HDR_SIZE || base_identity(base, &id) < 0)
+    return;
+  memcpy(buf + OVL_PATH_OFF, id.path, OVL_PATH_MAX - 1);
+  put_le32(buf + H_CRC, 0);
+  put_le32(buf + H_CRC, crc32c(0, buf, OVL_HDR_SIZE));
+  if (!fix_pages)
+    return;
+  layout(id.size, &ngran, &npages, &map_off, &data_off);
+  for (uint64_t s = 0; s < 2 * npages; s++) {
+    uint64_t off = map_off + s * OVL_SLOT_SIZE;
+    if (off + OVL_SLOT_SIZE > len)
+      break;
+    if (memcmp(buf + off, OVL_SLOT_MAGIC, 4) != 0)
+      continue;
+    put_le32(buf + off + S_CRC, 0);
+    put_le32(buf + off + S_CRC, crc32c(0, buf + off, OVL_SLOT_SIZE));
+  }
+}
+#endif

@@ -16,7 +16,10 @@
 
 /* Wrap base (ownership passes to the overlay disk: closing the overlay closes
  * the base; it becomes the overlay's d->parent).  The overlay records the
- * base's virtual size (and checks it on reopen). */
+ * base's virtual size (and checks it on reopen).  On failure the base has
+ * been closed too.  The base's identity (canonical path, size, logical
+ * sector size, format and unique id) is recorded at creation and checked on
+ * reopen; the overlay file is flock()ed while open. */
 int overlay_open(struct disk *base, const char *overlay_path, unsigned flags,
                  struct disk **out);
 
@@ -32,5 +35,13 @@ int overlay_foreach(struct disk *ovl, overlay_range_fn fn, void *opaque);
 
 /* Bytes of virtual disk currently held in the overlay (data + zero). */
 uint64_t overlay_used_bytes(struct disk *ovl);
+
+#ifdef FUZZING
+/* Fuzzing aid only: rewrite an overlay file image in buf so that it names
+ * base and carries a valid header checksum (and, with fix_pages, valid map
+ * slot checksums), letting the fuzzer reach the map decoder. */
+void overlay_fuzz_fixup(struct disk *base, uint8_t *buf, size_t len,
+                        bool fix_pages);
+#endif
 
 #endif
