@@ -5,6 +5,7 @@
 #   make demo           the README's first command
 #   make bench          benchmarks beside qemu-nbd and nbdkit (not part of check)
 #   make fuzz           run every libFuzzer target for FUZZ_SECONDS each
+#   make vm-test        only the VM tests (Debian kernel under qemu TCG: /dev/nbdN, ntfs-3g)
 #   make install        PREFIX (default /usr/local) and DESTDIR honoured
 
 PREFIX     ?= /usr/local
@@ -108,6 +109,12 @@ check: deps
 	$(MAKE) fuzz-build
 	BUILD=$(BUILD) tests/run-tests.sh
 
+# The VM tests alone (docs/vm-tests.md); `make check` runs them too.
+.PHONY: vm-test
+vm-test: deps
+	$(MAKE) all
+	BUILD=$(BUILD) prove --timer -f tests/t/*-vm-*.t
+
 demo: all
 	tests/demo.sh $(BUILD)
 
@@ -128,4 +135,4 @@ uninstall:
 clean:
 	rm -rf build build-san
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -name '*.d' -type f -not -path '$(BUILD)/vm/*' 2>/dev/null)

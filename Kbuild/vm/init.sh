@@ -1,0 +1,51 @@
+#!/bin/sh
+# /init of the VM-test initramfs (installed by Kbuild/vm/mkinitramfs.sh).
+# Mounts the API filesystems, loads the modules (options from /etc/modopts),
+# brings up lo, runs /test/run.sh with its output framed by markers on the
+# serial console, dumps dmesg, and always powers off.  A watchdog powers off
+# after dism.timeout= seconds (kernel command line) if the script hangs.
+export PATH=/usr/bin:/usr/sbin:/bin:/sbin HOME=/root TERM=dumb
+umask 022
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /dev/shm
+hostname dism-vm
+
+timeout=120
+for a in $(cat /proc/cmdline); do
+  case "$a" in dism.timeout=*) timeout=${a#dism.timeout=} ;; esac
+done
+(
+  sleep "$timeout"
+  echo "===DISM-VM-WATCHDOG after ${timeout}s: test script hung==="
+  ps | grep -v ' \[' ; dmesg | tail -n 30
+  poweroff -f
+) &
+
+echo "DISM-VM: init at $(cut -d' ' -f1 /proc/uptime)s, kernel $(uname -r)"
+for m in $(cat /lib/modules/load.order); do
+  name=${m%.ko}
+  opts=$(grep "^$name " /etc/modopts | tail -n 1 | cut -d' ' -f2-)
+  # shellcheck disable=SC2086
+  insmod /lib/modules/$m $opts || echo "DISM-VM: insmod $m $opts FAILED"
+done
+ip link set lo up
+echo "DISM-VM: modules loaded at $(cut -d' ' -f1 /proc/uptime)s"
+
+# Keep kernel messages off the console while the script runs (they would
+# split its lines); they are dumped after the end marker.
+echo 1 > /proc/sys/kernel/printk
+cd /test || echo "DISM-VM: no /test"
+echo "===DISM-VM-BEGIN==="
+sh /test/run.sh </dev/null 2>&1
+rc=$?
+echo "===DISM-VM-END rc=$rc uptime=$(cut -d' ' -f1 /proc/uptime)==="
+echo "===DISM-VM-DMESG==="
+dmesg | tail -n 150
+sync
+poweroff -f
