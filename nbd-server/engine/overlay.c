@@ -1192,3 +1192,91 @@ overlay_fuzz_fixup(struct disk *base, uint8_t *buf, size_t len, bool fix_pages)
   }
 }
 #endif
+
+/* ---- commit: merge the overlay into its base ---------------------------- */
+
+struct commit_ctx {
+  struct disk *ovl, *base;
+  uint8_t *buf;
+  uint64_t done, total;
+  overlay_progress_fn progress;
+  void *opaque;
+};
+
+#define COMMIT_CHUNK (4u << 20)
+
+static int
+commit_range(void *opaque, uint64_t offset, uint64_t length, int state)
+{
+  struct commit_ctx *c = opaque;
+  int r = 0;
+
+  if (state == OVERLAY_ZERO) {
+    r = disk_zero(c->base, length, offset, DISK_F_MAY_TRIM);
+    c->done += length;
+    if (r == 0 && c->progress)
+      c->progress(c->opaque, c->done, c->total);
+    return r;
+  }
+  while (length > 0 && r == 0) {
+    size_t n = length < COMMIT_CHUNK ? (size_t) length : COMMIT_CHUNK;
+    r = disk_pread(c->ovl, c->buf, n, offset);
+    if (r == 0)
+      r = disk_pwrite(c->base, c->buf, n, offset, 0);
+    offset += n;
+    length -= n;
+    c->done += n;
+    if (r == 0 && c->progress)
+      c->progress(c->opaque, c->done, c->total);
+  }
+  return r;
+}
+
+int
+overlay_commit(struct disk *d, overlay_progress_fn progress, void *opaque)
+{
+  struct overlay *o = d->priv;
+  struct disk *base = d->parent;
+  struct commit_ctx c = { .ovl = d, .base = base, .progress = progress,
+                          .opaque = opaque };
+  int r;
+
+  if (base->readonly || !base->ops->pwrite) {
+    disk_set_error("%s: cannot commit: the image %s is open read-only",
+                   d->path, base->path);
+    return -EROFS;
+  }
+  /* 1. The overlay is durable first: a crash anywhere below leaves it
+   *    complete, and committing again is idempotent. */
+  r = ovl_flush(d);
+  if (r < 0)
+    return r;
+  c.total = overlay_used_bytes(d);
+  c.buf = malloc(COMMIT_CHUNK);
+  if (!c.buf) {
+    disk_set_error("%s: out of memory for the commit buffer", d->path);
+    return -ENOMEM;
+  }
+  if (progress)
+    progress(opaque, 0, c.total);
+  /* 2. Merge: the backends' write paths keep the image valid at every
+   *    moment (data before metadata), so each block holds old or new. */
+  r = overlay_foreach(d, commit_range, &c);
+  free(c.buf);
+  if (r < 0)
+    return r;
+  /* 3. The image is durable before the overlay forgets anything. */
+  r = disk_flush(base);
+  if (r < 0)
+    return r;
+  /* 4. Reset: the map (all BASE) is made durable before the data region
+   *    is released, so no durable map ever points at a punched hole. */
+  pthread_rwlock_wrlock(&o->map_lock);
+  r = map_set(o, 0, o->ngran, ST_BASE);
+  pthread_rwlock_unlock(&o->map_lock);
+  if (r == 0)
+    r = ovl_flush(d);
+  if (r == 0)
+    release_data(o, 0, d->size);
+  return r;
+}

@@ -2,7 +2,7 @@
  *
  * Writes, trims and zeroes go to a sparse overlay file with its own
  * allocation map; reads merge the overlay over the base.  The base is only
- * ever read.  After disk_flush() returns, every write that returned before
+ * read, except by overlay_commit().  After disk_flush() returns, every write that returned before
  * it survives a crash (kill -9, power loss) and is there when the overlay is
  * reopened with overlay_open(.., OVERLAY_OPEN_EXISTING).
  */
@@ -32,6 +32,17 @@ int overlay_open(struct disk *base, const char *overlay_path, unsigned flags,
 typedef int (*overlay_range_fn)(void *opaque, uint64_t offset, uint64_t length,
                                 int state);
 int overlay_foreach(struct disk *ovl, overlay_range_fn fn, void *opaque);
+
+/* Merge the overlay into its base (which must have been opened read-write)
+ * and empty it.  The caller stops other writers first (the server pauses
+ * requests).  Order: overlay flushed, ranges written into the base, base
+ * flushed, then the overlay's map reset and flushed before its data is
+ * released; a crash at any point leaves a valid image holding old or new
+ * content per block and an overlay that still holds every change not yet
+ * known durable in the base, so committing again completes the job.
+ * progress(opaque, done, total) is called after each chunk (bytes). */
+typedef void (*overlay_progress_fn)(void *opaque, uint64_t done, uint64_t total);
+int overlay_commit(struct disk *ovl, overlay_progress_fn progress, void *opaque);
 
 /* Bytes of virtual disk currently held in the overlay (data + zero). */
 uint64_t overlay_used_bytes(struct disk *ovl);

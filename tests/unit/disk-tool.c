@@ -1,6 +1,7 @@
 /* disk-tool - drive the disk engine directly from tests, without the server.
  *
  *   disk-tool [-r] [-B] [-O OVERLAY|-N OVERLAY] IMAGE cat            raw bytes to stdout
+ *   disk-tool ... IMAGE read OFFSET LENGTH                          a range's raw bytes to stdout
  *   disk-tool ... IMAGE info                                        facts as key=value
  *   disk-tool ... IMAGE map                                         extents: offset length flags
  *   disk-tool ... IMAGE write OFFSET FILE                           FILE's bytes at OFFSET
@@ -8,7 +9,10 @@
  *   disk-tool ... IMAGE flush
  *   disk-tool ... IMAGE script FILE    lines: "w OFF LEN SEED", "z OFF LEN", "t OFF LEN", "f", "k" (kill -9 self)
  *
- * -r read-only open, -B allow bad checksums, -O reopen overlay, -N create overlay.
+ * -r read-only open, -B allow bad checksums, -O reopen overlay, -N create overlay,
+ * -F FORMAT force the format (raw, vhd, vhdx) instead of probing.
+ * -W open the base read-write under an overlay; "commit" then merges the
+ *    overlay into the base and empties it.
  * Errors go to stderr with the engine's message; exit 1.
  */
 #include <errno.h>
@@ -45,15 +49,18 @@ main(int argc, char **argv)
   struct disk_open_opts opts = { 0 };
   const char *ovl = NULL;
   unsigned ovl_flags = 0;
+  bool base_rw = false;
   struct disk *d = NULL;
   int c, r;
 
-  while ((c = getopt(argc, argv, "rBO:N:")) != -1) {
+  while ((c = getopt(argc, argv, "rBWO:N:F:")) != -1) {
     switch (c) {
+    case 'F': opts.format = optarg; break;
     case 'r': opts.readonly = true; break;
     case 'B': opts.allow_bad_checksum = true; break;
     case 'O': ovl = optarg; ovl_flags = OVERLAY_OPEN_EXISTING; break;
     case 'N': ovl = optarg; ovl_flags = OVERLAY_CREATE; break;
+    case 'W': base_rw = true; break;
     default: return 2;
     }
   }
@@ -65,7 +72,7 @@ main(int argc, char **argv)
   char **args = argv + optind + 2;
   int nargs = argc - optind - 2;
 
-  if (ovl)
+  if (ovl && !base_rw)
     opts.readonly = true;
   r = disk_open(img, &opts, &d);
   if (r < 0)
@@ -89,17 +96,35 @@ main(int argc, char **argv)
         return 1;
     }
     free(buf);
+  } else if (strcmp(cmd, "read") == 0 && nargs == 2) {
+    uint64_t off = strtoull(args[0], NULL, 0), len = strtoull(args[1], NULL, 0);
+    size_t bs = 1 << 20;
+    unsigned char *buf = malloc(bs);
+    if (off > d->size || len > d->size - off) {
+      fprintf(stderr, "disk-tool: read range past the end of the disk\n");
+      return 1;
+    }
+    while (len > 0) {
+      size_t n = len < bs ? (size_t) len : bs;
+      if ((r = disk_pread(d, buf, n, off)) < 0)
+        return die("read", r);
+      if (fwrite(buf, 1, n, stdout) != n)
+        return 1;
+      off += n;
+      len -= n;
+    }
+    free(buf);
   } else if (strcmp(cmd, "info") == 0) {
     struct disk_info i;
     if ((r = disk_info(d, &i)) < 0)
       return die("info", r);
     printf("format=%s\nsubtype=%s\nvirtual_size=%llu\nlogical_sector=%u\n"
            "physical_sector=%u\nblock_size=%u\nallocated_bytes=%llu\n"
-           "unique_id=%s\nparent=%s\nhas_parent=%d\n",
+           "unique_id=%s\nparent=%s\nhas_parent=%d\ncreator=%s\nnotes=%s\n",
            i.format, i.subtype, (unsigned long long) i.virtual_size,
            i.logical_sector, i.physical_sector, i.block_size,
            (unsigned long long) i.allocated_bytes, i.unique_id, i.parent_hint,
-           d->parent != NULL);
+           d->parent != NULL, i.creator, i.notes);
   } else if (strcmp(cmd, "map") == 0) {
     uint64_t off = 0;
     while (off < d->size) {
@@ -146,6 +171,9 @@ main(int argc, char **argv)
       return die(cmd, r);
     if ((r = disk_flush(d)) < 0)
       return die("flush", r);
+  } else if (strcmp(cmd, "commit") == 0 && ovl) {
+    if ((r = overlay_commit(d, NULL, NULL)) < 0)
+      return die("commit", r);
   } else if (strcmp(cmd, "flush") == 0) {
     if ((r = disk_flush(d)) < 0)
       return die("flush", r);
