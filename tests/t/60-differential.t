@@ -99,12 +99,13 @@ gen vhdx-fixed.vhdx  -O vhdx -o subformat=fixed
 for name in vpc-dynamic.vhd vpc-fixed.vhd vhdx-dyn-1M.vhdx vhdx-dyn-8M.vhdx \
             vhdx-dyn-32M.vhdx vhdx-dyn-256M.vhdx vhdx-fixed.vhdx; do
   img=$TMPD/$name
-  ref=$(qemu-img convert -O raw "$img" "$TMPD/ref.raw" && sha256sum "$TMPD/ref.raw" | cut -d' ' -f1)
+  qfmt=$(case $name in *.vhd) echo vpc;; *) echo vhdx;; esac)
+  ref=$(qemu-img convert -f $qfmt -O raw "$img" "$TMPD/ref.raw" && sha256sum "$TMPD/ref.raw" | cut -d' ' -f1)
   is "generated $name: qemu-img reads the source back" "$ref" "$srcsum"
   is "generated $name: bytes through NBD equal qemu-img's" "$(serve_sha "$img")" "$ref"
   start_server map --readonly "$img"
   nbdinfo --map --json "$(uri "$SOCK")" > "$TMPD/ours.json"
-  qemu-img map --output=json "$img" > "$TMPD/qemu.json"
+  qemu-img map -f $qfmt --output=json "$img" > "$TMPD/qemu.json"
   check "generated $name: nbdinfo --map agrees with qemu-img map" \
     $PY "$ROOT/tests/lib/mapcmp.py" "$TMPD/ours.json" "$TMPD/qemu.json"
   kill $SERVER_PID; wait $SERVER_PID 2>/dev/null
