@@ -54,8 +54,9 @@ for fmt in vhdx vpc; do
   for i in $(seq 1 "$KILLS"); do
     n=$(( 1 + (i - 1) * (total - 1) / (KILLS - 1) ))
     cp "$TMPD/pristine.$ext" "$base"; cp "$TMPD/pristine.ovl" "$TMPD/o.ovl"
-    DISM_CRASH_AFTER_WRITES=$n "$DT" -W -O "$TMPD/o.ovl" "$base" commit 2>/dev/null
-    [ $? -eq 137 ] && killed=$((killed+1))
+    # (the braces keep bash's "Killed" notice out of the output)
+    { DISM_CRASH_AFTER_WRITES=$n "$DT" -W -O "$TMPD/o.ovl" "$base" commit; rc=$?; } 2>/dev/null
+    [ $rc -eq 137 ] && killed=$((killed+1))
     if ! "$DT" -r "$base" cat > "$TMPD/got.raw" 2>"$TMPD/err"; then
       bad=$((bad+1)); diag "kill $i: image does not open: $(cat "$TMPD/err")"; continue
     fi
