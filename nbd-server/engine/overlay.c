@@ -99,6 +99,11 @@ struct overlay {
   struct mpage *pages;
   pthread_rwlock_t map_lock;     /* pages[].bits/uniform/dirty */
   pthread_mutex_t flush_lock;    /* serialises flushes; pages[].slot, gen */
+  /* Mutations (write, zero, trim) hold it shared; overlay_commit holds it
+   * exclusively, so no change can land in a range already merged and then
+   * be forgotten by the reset.  Reads never take it: during a commit the
+   * overlay and the base hold the same bytes for every merged range. */
+  pthread_rwlock_t commit_lock;
   uint64_t gen;                  /* highest map slot generation written */
   int broken;                    /* a flush failed: refuse further writes */
   pthread_mutex_t stripes[NSTRIPES];
@@ -413,6 +418,7 @@ ovl_pwrite(struct disk *d, const void *buf, size_t count, uint64_t offset,
 
   if (r < 0)
     return r;
+  pthread_rwlock_rdlock(&o->commit_lock);
   lock_granules(o, g0, g1);
   while (pos < end && r == 0) {
     uint64_t g = pos / OVL_GRANULE, gstart = g * OVL_GRANULE;
@@ -438,6 +444,7 @@ ovl_pwrite(struct disk *d, const void *buf, size_t count, uint64_t offset,
   unlock_granules(o, g0, g1);
   if (r == 0 && (flags & DISK_F_FUA))
     r = ovl_flush(d);
+  pthread_rwlock_unlock(&o->commit_lock);
   return r;
 }
 
@@ -469,6 +476,7 @@ ovl_zero(struct disk *d, uint64_t count, uint64_t offset, unsigned flags)
 
   if (r < 0)
     return r;
+  pthread_rwlock_rdlock(&o->commit_lock);
   lock_granules(o, g0, g1);
   while (pos < end && r == 0) {
     uint64_t g = pos / OVL_GRANULE, gstart = g * OVL_GRANULE;
@@ -491,6 +499,7 @@ ovl_zero(struct disk *d, uint64_t count, uint64_t offset, unsigned flags)
   unlock_granules(o, g0, g1);
   if (r == 0 && (flags & DISK_F_FUA))
     r = ovl_flush(d);
+  pthread_rwlock_unlock(&o->commit_lock);
   return r;
 }
 
@@ -1000,6 +1009,7 @@ ovl_close(struct disk *d)
     free(o->pages[p].bits);
   free(o->pages);
   pthread_rwlock_destroy(&o->map_lock);
+  pthread_rwlock_destroy(&o->commit_lock);
   pthread_mutex_destroy(&o->flush_lock);
   for (unsigned s = 0; s < NSTRIPES; s++)
     pthread_mutex_destroy(&o->stripes[s]);
@@ -1028,6 +1038,14 @@ overlay_new(void)
     return NULL;
   o->fd = -1;
   pthread_rwlock_init(&o->map_lock, NULL);
+  {
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+    /* A waiting commit must not starve behind a stream of writes. */
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&o->commit_lock, &a);
+    pthread_rwlockattr_destroy(&a);
+  }
   pthread_mutex_init(&o->flush_lock, NULL);
   for (unsigned s = 0; s < NSTRIPES; s++)
     pthread_mutex_init(&o->stripes[s], NULL);
@@ -1246,31 +1264,33 @@ overlay_commit(struct disk *d, overlay_progress_fn progress, void *opaque)
                    d->path, base->path);
     return -EROFS;
   }
-  /* 1. The overlay is durable first: a crash anywhere below leaves it
-   *    complete, and committing again is idempotent. */
-  r = ovl_flush(d);
-  if (r < 0)
-    return r;
-  c.total = overlay_used_bytes(d);
   c.buf = malloc(COMMIT_CHUNK);
   if (!c.buf) {
     disk_set_error("%s: out of memory for the commit buffer", d->path);
     return -ENOMEM;
   }
+  /* Writers wait (reads go on) until the commit is over. */
+  pthread_rwlock_wrlock(&o->commit_lock);
+  /* 1. The overlay is durable first: a crash anywhere below leaves it
+   *    complete, and committing again is idempotent. */
+  r = ovl_flush(d);
+  if (r < 0)
+    goto out;
+  c.total = overlay_used_bytes(d);
   if (progress)
     progress(opaque, 0, c.total);
   /* 2. Merge: the backends' write paths keep the image valid at every
    *    moment (data before metadata), so each block holds old or new. */
   r = overlay_foreach(d, commit_range, &c);
-  free(c.buf);
   if (r < 0)
-    return r;
+    goto out;
   /* 3. The image is durable before the overlay forgets anything. */
   r = disk_flush(base);
   if (r < 0)
-    return r;
+    goto out;
   /* 4. Reset: the map (all BASE) is made durable before the data region
-   *    is released, so no durable map ever points at a punched hole. */
+   *    is released, so no durable map ever points at a punched hole.
+   *    Readers switching to the base in between see the same bytes. */
   pthread_rwlock_wrlock(&o->map_lock);
   r = map_set(o, 0, o->ngran, ST_BASE);
   pthread_rwlock_unlock(&o->map_lock);
@@ -1278,5 +1298,8 @@ overlay_commit(struct disk *d, overlay_progress_fn progress, void *opaque)
     r = ovl_flush(d);
   if (r == 0)
     release_data(o, 0, d->size);
+out:
+  pthread_rwlock_unlock(&o->commit_lock);
+  free(c.buf);
   return r;
 }
