@@ -1,3 +1,491 @@
-/* main.c - placeholder until the server lands. */
+/* main.c - dism-nbd-server: serve one disk image over NBD.
+ *
+ * The only part of the server that talks to the user: it parses the
+ * command line, opens the image, sets up listeners and signals, and runs
+ * the accept loop.  Everything else is in libnbdserver.a. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <malloc.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
-int main(void) { fprintf(stderr, "dism-nbd-server: not built yet\n"); return 1; }
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "disk.h"
+#include "nbd-server.h"
+#include "overlay.h"
+
+#define PROG "dism-nbd-server"
+#define MAX_LISTENERS 32
+#define MAX_FDS 64
+
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57
+#endif
+
+struct options {
+  const char *image;
+  const char *overlay;
+  const char *format;
+  const char *export_name;
+  const char *description;
+  const char *pidfile;
+  const char *unix_path;
+  const char *tcp[MAX_LISTENERS];
+  int ntcp;
+  int fds[MAX_FDS];
+  int nfds;
+  int transmission_fds[MAX_FDS];
+  int ntransmission_fds;
+  bool socket_activation;
+  bool readonly;
+  bool exit_when_idle;
+  bool no_multi_conn;
+  bool verbose;
+  bool allow_bad_checksum;
+  unsigned threads;
+};
+
+static void
+usage(FILE *f)
+{
+  fprintf(f,
+"Usage: " PROG " [OPTIONS] IMAGE\n"
+"Serve a disk image (raw, VHD, VHDX) over the NBD protocol.\n"
+"\n"
+"Where to listen (at least one):\n"
+"  -u, --unix PATH            Unix socket PATH (created with mode 0600)\n"
+"  -p, --tcp [HOST:]PORT      TCP (HOST defaults to 127.0.0.1)\n"
+"      --fd N                 serve the connected socket N, from the handshake on\n"
+"                             (repeatable)\n"
+"      --fd-transmission N    serve socket N whose handshake was done elsewhere:\n"
+"                             transmission, simple replies only (repeatable)\n"
+"      --socket-activation    listen on the sockets systemd passed (LISTEN_FDS)\n"
+"\n"
+"The image:\n"
+"  -r, --readonly             export read-only\n"
+"  -o, --overlay FILE         send writes to the copy-on-write overlay FILE\n"
+"                             (created if absent, reopened if present)\n"
+"  -f, --format FMT           raw, vhd or vhdx (default: detect)\n"
+"      --allow-bad-checksum   open images with bad checksums (forensics)\n"
+"\n"
+"The export:\n"
+"  -e, --export-name NAME     export name (default \"\")\n"
+"  -d, --description TEXT     export description\n"
+"      --no-multi-conn        do not advertise multi-connection support\n"
+"\n"
+"The process:\n"
+"  -t, --threads N            worker threads (default 2 x CPUs, 4..64)\n"
+"  -P, --pidfile FILE         write the pid to FILE once listening\n"
+"      --exit-when-idle, --oneshot\n"
+"                             exit when the last client disconnects\n"
+"  -v, --verbose              log connections and errors to stderr\n"
+"  -h, --help                 this help\n"
+"\n"
+"SIGTERM or SIGINT: stop accepting, finish in-flight requests, flush, exit.\n");
+}
+
+static void __attribute__((format(printf, 1, 2)))
+fail(const char *fmt, ...)
+{
+  va_list ap;
+
+  fputs(PROG ": ", stderr);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+}
+
+static void
+log_to_stderr(void *opaque, enum nbd_log_level level, const char *msg)
+{
+  bool verbose = *(bool *) opaque;
+
+  if (verbose || level == NBD_LOG_ERROR)
+    fprintf(stderr, PROG ": %s\n", msg);
+}
+
+static bool
+parse_uint(const char *s, unsigned long max, unsigned long *out)
+{
+  char *end;
+  unsigned long v;
+
+  errno = 0;
+  v = strtoul(s, &end, 10);
+  if (errno || end == s || *end || s[0] == '-' || v > max)
+    return false;
+  *out = v;
+  return true;
+}
+
+enum {
+  OPT_FD = 256, OPT_FD_TRANSMISSION, OPT_SOCKET_ACTIVATION, OPT_EXIT_WHEN_IDLE,
+  OPT_NO_MULTI_CONN, OPT_ALLOW_BAD_CHECKSUM,
+};
+
+/* Returns 0, 1 for an error (already printed), or 2 after --help. */
+static int
+parse_args(int argc, char **argv, struct options *o)
+{
+  static const struct option longopts[] = {
+    { "unix", required_argument, NULL, 'u' },
+    { "tcp", required_argument, NULL, 'p' },
+    { "fd", required_argument, NULL, OPT_FD },
+    { "fd-transmission", required_argument, NULL, OPT_FD_TRANSMISSION },
+    { "socket-activation", no_argument, NULL, OPT_SOCKET_ACTIVATION },
+    { "readonly", no_argument, NULL, 'r' },
+    { "overlay", required_argument, NULL, 'o' },
+    { "format", required_argument, NULL, 'f' },
+    { "allow-bad-checksum", no_argument, NULL, OPT_ALLOW_BAD_CHECKSUM },
+    { "export-name", required_argument, NULL, 'e' },
+    { "description", required_argument, NULL, 'd' },
+    { "no-multi-conn", no_argument, NULL, OPT_NO_MULTI_CONN },
+    { "threads", required_argument, NULL, 't' },
+    { "pidfile", required_argument, NULL, 'P' },
+    { "exit-when-idle", no_argument, NULL, OPT_EXIT_WHEN_IDLE },
+    { "oneshot", no_argument, NULL, OPT_EXIT_WHEN_IDLE },
+    { "verbose", no_argument, NULL, 'v' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+  };
+  unsigned long v;
+  int c;
+
+  while ((c = getopt_long(argc, argv, "u:p:ro:f:e:d:t:P:vh", longopts, NULL)) != -1) {
+    switch (c) {
+    case 'u':
+      o->unix_path = optarg;
+      break;
+    case 'p':
+      if (o->ntcp == MAX_LISTENERS) {
+        fail("too many --tcp options");
+        return 1;
+      }
+      o->tcp[o->ntcp++] = optarg;
+      break;
+    case OPT_FD:
+    case OPT_FD_TRANSMISSION:
+      if (!parse_uint(optarg, INT_MAX, &v) || fcntl((int) v, F_GETFD) < 0) {
+        fail("--fd %s: not an open file descriptor", optarg);
+        return 1;
+      }
+      if (o->nfds + o->ntransmission_fds >= MAX_FDS) {
+        fail("too many --fd options");
+        return 1;
+      }
+      if (c == OPT_FD)
+        o->fds[o->nfds++] = (int) v;
+      else
+        o->transmission_fds[o->ntransmission_fds++] = (int) v;
+      break;
+    case OPT_SOCKET_ACTIVATION:
+      o->socket_activation = true;
+      break;
+    case 'r':
+      o->readonly = true;
+      break;
+    case 'o':
+      o->overlay = optarg;
+      break;
+    case 'f':
+      if (strcmp(optarg, "raw") && strcmp(optarg, "vhd") && strcmp(optarg, "vhdx")) {
+        fail("--format %s: expected raw, vhd or vhdx", optarg);
+        return 1;
+      }
+      o->format = optarg;
+      break;
+    case OPT_ALLOW_BAD_CHECKSUM:
+      o->allow_bad_checksum = true;
+      break;
+    case 'e':
+      o->export_name = optarg;
+      break;
+    case 'd':
+      o->description = optarg;
+      break;
+    case OPT_NO_MULTI_CONN:
+      o->no_multi_conn = true;
+      break;
+    case 't':
+      if (!parse_uint(optarg, NBD_SERVER_MAX_THREADS, &v) || v == 0) {
+        fail("--threads %s: expected 1..%d", optarg, NBD_SERVER_MAX_THREADS);
+        return 1;
+      }
+      o->threads = (unsigned) v;
+      break;
+    case 'P':
+      o->pidfile = optarg;
+      break;
+    case OPT_EXIT_WHEN_IDLE:
+      o->exit_when_idle = true;
+      break;
+    case 'v':
+      o->verbose = true;
+      break;
+    case 'h':
+      usage(stdout);
+      return 2;
+    default:
+      usage(stderr);
+      return 1;
+    }
+  }
+  if (optind + 1 != argc) {
+    fail(optind == argc ? "no IMAGE given" : "more than one IMAGE given");
+    usage(stderr);
+    return 1;
+  }
+  o->image = argv[optind];
+  if (!o->unix_path && !o->ntcp && !o->nfds && !o->ntransmission_fds &&
+      !o->socket_activation) {
+    fail("nowhere to serve: use --unix, --tcp, --fd or --socket-activation");
+    return 1;
+  }
+  return 0;
+}
+
+/* systemd socket activation: fds 3.. when LISTEN_PID is us. */
+static int
+activation_fds(int *fds, int max)
+{
+  const char *pid = getenv("LISTEN_PID"), *nfds = getenv("LISTEN_FDS");
+  unsigned long p, n, i;
+
+  if (!pid || !nfds || !parse_uint(pid, INT_MAX, &p) ||
+      (pid_t) p != getpid() || !parse_uint(nfds, (unsigned long) max, &n) || n == 0)
+    return -1;
+  for (i = 0; i < n; i++) {
+    fds[i] = 3 + (int) i;
+    fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+  }
+  unsetenv("LISTEN_PID");
+  unsetenv("LISTEN_FDS");
+  unsetenv("LISTEN_FDNAMES");
+  return (int) n;
+}
+
+static int
+open_image(const struct options *o, struct disk **out)
+{
+  struct disk_open_opts dopts = {
+    .readonly = o->readonly || o->overlay != NULL,   /* an overlay never writes the base */
+    .allow_bad_checksum = o->allow_bad_checksum,
+    .format = o->format,
+  };
+  struct disk *base = NULL;
+  struct stat st;
+  unsigned flags;
+  int r;
+
+  r = disk_open(o->image, &dopts, &base);
+  if (r < 0) {
+    fail("%s", disk_last_error());
+    return r;
+  }
+  if (!o->overlay) {
+    *out = base;
+    return 0;
+  }
+  flags = stat(o->overlay, &st) == 0 ? OVERLAY_OPEN_EXISTING : OVERLAY_CREATE;
+  r = overlay_open(base, o->overlay, flags, out);
+  if (r < 0) {
+    fail("%s", disk_last_error());
+    disk_close(base);   /* on failure the base stays ours */
+  }
+  return r;
+}
+
+static int
+write_pidfile(const char *path)
+{
+  char tmp[PATH_MAX];
+  FILE *f;
+
+  /* Write then rename, so a reader never sees an empty file. */
+  if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int) sizeof tmp)
+    return -ENAMETOOLONG;
+  f = fopen(tmp, "we");
+  if (!f)
+    return -errno;
+  fprintf(f, "%ld\n", (long) getpid());
+  if (fclose(f) != 0 || rename(tmp, path) < 0) {
+    int e = errno;
+    unlink(tmp);
+    return -e;
+  }
+  return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+  struct options o = { .export_name = "", .description = "" };
+  struct nbd_server_config cfg = { 0 };
+  struct nbd_server *srv = NULL;
+  struct disk *disk = NULL;
+  struct pollfd pfd[MAX_LISTENERS + 2];
+  int listeners[MAX_LISTENERS];
+  int nlisteners = 0, sigfd = -1, status = 1, i, r;
+  bool unix_created = false, pidfile_written = false;
+  sigset_t stop_signals;
+
+  r = parse_args(argc, argv, &o);
+  if (r != 0)
+    return r == 2 ? 0 : 1;
+
+  /* Fixed mmap threshold: big request buffers go back to the kernel on
+   * free instead of growing per-thread arenas (peak RSS stays near the
+   * payload budget). */
+  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+  signal(SIGPIPE, SIG_IGN);
+  /* Signals are taken synchronously through a signalfd; blocking them
+   * before any thread starts keeps them off the workers. */
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  sigprocmask(SIG_BLOCK, &stop_signals, NULL);
+  sigfd = signalfd(-1, &stop_signals, SFD_CLOEXEC);
+  if (sigfd < 0) {
+    fail("signalfd: %s", strerror(errno));
+    goto out;
+  }
+  /* Serving the kernel's nbd driver: our I/O must not recurse into the
+   * block device we serve under memory pressure.  Needs CAP_SYS_RESOURCE;
+   * best effort.  Threads created later inherit it. */
+  if ((o.nfds || o.ntransmission_fds) &&
+      prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) < 0 && o.verbose)
+    fail("PR_SET_IO_FLUSHER: %s (continuing)", strerror(errno));
+
+  if (open_image(&o, &disk) < 0)
+    goto out;
+
+  cfg.export_name = o.export_name;
+  cfg.description = o.description;
+  cfg.readonly = o.readonly;
+  cfg.no_multi_conn = o.no_multi_conn;
+  cfg.threads = o.threads;
+  cfg.log = log_to_stderr;
+  cfg.log_opaque = &o.verbose;
+  r = nbd_server_new(disk, &cfg, &srv);
+  if (r < 0) {
+    fail("%s", disk_last_error());
+    goto out;
+  }
+
+  if (o.unix_path) {
+    r = nbd_listen_unix(o.unix_path);
+    if (r < 0) {
+      fail("%s", disk_last_error());
+      goto out;
+    }
+    listeners[nlisteners++] = r;
+    unix_created = true;
+  }
+  for (i = 0; i < o.ntcp; i++) {
+    r = nbd_listen_tcp(o.tcp[i], listeners + nlisteners, MAX_LISTENERS - nlisteners);
+    if (r < 0) {
+      fail("%s", disk_last_error());
+      goto out;
+    }
+    nlisteners += r;
+  }
+  if (o.socket_activation) {
+    r = activation_fds(listeners + nlisteners, MAX_LISTENERS - nlisteners);
+    if (r < 0) {
+      fail("--socket-activation: no sockets passed (LISTEN_PID/LISTEN_FDS)");
+      goto out;
+    }
+    nlisteners += r;
+  }
+  for (i = 0; i < o.nfds; i++)
+    nbd_server_start_fd(srv, o.fds[i], false);
+  for (i = 0; i < o.ntransmission_fds; i++)
+    nbd_server_start_fd(srv, o.transmission_fds[i], true);
+
+  if (o.pidfile) {
+    r = write_pidfile(o.pidfile);
+    if (r < 0) {
+      fail("%s: %s", o.pidfile, strerror(-r));
+      goto out;
+    }
+    pidfile_written = true;
+  }
+
+  for (i = 0; i < nlisteners; i++)
+    pfd[i] = (struct pollfd) { .fd = listeners[i], .events = POLLIN };
+  pfd[nlisteners] = (struct pollfd) { .fd = sigfd, .events = POLLIN };
+  pfd[nlisteners + 1] = (struct pollfd) { .fd = nbd_server_event_fd(srv),
+                                          .events = POLLIN };
+  for (;;) {
+    if (poll(pfd, (nfds_t) nlisteners + 2, -1) < 0) {
+      if (errno == EINTR)
+        continue;
+      fail("poll: %s", strerror(errno));
+      goto out;
+    }
+    if (pfd[nlisteners].revents) {
+      if (o.verbose)
+        fail("signal received: shutting down");
+      break;
+    }
+    if (pfd[nlisteners + 1].revents) {
+      uint64_t ended;
+      if (read(pfd[nlisteners + 1].fd, &ended, sizeof ended) < 0) {
+        /* spurious wakeup: the count below decides */
+      }
+      /* Without listeners nothing new can come: the same as idle exit. */
+      if ((o.exit_when_idle || nlisteners == 0) &&
+          nbd_server_connections(srv) == 0 &&
+          nbd_server_connections_total(srv) > 0)
+        break;
+    }
+    for (i = 0; i < nlisteners; i++) {
+      int fd;
+
+      if (!pfd[i].revents)
+        continue;
+      fd = accept4(listeners[i], NULL, NULL, SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED && o.verbose)
+          fail("accept: %s", strerror(errno));
+        continue;
+      }
+      nbd_server_start_fd(srv, fd, false);
+    }
+  }
+  status = 0;
+
+out:
+  /* Stop accepting, let in-flight requests finish, then flush. */
+  for (i = 0; i < nlisteners; i++)
+    close(listeners[i]);
+  if (unix_created)
+    unlink(o.unix_path);
+  if (srv) {
+    nbd_server_shutdown(srv);
+    nbd_server_free(srv);
+  }
+  if (disk) {
+    if (!disk->readonly && disk_flush(disk) < 0) {
+      fail("%s", disk_last_error());
+      status = 1;
+    }
+    disk_close(disk);
+  }
+  if (pidfile_written)
+    unlink(o.pidfile);
+  if (sigfd >= 0)
+    close(sigfd);
+  return status;
+}

@@ -1,0 +1,306 @@
+/* conn-io.c - socket I/O for one connection: buffered exact reads (many
+ * small request headers per recv) and whole-message sends with sendmsg. */
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "server-internal.h"
+
+#define DIRECT_READ_MIN  (16u << 10)   /* larger reads bypass the buffer */
+
+/* One recv into buf; 0 at EOF, a negative errno on error. */
+static ssize_t
+recv_some(int fd, void *buf, size_t len)
+{
+  for (;;) {
+    ssize_t n = recv(fd, buf, len, 0);
+    if (n >= 0)
+      return n;
+    if (errno == ENOTSOCK) {   /* a pipe or file handed to us: read() */
+      n = read(fd, buf, len);
+      if (n >= 0)
+        return n;
+    }
+    if (errno != EINTR)
+      return -errno;
+  }
+}
+
+/* Read exactly len bytes.  -ECONNRESET at EOF (also at EOF before the
+ * first byte: callers that accept a clean EOF check for it themselves). */
+int
+conn_read(struct nbd_conn *c, void *buf, size_t len)
+{
+  uint8_t *dst = buf;
+
+  while (len > 0) {
+    ssize_t n;
+
+    if (c->rbuf_pos < c->rbuf_len) {
+      size_t take = c->rbuf_len - c->rbuf_pos;
+      if (take > len)
+        take = len;
+      memcpy(dst, c->rbuf + c->rbuf_pos, take);
+      c->rbuf_pos += take;
+      dst += take;
+      len -= take;
+      continue;
+    }
+    if (len >= DIRECT_READ_MIN) {
+      n = recv_some(c->fd, dst, len);
+      if (n <= 0)
+        return n == 0 ? -ECONNRESET : (int) n;
+      dst += n;
+      len -= (size_t) n;
+      continue;
+    }
+    n = recv_some(c->fd, c->rbuf, RECV_BUFFER_SIZE);
+    if (n <= 0)
+      return n == 0 ? -ECONNRESET : (int) n;
+    c->rbuf_pos = 0;
+    c->rbuf_len = (size_t) n;
+  }
+  return 0;
+}
+
+/* At a message boundary: 1 if the peer has closed (nothing buffered, EOF
+ * on the socket), 0 if more data is there, a negative errno on error. */
+int
+conn_at_eof(struct nbd_conn *c)
+{
+  ssize_t n;
+
+  if (c->rbuf_pos < c->rbuf_len)
+    return 0;
+  n = recv_some(c->fd, c->rbuf, RECV_BUFFER_SIZE);
+  if (n < 0)
+    return (int) n;
+  c->rbuf_pos = 0;
+  c->rbuf_len = (size_t) n;
+  return n == 0;
+}
+
+/* Read and throw away len bytes (a rejected payload). */
+int
+conn_discard(struct nbd_conn *c, uint64_t len)
+{
+  uint8_t scratch[4096];
+
+  while (len > 0) {
+    size_t n = len < sizeof scratch ? (size_t) len : sizeof scratch;
+    int r;
+
+    /* Whatever is buffered goes first, then whole scratch-sized reads. */
+    if (c->rbuf_pos < c->rbuf_len) {
+      size_t avail = c->rbuf_len - c->rbuf_pos;
+      size_t take = avail < len ? avail : (size_t) len;
+      c->rbuf_pos += take;
+      len -= take;
+      continue;
+    }
+    r = conn_read(c, scratch, n);
+    if (r < 0)
+      return r;
+    len -= n;
+  }
+  return 0;
+}
+
+void
+conn_mark_broken(struct nbd_conn *c)
+{
+  /* Caller holds send_lock.  Waking the receive thread makes it stop
+   * reading requests and tear the connection down. */
+  if (!c->broken) {
+    __atomic_store_n(&c->broken, true, __ATOMIC_RELAXED);
+    shutdown(c->fd, SHUT_RDWR);
+  }
+}
+
+/* Send as much of iov[0..*iovcnt) as the socket takes, advancing *iov and
+ * *iovcnt past what was sent.  flags: MSG_DONTWAIT or 0.  Returns 0 when
+ * all is sent, -EAGAIN when a non-blocking send would block, or another
+ * negative errno. */
+static int
+send_iov(int fd, struct iovec **iovp, int *iovcnt, int flags)
+{
+  struct iovec *iov = *iovp;
+  int r = 0;
+
+  while (*iovcnt > 0) {
+    struct msghdr msg = { 0 };
+    ssize_t n;
+
+    msg.msg_iov = iov;
+    msg.msg_iovlen = (size_t) (*iovcnt < IOV_MAX ? *iovcnt : IOV_MAX);
+    n = sendmsg(fd, &msg, MSG_NOSIGNAL | flags);
+    if (n < 0 && errno == ENOTSOCK && !flags)
+      n = writev(fd, iov, (int) msg.msg_iovlen);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      r = errno == EWOULDBLOCK ? -EAGAIN : -errno;
+      break;
+    }
+    /* Skip what was sent, partially into the first unsent iovec. */
+    while (*iovcnt > 0 && (size_t) n >= iov->iov_len) {
+      n -= (ssize_t) iov->iov_len;
+      iov++;
+      (*iovcnt)--;
+    }
+    if (*iovcnt > 0) {
+      iov->iov_base = (uint8_t *) iov->iov_base + n;
+      iov->iov_len -= (size_t) n;
+    }
+  }
+  *iovp = iov;
+  return r;
+}
+
+/* Send a whole message, blocking (the handshake: no workers yet).
+ * iov is modified.  Returns 0 or a negative errno; after a failure the
+ * connection is broken and sends nothing more. */
+int
+conn_send(struct nbd_conn *c, struct iovec *iov, int iovcnt)
+{
+  int r = -EPIPE;
+
+  pthread_mutex_lock(&c->send_lock);
+  if (!c->broken) {
+    r = send_iov(c->fd, &iov, &iovcnt, 0);
+    if (r < 0)
+      conn_mark_broken(c);
+  }
+  pthread_mutex_unlock(&c->send_lock);
+  return r;
+}
+
+/* Drop every queued reply of a broken connection (send_lock held; the
+ * jobs are finished after it is released). */
+static struct nbd_job *
+take_send_queue(struct nbd_conn *c)
+{
+  struct nbd_job *list = c->sendq_head;
+
+  c->sendq_head = c->sendq_tail = NULL;
+  return list;
+}
+
+static void
+finish_list(struct nbd_job *list)
+{
+  while (list) {
+    struct nbd_job *next = list->next;
+    job_finish(list);
+    list = next;
+  }
+}
+
+/* A worker hands over a job whose reply is built.  Fast path: nothing is
+ * queued, so the worker writes the reply itself without blocking.
+ * Whatever the socket does not take at once goes to the sender thread,
+ * with the job (and the memory the reply points into). */
+void
+conn_send_reply(struct nbd_job *job)
+{
+  struct nbd_conn *c = job->conn;
+  struct nbd_job *dropped = NULL;
+  bool done = true;
+  int r;
+
+  pthread_mutex_lock(&c->send_lock);
+  if (c->broken) {
+    /* nobody is listening any more */
+  } else if (!c->sendq_head && !c->sender_busy) {
+    r = send_iov(c->fd, &job->riov, &job->riovcnt, MSG_DONTWAIT);
+    if (r == -EAGAIN) {
+      done = false;
+    } else if (r < 0) {
+      conn_mark_broken(c);
+      dropped = take_send_queue(c);
+    }
+  } else {
+    done = false;
+  }
+  if (!done) {
+    job->next = NULL;
+    if (c->sendq_tail)
+      c->sendq_tail->next = job;
+    else
+      c->sendq_head = job;
+    c->sendq_tail = job;
+    pthread_cond_signal(&c->send_cond);
+  }
+  pthread_mutex_unlock(&c->send_lock);
+  if (done)
+    job_finish(job);
+  finish_list(dropped);
+}
+
+static void *
+sender_main(void *arg)
+{
+  struct nbd_conn *c = arg;
+
+  pthread_mutex_lock(&c->send_lock);
+  for (;;) {
+    struct nbd_job *job, *dropped = NULL;
+    int r;
+
+    while (!c->sendq_head && !c->sender_stop)
+      pthread_cond_wait(&c->send_cond, &c->send_lock);
+    job = c->sendq_head;
+    if (!job)
+      break;
+    c->sendq_head = job->next;
+    if (!c->sendq_head)
+      c->sendq_tail = NULL;
+    /* Blocking send outside the lock; sender_busy keeps workers from
+     * writing in between. */
+    c->sender_busy = true;
+    pthread_mutex_unlock(&c->send_lock);
+    r = __atomic_load_n(&c->broken, __ATOMIC_RELAXED)
+          ? -EPIPE : send_iov(c->fd, &job->riov, &job->riovcnt, 0);
+    pthread_mutex_lock(&c->send_lock);
+    c->sender_busy = false;
+    if (r < 0) {
+      conn_mark_broken(c);
+      dropped = take_send_queue(c);
+    }
+    pthread_mutex_unlock(&c->send_lock);
+    job_finish(job);
+    finish_list(dropped);
+    pthread_mutex_lock(&c->send_lock);
+  }
+  pthread_mutex_unlock(&c->send_lock);
+  return NULL;
+}
+
+int
+conn_sender_start(struct nbd_conn *c)
+{
+  int e = pthread_create(&c->sender, NULL, sender_main, c);
+
+  if (e != 0) {
+    disk_set_error("cannot start sender thread: %s", strerror(e));
+    return -e;
+  }
+  c->sender_started = true;
+  return 0;
+}
+
+/* After the last job has finished: the queue is empty. */
+void
+conn_sender_stop(struct nbd_conn *c)
+{
+  if (!c->sender_started)
+    return;
+  pthread_mutex_lock(&c->send_lock);
+  c->sender_stop = true;
+  pthread_cond_signal(&c->send_cond);
+  pthread_mutex_unlock(&c->send_lock);
+  pthread_join(c->sender, NULL);
+  c->sender_started = false;
+}
