@@ -13,6 +13,8 @@ BINDIR     ?= $(PREFIX)/bin
 SBINDIR    ?= $(PREFIX)/sbin
 LIBEXECDIR ?= $(PREFIX)/libexec/dism
 MANDIR     ?= $(PREFIX)/share/man
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
 DOCDIR     ?= $(PREFIX)/share/doc/dism
 DESTDIR    ?=
 
@@ -53,12 +55,29 @@ TOOL_BINS  := $(patsubst nbd-server/tools/%.c,$(BUILD)/bin/%,$(TOOL_SRC))
 UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 
-LIBS      := -lpthread
+FUSE_CFLAGS := $(shell $(PKG_CONFIG) --cflags fuse3 2>/dev/null)
+FUSE_LIBS   := $(shell $(PKG_CONFIG) --libs fuse3 2>/dev/null)
+CPPFLAGS    += $(FUSE_CFLAGS)
+LIBS      := $(FUSE_LIBS) -lpthread
 NBD_LIBS  := $(shell $(PKG_CONFIG) --libs libnbd 2>/dev/null)
 NBD_CFLAGS:= $(shell $(PKG_CONFIG) --cflags libnbd 2>/dev/null)
 
+# libdism (userspace/lib) with DISM's C API, and the dism command.  The
+# shared library exports only the Dism* functions (libdism.map); the static
+# one carries the disk engine too, so users link -ldism -lntfs-3g alone.
+LIBDISM_SRC := $(wildcard userspace/lib/*.c)
+LIBDISM_OBJ := $(LIBDISM_SRC:%.c=$(BUILD)/%.o)
+LIBDISM_SO  := $(BUILD)/libdism.so.1
+LIBDISM_A   := $(BUILD)/libdism.a
+DISM_PC     := $(BUILD)/dism.pc
+DISM_BIN    := $(BUILD)/bin/dism
+NTFS_CFLAGS := $(shell $(PKG_CONFIG) --cflags libntfs-3g 2>/dev/null)
+NTFS_LIBS   := $(shell $(PKG_CONFIG) --libs libntfs-3g 2>/dev/null || echo -lntfs-3g)
+DISM_INC    := -Iuserspace/include -Iuserspace/lib
+MAN_PAGES   := docs/man/dism.8 docs/man/DismApi.3
+
 .PHONY: all check demo bench fuzz fuzz-build install uninstall clean deps
-all: $(SERVER_BIN) $(TOOL_BINS) $(UNIT_BINS)
+all: $(SERVER_BIN) $(TOOL_BINS) $(UNIT_BINS) $(LIBDISM_SO) $(LIBDISM_A) $(DISM_PC) $(DISM_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -78,6 +97,43 @@ $(SERVER_BIN): $(SERVER_MAIN) $(SERVER_LIB) $(ENGINE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
+$(LIBDISM_OBJ) $(BUILD)/userspace/cli/dism.o: CPPFLAGS += $(DISM_INC) $(NTFS_CFLAGS)
+$(LIBDISM_OBJ): CFLAGS += -fvisibility=hidden
+
+$(LIBDISM_SO): $(LIBDISM_OBJ) $(ENGINE_LIB) userspace/lib/libdism.map
+	@mkdir -p $(dir $@)
+	$(CC) -shared -Wl,-soname,libdism.so.1 -Wl,--version-script=userspace/lib/libdism.map \
+	  $(LDFLAGS) -o $@ $(LIBDISM_OBJ) $(ENGINE_LIB) $(NTFS_LIBS) $(LIBS)
+	ln -sf libdism.so.1 $(BUILD)/libdism.so
+
+$(LIBDISM_A): $(LIBDISM_OBJ) $(ENGINE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(DISM_PC): Makefile
+	@mkdir -p $(dir $@)
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
+	  'Name: dism' 'Description: DISM image-mount API (DismApi.h) for Linux' 'Version: 1.0.0' \
+	  'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -ldism' \
+	  'Libs.private: $(NTFS_LIBS) -lpthread' > $@
+
+# The CLI links libdism statically: it runs from the build tree as installed.
+$(DISM_BIN): $(BUILD)/userspace/cli/dism.o $(LIBDISM_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(NTFS_LIBS) $(LIBS)
+
+# The C API test links the shared library (what applications use).
+$(BUILD)/tests/test-dismapi: tests/unit/test-dismapi.c $(LIBDISM_SO) userspace/include/DismApi.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Iuserspace/include $(CFLAGS) -o $@ $< -L$(BUILD) -ldism \
+	  -Wl,-rpath,'$$ORIGIN/..' $(LDFLAGS) $(LIBS)
+
+# The attach-layer test calls libdism's internal functions (attach.h,
+# partition.h), which the shared library hides: link the static one.
+$(BUILD)/tests/test-attach: tests/unit/test-attach.c $(LIBDISM_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(DISM_INC) $(CFLAGS) -o $@ $< $(LIBDISM_A) $(LDFLAGS) $(NTFS_LIBS) $(LIBS)
+
 $(BUILD)/bin/%: $(BUILD)/nbd-server/tools/%.o $(ENGINE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
@@ -92,7 +148,11 @@ FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer
 FUZZ_LIBSRC := $(ENGINE_SRC) $(filter-out nbd-server/server/main.c,$(SERVER_SRC))
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIBSRC)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(CPPFLAGS) -Inbd-server/server -std=gnu11 $(FUZZ_FLAGS) -DFUZZING -pthread -o $@ $< $(FUZZ_LIBSRC)
+	$(CLANG) $(CPPFLAGS) -Inbd-server/server -std=gnu11 $(FUZZ_FLAGS) -DFUZZING -pthread -o $@ $< $(FUZZ_LIBSRC) $(FUZZ_EXTRA_$*) $(LIBS)
+
+# fuzz-partition: libdism's partition-table parser (no libntfs-3g in it).
+FUZZ_EXTRA_fuzz-partition := -Iuserspace/lib userspace/lib/partition.c
+$(BUILD)/fuzz/fuzz-partition: userspace/lib/partition.c userspace/lib/partition.h
 
 fuzz-build: $(FUZZ_BINS)
 
@@ -126,10 +186,22 @@ install: all
 	install -m 0755 $(SERVER_BIN) $(DESTDIR)$(LIBEXECDIR)/dism-nbd-server
 	install -m 0755 $(TOOL_BINS) $(DESTDIR)$(BINDIR)/
 	ln -sf $(LIBEXECDIR)/dism-nbd-server $(DESTDIR)$(SBINDIR)/dism-nbd-server
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man3
+	install -m 0755 $(DISM_BIN) $(DESTDIR)$(SBINDIR)/dism
+	install -m 0755 $(LIBDISM_SO) $(DESTDIR)$(LIBDIR)/libdism.so.1
+	ln -sf libdism.so.1 $(DESTDIR)$(LIBDIR)/libdism.so
+	install -m 0644 $(LIBDISM_A) $(DESTDIR)$(LIBDIR)/libdism.a
+	install -m 0644 userspace/include/DismApi.h $(DESTDIR)$(INCLUDEDIR)/DismApi.h
+	install -m 0644 $(DISM_PC) $(DESTDIR)$(LIBDIR)/pkgconfig/dism.pc
+	install -m 0644 docs/man/dism.8 $(DESTDIR)$(MANDIR)/man8/dism.8
+	install -m 0644 docs/man/DismApi.3 $(DESTDIR)$(MANDIR)/man3/DismApi.3
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBEXECDIR)/dism-nbd-server $(DESTDIR)$(SBINDIR)/dism-nbd-server
 	rm -f $(patsubst $(BUILD)/bin/%,$(DESTDIR)$(BINDIR)/%,$(TOOL_BINS))
+	rm -f $(DESTDIR)$(SBINDIR)/dism $(DESTDIR)$(LIBDIR)/libdism.so.1 $(DESTDIR)$(LIBDIR)/libdism.so
+	rm -f $(DESTDIR)$(LIBDIR)/libdism.a $(DESTDIR)$(INCLUDEDIR)/DismApi.h $(DESTDIR)$(LIBDIR)/pkgconfig/dism.pc
+	rm -f $(DESTDIR)$(MANDIR)/man8/dism.8 $(DESTDIR)$(MANDIR)/man3/DismApi.3
 	-rmdir $(DESTDIR)$(LIBEXECDIR) 2>/dev/null
 
 clean:

@@ -23,6 +23,8 @@
 #include "disk.h"
 #include "nbd-server.h"
 #include "overlay.h"
+#include "control.h"
+#include "fuse-export.h"
 
 #define PROG "dism-nbd-server"
 #define MAX_LISTENERS 32
@@ -40,6 +42,8 @@ struct options {
   const char *description;
   const char *pidfile;
   const char *unix_path;
+  const char *fuse_file;
+  const char *control_path;
   const char *tcp[MAX_LISTENERS];
   int ntcp;
   int fds[MAX_FDS];
@@ -70,6 +74,15 @@ usage(FILE *f)
 "      --fd-transmission N    serve socket N whose handshake was done elsewhere:\n"
 "                             transmission, simple replies only (repeatable)\n"
 "      --socket-activation    listen on the sockets systemd passed (LISTEN_FDS)\n"
+"      --fuse-file PATH       also expose the disk as the regular file PATH through\n"
+"                             FUSE (created if absent; for a loop device where\n"
+"                             nbd.ko is missing)\n"
+"\n"
+"Control:\n"
+"      --control PATH         Unix control socket (STATUS, FLUSH, COMMIT, SHUTDOWN;\n"
+"                             see docs/nbd-server.md).  With --overlay it opens the\n"
+"                             image read-write so COMMIT can merge the overlay into it\n"
+"                             while serving; the image is written only by COMMIT\n"
 "\n"
 "The image:\n"
 "  -r, --readonly             export read-only\n"
@@ -131,7 +144,7 @@ parse_uint(const char *s, unsigned long max, unsigned long *out)
 
 enum {
   OPT_FD = 256, OPT_FD_TRANSMISSION, OPT_SOCKET_ACTIVATION, OPT_EXIT_WHEN_IDLE,
-  OPT_NO_MULTI_CONN, OPT_ALLOW_BAD_CHECKSUM,
+  OPT_NO_MULTI_CONN, OPT_ALLOW_BAD_CHECKSUM, OPT_FUSE_FILE, OPT_CONTROL,
 };
 
 /* Returns 0, 1 for an error (already printed), or 2 after --help. */
@@ -144,6 +157,8 @@ parse_args(int argc, char **argv, struct options *o)
     { "fd", required_argument, NULL, OPT_FD },
     { "fd-transmission", required_argument, NULL, OPT_FD_TRANSMISSION },
     { "socket-activation", no_argument, NULL, OPT_SOCKET_ACTIVATION },
+    { "fuse-file", required_argument, NULL, OPT_FUSE_FILE },
+    { "control", required_argument, NULL, OPT_CONTROL },
     { "readonly", no_argument, NULL, 'r' },
     { "overlay", required_argument, NULL, 'o' },
     { "format", required_argument, NULL, 'f' },
@@ -191,6 +206,12 @@ parse_args(int argc, char **argv, struct options *o)
       break;
     case OPT_SOCKET_ACTIVATION:
       o->socket_activation = true;
+      break;
+    case OPT_FUSE_FILE:
+      o->fuse_file = optarg;
+      break;
+    case OPT_CONTROL:
+      o->control_path = optarg;
       break;
     case 'r':
       o->readonly = true;
@@ -248,8 +269,8 @@ parse_args(int argc, char **argv, struct options *o)
   }
   o->image = argv[optind];
   if (!o->unix_path && !o->ntcp && !o->nfds && !o->ntransmission_fds &&
-      !o->socket_activation) {
-    fail("nowhere to serve: use --unix, --tcp, --fd or --socket-activation");
+      !o->socket_activation && !o->fuse_file) {
+    fail("nowhere to serve: use --unix, --tcp, --fd, --socket-activation or --fuse-file");
     return 1;
   }
   return 0;
@@ -279,7 +300,9 @@ static int
 open_image(const struct options *o, struct disk **out)
 {
   struct disk_open_opts dopts = {
-    .readonly = o->readonly || o->overlay != NULL,   /* an overlay never writes the base */
+    /* Under an overlay the image is written only by a COMMIT, which needs
+     * the control socket; without one it is opened read-only. */
+    .readonly = o->readonly || (o->overlay != NULL && o->control_path == NULL),
     .allow_bad_checksum = o->allow_bad_checksum,
     .format = o->format,
   };
@@ -299,10 +322,8 @@ open_image(const struct options *o, struct disk **out)
   }
   flags = stat(o->overlay, &st) == 0 ? OVERLAY_OPEN_EXISTING : OVERLAY_CREATE;
   r = overlay_open(base, o->overlay, flags, out);
-  if (r < 0) {
-    fail("%s", disk_last_error());
-    disk_close(base);   /* on failure the base stays ours */
-  }
+  if (r < 0)
+    fail("%s", disk_last_error());   /* overlay_open closed the base */
   return r;
 }
 
@@ -338,6 +359,8 @@ main(int argc, char **argv)
   int listeners[MAX_LISTENERS];
   int nlisteners = 0, sigfd = -1, status = 1, i, r;
   bool unix_created = false, pidfile_written = false;
+  struct fuse_export *fuse = NULL;
+  struct control *control = NULL;
   sigset_t stop_signals;
 
   r = parse_args(argc, argv, &o);
@@ -408,6 +431,20 @@ main(int argc, char **argv)
     }
     nlisteners += r;
   }
+  if (o.fuse_file) {
+    r = fuse_export_start(disk, o.fuse_file, o.readonly, &fuse);
+    if (r < 0) {
+      fail("%s", disk_last_error());
+      goto out;
+    }
+  }
+  if (o.control_path) {
+    r = control_start(o.control_path, disk, srv, &control);
+    if (r < 0) {
+      fail("%s", disk_last_error());
+      goto out;
+    }
+  }
   for (i = 0; i < o.nfds; i++)
     nbd_server_start_fd(srv, o.fds[i], false);
   for (i = 0; i < o.ntransmission_fds; i++)
@@ -472,6 +509,10 @@ out:
     close(listeners[i]);
   if (unix_created)
     unlink(o.unix_path);
+  control_stop(control);
+  if (control)
+    unlink(o.control_path);
+  fuse_export_stop(fuse);
   if (srv) {
     nbd_server_shutdown(srv);
     nbd_server_free(srv);

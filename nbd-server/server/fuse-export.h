@@ -1,0 +1,23 @@
+/* fuse-export.h - expose a disk as one regular file through FUSE (the
+ * loop-device fallback where nbd.ko is absent). */
+#ifndef DISM_FUSE_EXPORT_H
+#define DISM_FUSE_EXPORT_H
+
+#include <stdbool.h>
+
+#include "disk.h"
+
+struct fuse_export;
+
+/* Mount a FUSE file system over the regular file path (created if absent)
+ * whose content is the whole disk, and serve it on background threads.
+ * disk is borrowed and must outlive the export. */
+int fuse_export_start(struct disk *disk, const char *path, bool readonly,
+                      struct fuse_export **out);
+
+/* Unmount and stop.  Fails to unmount only if the file is still in use
+ * (e.g. a loop device over it); the mount is then detached lazily by the
+ * kernel once the last user goes. */
+void fuse_export_stop(struct fuse_export *fe);
+
+#endif
