@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The server's FUSE file (the loop fallback) and its control socket:
+# the FUSE file holds the virtual disk, writes through it land in the
+# overlay (the image untouched), a loop device over a byte range of it reads
+# that range; COMMIT merges the overlay into the image while the export is
+# in use, and writes racing the commit are neither lost nor merged twice.
+source "$(dirname "$0")/../lib/tap.sh"
+need_cmd qemu-img losetup nbdcopy sha256sum
+need_file /dev/fuse "$BIN/dism-nbd-server"
+CTL="$PY $ROOT/tests/lib/ctl.py"
+
+img=$TMPD/d.vhdx
+qemu-img create -q -f vhdx -o subformat=dynamic,block_size=1M "$img" 48M
+$PY -c "import random; open('$TMPD/seed','wb').write(random.Random(3).randbytes(6<<20))"
+"$TBIN/disk-tool" "$img" write $((5 << 20)) "$TMPD/seed" >/dev/null
+img_sum=$(sha256sum < "$img")
+
+fuse=$TMPD/disk.fuse
+start_server fc --overlay "$TMPD/o.ovl" --control "$TMPD/c.sock" --fuse-file "$fuse" "$img"
+is "FUSE file has the virtual size" "$(stat -c %s "$fuse")" $((48 << 20))
+check "FUSE file holds the same bytes as the NBD export" \
+  bash -c "cmp <(cat '$fuse') <(nbdcopy '$(uri "$SOCK")' -)"
+check "FUSE file holds the image's bytes" \
+  bash -c "cmp '$fuse' <('$TBIN/disk-tool' -r '$img' cat)"
+
+# A loop device over a byte range (as the fallback attaches a partition).
+loop=$(losetup --find --show --offset $((5 << 20)) --sizelimit $((6 << 20)) "$fuse")
+tap_cleanup "losetup -d $loop"
+check "loop device over a range of the FUSE file reads that range" cmp "$loop" "$TMPD/seed"
+head -c $((2 << 20)) /dev/urandom > "$TMPD/w1"
+dd if="$TMPD/w1" of="$loop" bs=1M seek=1 oflag=direct conv=notrunc,fsync status=none
+check "a write through the loop device reads back through NBD" \
+  bash -c "cmp '$TMPD/w1' <(nbdcopy '$(uri "$SOCK")' - | tail -c +$(( (6 << 20) + 1 )) | head -c $((2 << 20)))"
+losetup -d "$loop"
+is "the image file is untouched before COMMIT" "$(sha256sum < "$img")" "$img_sum"
+
+out=$($CTL "$TMPD/c.sock" STATUS)
+like "STATUS reports the overlay's bytes" "$out" "^OK size=50331648 sector=512 overlay_bytes=[1-9]"
+check_fail "an unknown command is refused" $CTL "$TMPD/c.sock" FROB
+
+# COMMIT while a client writes through NBD at the same time.
+$PY - "$(uri "$SOCK")" "$TMPD/model" "$TMPD/c.sock" "$ROOT/tests/lib/ctl.py" <<'PY' > "$TMPD/race.log" 2>&1
+import nbd, random, subprocess, sys, threading
+uri, model_path, ctl_sock, ctl = sys.argv[1:5]
+h = nbd.NBD(); h.connect_uri(uri)
+size = h.get_size()
+model = bytearray()                         # the disk as the client sees it
+for off in range(0, size, 8 << 20):
+    model += h.pread(min(8 << 20, size - off), off)
+r = random.Random(11)
+stop = threading.Event()
+commits = []
+def committer():
+    for _ in range(3):
+        p = subprocess.run(["/usr/bin/python3", ctl, ctl_sock, "COMMIT"], capture_output=True, text=True)
+        commits.append(p.returncode)
+    stop.set()
+t = threading.Thread(target=committer); t.start()
+n = 0
+while not stop.is_set() or n < 200:
+    off = r.randrange(0, size - 65536) & ~511
+    data = r.randbytes(r.randrange(512, 65536) & ~511)
+    h.pwrite(data, off)
+    model[off:off + len(data)] = data
+    n += 1
+    if n > 20000: break
+t.join()
+h.flush()
+open(model_path, "wb").write(model)
+print("writes", n, "commits", commits)
+sys.exit(0 if commits == [0, 0, 0] else 1)
+PY
+rc=$?
+check "three COMMITs while writing through NBD all succeed ($(tail -1 "$TMPD/race.log"))" test $rc -eq 0
+check "after the race the export equals the client's model" \
+  bash -c "cmp <(nbdcopy '$(uri "$SOCK")' -) '$TMPD/model'"
+check "a final COMMIT succeeds" $CTL "$TMPD/c.sock" COMMIT
+out=$($CTL "$TMPD/c.sock" STATUS)
+like "the overlay is empty after COMMIT" "$out" "overlay_bytes=0 "
+check "SHUTDOWN stops the server" $CTL "$TMPD/c.sock" SHUTDOWN
+for _ in $(seq 50); do kill -0 $SERVER_PID 2>/dev/null || break; sleep 0.1; done
+check "the server exited" bash -c "! kill -0 $SERVER_PID 2>/dev/null"
+check "the FUSE file is unmounted" bash -c "! grep -q ' $fuse ' /proc/self/mounts"
+check "qemu-img check is clean after the server stopped" qemu-img check -q "$img"
+qemu-img convert -O raw "$img" "$TMPD/final.raw"
+check "the image now holds the model (read by qemu-img)" cmp "$TMPD/final.raw" "$TMPD/model"
