@@ -22,7 +22,8 @@ struct nbd_job {
   struct nbd_conn *conn;
   uint16_t flags, type;
   uint64_t cookie, offset, length;
-  void *payload;               /* WRITE data (owned), else NULL */
+  void *payload;               /* WRITE data (owned, from bufpool), else NULL */
+  size_t payload_len;
   size_t budget_cost;          /* bytes charged to the budgets */
   uint32_t early_error;        /* NBD error decided while receiving, or 0 */
 
@@ -33,6 +34,7 @@ struct nbd_job {
   struct iovec *riov_heap;     /* owned */
   uint8_t rhead[64];           /* headers and small payloads */
   void *rdata;                 /* owned reply data (READ data, extents) */
+  size_t rdata_pool_len;       /* != 0: rdata came from bufpool (READ data) */
   void *raux;                  /* owned helper memory (READ chunk headers) */
 };
 

@@ -13,6 +13,7 @@
 
 #include "nbd-protocol.h"
 #include "server-internal.h"
+#include "bufpool.h"
 
 void
 nbd_log(struct nbd_server *srv, enum nbd_log_level level, const char *fmt, ...)
@@ -122,8 +123,11 @@ job_finish(struct nbd_job *job)
   struct nbd_server *srv = c->srv;
   size_t cost = job->budget_cost;
 
-  free(job->payload);
-  free(job->rdata);
+  bufpool_put(job->payload, job->payload_len);
+  if (job->rdata_pool_len)
+    bufpool_put(job->rdata, job->rdata_pool_len);
+  else
+    free(job->rdata);
   free(job->raux);
   free(job->riov_heap);
   free(job);
@@ -302,6 +306,7 @@ nbd_server_free(struct nbd_server *srv)
   free(srv->export_name);
   free(srv->description);
   free(srv);
+  bufpool_trim();
 }
 
 unsigned

@@ -8,6 +8,7 @@
 
 #include "nbd-protocol.h"
 #include "server-internal.h"
+#include "bufpool.h"
 
 /* A structured READ is split into at most this many data/hole chunks. */
 #define READ_MAX_SEGMENTS 64
@@ -183,7 +184,8 @@ handle_read(struct nbd_job *job)
     reply_status(job, 0, NULL);
     return;
   }
-  buf = job->rdata = malloc(job->length);
+  buf = job->rdata = bufpool_get(job->length);
+  job->rdata_pool_len = job->length;
   if (!buf) {
     reply_status(job, NBD_ENOMEM, "out of memory");
     return;
@@ -607,7 +609,8 @@ nbd_transmission(struct nbd_conn *c)
       /* Rejected: consume the payload so the next header is in sync. */
       r = conn_discard(c, payload_len);
     } else if (payload_len > 0) {
-      job->payload = malloc(payload_len);
+      job->payload = bufpool_get(payload_len);
+      job->payload_len = payload_len;
       r = job->payload ? conn_read(c, job->payload, payload_len) : -ENOMEM;
     }
     if (r < 0) {

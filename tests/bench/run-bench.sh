@@ -53,7 +53,7 @@ seq_read() {  # best MiB/s over $RUNS runs of nbdcopy to null:
 rand_read() {  # IOPS from fio's nbd engine
   fio --name=rr --ioengine=nbd --uri="$URI" --rw=randread --bs=4k --iodepth=16 \
       --runtime="$FIO_SECONDS" --time_based --output-format=json 2>/dev/null |
-    /usr/bin/python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["read"]["iops"]))'
+    /usr/bin/python3 -c 'import json,sys; t=sys.stdin.read(); print(round(json.loads(t[t.index("{"):])["jobs"][0]["read"]["iops"]))'
 }
 
 declare -A SEQ RND

@@ -1,0 +1,14 @@
+/* bufpool.h - reusable I/O buffers (see bufpool.c). */
+#ifndef DISM_BUFPOOL_H
+#define DISM_BUFPOOL_H
+
+#include <stddef.h>
+
+/* A buffer of at least len bytes, or NULL.  Return it with bufpool_put and
+ * the same len. */
+void *bufpool_get(size_t len);
+void bufpool_put(void *buf, size_t len);
+/* Free every idle buffer (at shutdown, so leak checkers stay quiet). */
+void bufpool_trim(void);
+
+#endif
