@@ -74,7 +74,6 @@ DISM_BIN    := $(BUILD)/bin/dism
 NTFS_CFLAGS := $(shell $(PKG_CONFIG) --cflags libntfs-3g 2>/dev/null)
 NTFS_LIBS   := $(shell $(PKG_CONFIG) --libs libntfs-3g 2>/dev/null || echo -lntfs-3g)
 DISM_INC    := -Iuserspace/include -Iuserspace/lib
-MAN_PAGES   := docs/man/dism.8 docs/man/DismApi.3
 
 .PHONY: all check demo bench fuzz fuzz-build install uninstall clean deps
 all: $(SERVER_BIN) $(TOOL_BINS) $(UNIT_BINS) $(LIBDISM_SO) $(LIBDISM_A) $(DISM_PC) $(DISM_BIN)
@@ -110,12 +109,14 @@ $(LIBDISM_A): $(LIBDISM_OBJ) $(ENGINE_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(DISM_PC): Makefile
-	@mkdir -p $(dir $@)
-	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
+# dism.pc names PREFIX: written again by install, for the PREFIX given there.
+WRITE_DISM_PC = printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
 	  'Name: dism' 'Description: DISM image-mount API (DismApi.h) for Linux' 'Version: 1.0.0' \
 	  'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -ldism' \
-	  'Libs.private: $(NTFS_LIBS) -lpthread' > $@
+	  'Libs.private: $(NTFS_LIBS) -lpthread'
+$(DISM_PC): Makefile
+	@mkdir -p $(dir $@)
+	$(WRITE_DISM_PC) > $@
 
 # The CLI links libdism statically: it runs from the build tree as installed.
 $(DISM_BIN): $(BUILD)/userspace/cli/dism.o $(LIBDISM_A)
@@ -151,8 +152,8 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIBSRC)
 	$(CLANG) $(CPPFLAGS) -Inbd-server/server -std=gnu11 $(FUZZ_FLAGS) -DFUZZING -pthread -o $@ $< $(FUZZ_LIBSRC) $(FUZZ_EXTRA_$*) $(LIBS)
 
 # fuzz-partition: libdism's partition-table parser (no libntfs-3g in it).
-FUZZ_EXTRA_fuzz-partition := -Iuserspace/lib userspace/lib/partition.c
-$(BUILD)/fuzz/fuzz-partition: userspace/lib/partition.c userspace/lib/partition.h
+FUZZ_EXTRA_fuzz-partition := -Iuserspace/lib userspace/lib/partition.c userspace/lib/dism-error.c
+$(BUILD)/fuzz/fuzz-partition: userspace/lib/partition.c userspace/lib/partition.h userspace/lib/dism-error.c
 
 fuzz-build: $(FUZZ_BINS)
 
@@ -192,7 +193,7 @@ install: all
 	ln -sf libdism.so.1 $(DESTDIR)$(LIBDIR)/libdism.so
 	install -m 0644 $(LIBDISM_A) $(DESTDIR)$(LIBDIR)/libdism.a
 	install -m 0644 userspace/include/DismApi.h $(DESTDIR)$(INCLUDEDIR)/DismApi.h
-	install -m 0644 $(DISM_PC) $(DESTDIR)$(LIBDIR)/pkgconfig/dism.pc
+	$(WRITE_DISM_PC) > $(DESTDIR)$(LIBDIR)/pkgconfig/dism.pc
 	install -m 0644 docs/man/dism.8 $(DESTDIR)$(MANDIR)/man8/dism.8
 	install -m 0644 docs/man/DismApi.3 $(DESTDIR)$(MANDIR)/man3/DismApi.3
 

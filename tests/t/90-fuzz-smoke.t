@@ -4,7 +4,7 @@
 source "$(dirname "$0")/../lib/tap.sh"
 SECS=${FUZZ_SMOKE_SECONDS:-15}
 FZ=$ROOT/$BUILD/fuzz
-for kind in vhd vhdx nbd overlay-map; do
+for kind in vhd vhdx nbd overlay-map partition; do
   bin=$FZ/fuzz-$kind
   need_file "$bin"
   seeds=$ROOT/tests/fuzz/corpus/${kind%-map}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# DISM's C API from a C program (tests/unit/test-dismapi.c): init/shutdown
+# codes, DismDelete, per-thread error messages, the mount rules, cancel
+# before start, sessions.  No mount is made here (72-dism-mount.t does).
+source "$(dirname "$0")/../lib/tap.sh"
+source "$(dirname "$0")/../lib/dism-img.sh"
+need_file "$TBIN/test-dismapi"
+
+make_windows_disk "$TMPD/disk.raw" 32 || { not_ok "build the test disk"; exit 1; }
+make_vhdx "$TMPD/disk.raw" "$TMPD/win.vhdx"
+mkdir -p "$TMPD/work"
+
+"$TBIN/test-dismapi" rules "$TMPD/win.vhdx" "$TMPD/work" > "$TMPD/out" 2>&1
+is "test-dismapi rules: exit status" "$?" 0
+relay < "$TMPD/out"

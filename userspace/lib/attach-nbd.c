@@ -1,0 +1,812 @@
+/* attach-nbd.c - hand N connections to the server to the kernel's nbd driver.
+ *
+ * Order: N fixed-newstyle handshakes (NBD_OPT_GO, simple replies only, as
+ * the kernel speaks no other kind); the partition table is read and chosen
+ * over the first connection while it is still ours (so the block size the
+ * kernel gets is the disk's sector size, and nothing is attached for a disk
+ * with no NTFS); then one generic netlink NBD_CMD_CONNECT without an index
+ * (the kernel picks or creates a free device), our copies of the sockets
+ * closed; then bigger requests, a change uevent (so udev sees `backend`) and
+ * the partition scan the kernel only does on open.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <linux/genetlink.h>
+#include <linux/nbd-netlink.h>
+#include <linux/nbd.h>
+#include <linux/netlink.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "attach-internal.h"
+#include "dism-error.h"
+
+/* Protocol constants (the NBD spec), kept here so libdism does not depend
+ * on the server's headers. */
+#define NBDMAGIC            UINT64_C(0x4e42444d41474943)
+#define IHAVEOPT            UINT64_C(0x49484156454F5054)
+#define OPT_REPLY_MAGIC     UINT64_C(0x0003e889045565a9)
+#define REQUEST_MAGIC       UINT32_C(0x25609513)
+#define SIMPLE_REPLY_MAGIC  UINT32_C(0x67446698)
+#define HS_FIXED_NEWSTYLE   1u
+#define HS_NO_ZEROES        2u
+#define OPT_GO              7u
+#define REP_ACK             1u
+#define REP_INFO            3u
+#define REP_ERR_BIT         (UINT32_C(1) << 31)
+#define INFO_EXPORT         0u
+#define INFO_BLOCK_SIZE     3u
+#define TF_HAS_FLAGS        (1u << 0)
+#define TF_READ_ONLY        (1u << 1)
+#define TF_CAN_MULTI_CONN   (1u << 8)
+#define CMD_READ            0u
+
+#define MAX_CONNS           16
+#define IO_TIMEOUT_MS       30000    /* one handshake step or one read */
+#define PROBE_CHUNK         (1u << 20)
+#define REQ_TIMEOUT_S       120      /* kernel request timeout: longer than any flush */
+#define DEAD_CONN_DEFAULT_S 30
+#define CONNECT_TRIES       8        /* EBUSY: a prober held the device the kernel picked */
+#define MAX_SECTORS_KB      4096
+
+/* ---- socket I/O with a deadline ------------------------------------------ */
+
+static int
+full_io(int fd, void *buf, size_t len, bool out)
+{
+  size_t done = 0;
+
+  while (done < len) {
+    struct pollfd p = { .fd = fd, .events = out ? POLLOUT : POLLIN };
+    ssize_t n;
+    int pr = poll(&p, 1, IO_TIMEOUT_MS);
+
+    if (pr < 0 && errno == EINTR)
+      continue;
+    if (pr < 0)
+      return -errno;
+    if (pr == 0)
+      return -ETIMEDOUT;
+    n = out ? send(fd, (char *) buf + done, len - done, MSG_NOSIGNAL)
+            : recv(fd, (char *) buf + done, len - done, 0);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+      continue;
+    if (n < 0)
+      return -errno;
+    if (n == 0)
+      return -ECONNRESET;
+    done += (size_t) n;
+  }
+  return 0;
+}
+
+static int recv_all(int fd, void *buf, size_t len) { return full_io(fd, buf, len, false); }
+static int send_all(int fd, const void *buf, size_t len) { return full_io(fd, (void *) buf, len, true); }
+
+static int
+discard(int fd, uint32_t len)
+{
+  char junk[512];
+  int r = 0;
+
+  while (len > 0 && r == 0) {
+    uint32_t n = len < sizeof junk ? len : (uint32_t) sizeof junk;
+    r = recv_all(fd, junk, n);
+    len -= n;
+  }
+  return r;
+}
+
+/* ---- the handshake --------------------------------------------------------- */
+
+struct export_info {
+  uint64_t size;
+  uint16_t flags;
+  uint32_t min_block;                /* 0 if the server did not say */
+};
+
+static int
+handshake(const char *path, int *fd_out, struct export_info *ei)
+{
+  struct sockaddr_un sa = { .sun_family = AF_UNIX };
+  struct __attribute__((packed)) { uint64_t magic, opt; uint16_t flags; } hello;
+  struct __attribute__((packed)) {
+    uint32_t cflags;
+    uint64_t magic;
+    uint32_t opt, len;
+    uint32_t namelen;
+    uint16_t nreq, req0;
+  } go;
+  struct __attribute__((packed)) { uint64_t magic; uint32_t opt, type, len; } rep;
+  uint8_t data[256];
+  uint16_t info;
+  bool have_export = false;
+  int fd = -1, r;
+
+  memset(ei, 0, sizeof *ei);
+  if (strlen(path) >= sizeof sa.sun_path) {
+    dism_set_error("%s: socket path too long", path);
+    return -ENAMETOOLONG;
+  }
+  strcpy(sa.sun_path, path);
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    r = -errno;
+    dism_set_error("%s: socket: %s", path, strerror(-r));
+    goto out;
+  }
+  if (connect(fd, (struct sockaddr *) &sa, sizeof sa) < 0) {
+    r = -errno;
+    dism_set_error("%s: cannot connect to the NBD server: %s", path, strerror(-r));
+    goto out;
+  }
+  r = recv_all(fd, &hello, sizeof hello);
+  if (r < 0) {
+    dism_set_error("%s: no NBD greeting: %s", path, strerror(-r));
+    goto out;
+  }
+  if (be64toh(hello.magic) != NBDMAGIC || be64toh(hello.opt) != IHAVEOPT ||
+      !(be16toh(hello.flags) & HS_FIXED_NEWSTYLE)) {
+    r = -EPROTO;
+    dism_set_error("%s: not a fixed-newstyle NBD server", path);
+    goto out;
+  }
+  /* GO for the default export, asking for BLOCK_SIZE (a hint of the
+   * sector size); no structured replies: the kernel cannot take them */
+  go.cflags = htobe32(HS_FIXED_NEWSTYLE | (be16toh(hello.flags) & HS_NO_ZEROES));
+  go.magic = htobe64(IHAVEOPT);
+  go.opt = htobe32(OPT_GO);
+  go.len = htobe32(4 + 2 + 2);
+  go.namelen = 0;
+  go.nreq = htobe16(1);
+  go.req0 = htobe16(INFO_BLOCK_SIZE);
+  r = send_all(fd, &go, sizeof go);
+  if (r < 0) {
+    dism_set_error("%s: sending NBD_OPT_GO: %s", path, strerror(-r));
+    goto out;
+  }
+  for (;;) {
+    uint32_t type, len;
+    r = recv_all(fd, &rep, sizeof rep);
+    if (r < 0) {
+      dism_set_error("%s: reading the reply to NBD_OPT_GO: %s", path, strerror(-r));
+      goto out;
+    }
+    type = be32toh(rep.type);
+    len = be32toh(rep.len);
+    if (be64toh(rep.magic) != OPT_REPLY_MAGIC || be32toh(rep.opt) != OPT_GO) {
+      r = -EPROTO;
+      dism_set_error("%s: malformed option reply", path);
+      goto out;
+    }
+    if (type & REP_ERR_BIT) {
+      uint32_t n = len < sizeof data - 1 ? len : (uint32_t) sizeof data - 1;
+      if (recv_all(fd, data, n) < 0)
+        n = 0;
+      data[n] = 0;
+      r = -EPROTO;
+      dism_set_error("%s: the server refused the export (error 0x%x%s%s)", path, type,
+                     n ? ": " : "", (char *) data);
+      goto out;
+    }
+    if (type == REP_ACK) {
+      if (len)
+        r = discard(fd, len);
+      break;
+    }
+    if (type != REP_INFO || len < 2 || len > sizeof data) {
+      r = discard(fd, len);          /* unknown reply or info: skip */
+      if (r < 0)
+        goto io_err;
+      continue;
+    }
+    r = recv_all(fd, data, len);
+    if (r < 0)
+      goto io_err;
+    memcpy(&info, data, 2);
+    info = be16toh(info);
+    if (info == INFO_EXPORT && len == 12) {
+      uint64_t sz;
+      uint16_t fl;
+      memcpy(&sz, data + 2, 8);
+      memcpy(&fl, data + 10, 2);
+      ei->size = be64toh(sz);
+      ei->flags = be16toh(fl);
+      have_export = true;
+    } else if (info == INFO_BLOCK_SIZE && len == 14) {
+      uint32_t mn;
+      memcpy(&mn, data + 2, 4);
+      ei->min_block = be32toh(mn);
+    }
+  }
+io_err:
+  if (r < 0) {
+    dism_set_error("%s: reading the reply to NBD_OPT_GO: %s", path, strerror(-r));
+    goto out;
+  }
+  if (!have_export || !(ei->flags & TF_HAS_FLAGS)) {
+    r = -EPROTO;
+    dism_set_error("%s: the server sent no export size and flags", path);
+    goto out;
+  }
+  *fd_out = fd;
+  fd = -1;
+out:
+  if (fd >= 0)
+    close(fd);
+  return r;
+}
+
+/* Reads over a connection in transmission, before the kernel owns it. */
+struct nbd_probe {
+  int fd;
+  uint64_t cookie;
+};
+
+static int
+probe_pread(void *ctx, void *buf, size_t len, uint64_t off)
+{
+  struct nbd_probe *p = ctx;
+  struct __attribute__((packed)) {
+    uint32_t magic;
+    uint16_t flags, type;
+    uint64_t cookie, offset;
+    uint32_t length;
+  } req;
+  struct __attribute__((packed)) { uint32_t magic, error; uint64_t cookie; } rep;
+  size_t done = 0;
+  int r;
+
+  while (done < len) {
+    uint32_t n = len - done < PROBE_CHUNK ? (uint32_t) (len - done) : PROBE_CHUNK;
+    req.magic = htobe32(REQUEST_MAGIC);
+    req.flags = 0;
+    req.type = htobe16(CMD_READ);
+    req.cookie = htobe64(++p->cookie);
+    req.offset = htobe64(off + done);
+    req.length = htobe32(n);
+    r = send_all(p->fd, &req, sizeof req);
+    if (r == 0)
+      r = recv_all(p->fd, &rep, sizeof rep);
+    if (r < 0)
+      return r;
+    if (be32toh(rep.magic) != SIMPLE_REPLY_MAGIC || be64toh(rep.cookie) != p->cookie)
+      return -EPROTO;
+    if (rep.error)
+      return -EIO;
+    r = recv_all(p->fd, (char *) buf + done, n);
+    if (r < 0)
+      return r;
+    done += n;
+  }
+  return 0;
+}
+
+/* ---- generic netlink --------------------------------------------------------- */
+
+struct nlbuf {
+  union {
+    struct nlmsghdr h;
+    uint8_t b[4096];
+  } u;
+  size_t len;
+  size_t nest[4];
+  int depth;
+  bool overflow;
+};
+
+static void
+nl_init(struct nlbuf *m, uint16_t family, uint8_t cmd, uint16_t flags)
+{
+  struct genlmsghdr *g;
+
+  memset(m, 0, sizeof *m);
+  m->u.h.nlmsg_type = family;
+  m->u.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+  g = (struct genlmsghdr *) NLMSG_DATA(&m->u.h);
+  g->cmd = cmd;
+  g->version = 1;
+  m->len = NLMSG_LENGTH(GENL_HDRLEN);
+}
+
+static void
+nl_put(struct nlbuf *m, uint16_t type, const void *data, size_t len)
+{
+  struct nlattr *a;
+
+  if (m->len + NLA_ALIGN(NLA_HDRLEN + len) > sizeof m->u.b) {
+    m->overflow = true;
+    return;
+  }
+  a = (struct nlattr *) (m->u.b + m->len);
+  a->nla_type = type;
+  a->nla_len = (uint16_t) (NLA_HDRLEN + len);
+  if (len)
+    memcpy((uint8_t *) a + NLA_HDRLEN, data, len);
+  m->len += NLA_ALIGN(a->nla_len);
+}
+
+static void nl_put_u32(struct nlbuf *m, uint16_t t, uint32_t v) { nl_put(m, t, &v, 4); }
+static void nl_put_u64(struct nlbuf *m, uint16_t t, uint64_t v) { nl_put(m, t, &v, 8); }
+
+static void
+nl_nest_start(struct nlbuf *m, uint16_t type)
+{
+  if (m->depth >= 4) {
+    m->overflow = true;
+    return;
+  }
+  m->nest[m->depth++] = m->len;
+  nl_put(m, type | NLA_F_NESTED, NULL, 0);
+}
+
+static void
+nl_nest_end(struct nlbuf *m)
+{
+  struct nlattr *a;
+
+  if (m->depth <= 0 || m->overflow)
+    return;
+  a = (struct nlattr *) (m->u.b + m->nest[--m->depth]);
+  a->nla_len = (uint16_t) (m->len - m->nest[m->depth]);
+}
+
+/* Called for each attribute of each reply message. */
+typedef void (*nl_attr_fn)(void *arg, const struct nlattr *a);
+
+static void
+nl_close(int fd)
+{
+  if (fd >= 0)
+    close(fd);
+}
+
+static int
+nl_open(void)
+{
+  struct sockaddr_nl sa = { .nl_family = AF_NETLINK };
+  struct timeval tv = { .tv_sec = IO_TIMEOUT_MS / 1000 };
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
+
+  if (fd < 0)
+    return -errno;
+  if (bind(fd, (struct sockaddr *) &sa, sizeof sa) < 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0) {
+    int e = -errno;
+    close(fd);
+    return e;
+  }
+  return fd;
+}
+
+/* Send m and read replies until the ACK; 0 or the kernel's -errno. */
+static int
+nl_call(int fd, struct nlbuf *m, nl_attr_fn fn, void *arg)
+{
+  static uint32_t seq;
+  struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+  uint8_t buf[16384] __attribute__((aligned(4)));
+  uint32_t my_seq;
+
+  if (m->overflow)
+    return -EMSGSIZE;
+  my_seq = __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED) + (uint32_t) time(NULL);
+  m->u.h.nlmsg_len = (uint32_t) m->len;
+  m->u.h.nlmsg_seq = my_seq;
+  if (sendto(fd, m->u.b, m->len, 0, (struct sockaddr *) &kernel, sizeof kernel) < 0)
+    return -errno;
+  for (;;) {
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    struct nlmsghdr *h;
+
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return errno == EAGAIN ? -ETIMEDOUT : -errno;
+    for (h = (struct nlmsghdr *) buf; NLMSG_OK(h, (size_t) n); h = NLMSG_NEXT(h, n)) {
+      if (h->nlmsg_seq != my_seq)
+        continue;
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        const struct nlmsgerr *e = NLMSG_DATA(h);
+        if (h->nlmsg_len < NLMSG_LENGTH(sizeof *e))
+          return -EPROTO;
+        return e->error;             /* 0 is the ACK */
+      }
+      if (h->nlmsg_type == NLMSG_DONE)
+        return 0;
+      if (fn && h->nlmsg_len >= NLMSG_LENGTH(GENL_HDRLEN)) {
+        const uint8_t *p = (const uint8_t *) NLMSG_DATA(h) + GENL_HDRLEN;
+        size_t rem = h->nlmsg_len - NLMSG_LENGTH(GENL_HDRLEN);
+        while (rem >= NLA_HDRLEN) {
+          const struct nlattr *a = (const struct nlattr *) p;
+          if (a->nla_len < NLA_HDRLEN || a->nla_len > rem)
+            break;
+          fn(arg, a);
+          if ((size_t) NLA_ALIGN(a->nla_len) >= rem)
+            break;
+          rem -= (size_t) NLA_ALIGN(a->nla_len);
+          p += NLA_ALIGN(a->nla_len);
+        }
+      }
+    }
+  }
+}
+
+static void
+family_attr(void *arg, const struct nlattr *a)
+{
+  if ((a->nla_type & NLA_TYPE_MASK) == CTRL_ATTR_FAMILY_ID && a->nla_len >= NLA_HDRLEN + 2)
+    memcpy(arg, (const uint8_t *) a + NLA_HDRLEN, 2);
+}
+
+static int
+nbd_family(int fd, uint16_t *id)
+{
+  struct nlbuf m;
+  int r;
+
+  *id = 0;
+  nl_init(&m, GENL_ID_CTRL, CTRL_CMD_GETFAMILY, 0);
+  nl_put(&m, CTRL_ATTR_FAMILY_NAME, NBD_GENL_FAMILY_NAME, sizeof NBD_GENL_FAMILY_NAME);
+  r = nl_call(fd, &m, family_attr, id);
+  if (r == 0 && *id == 0)
+    r = -ENOENT;
+  if (r < 0)
+    dism_set_error("generic netlink family \"nbd\" not found (%s): is nbd.ko loaded?",
+                   strerror(-r));
+  return r;
+}
+
+static void
+index_attr(void *arg, const struct nlattr *a)
+{
+  if ((a->nla_type & NLA_TYPE_MASK) == NBD_ATTR_INDEX && a->nla_len >= NLA_HDRLEN + 4) {
+    uint32_t v;
+    memcpy(&v, (const uint8_t *) a + NLA_HDRLEN, 4);
+    *(int *) arg = (int) v;
+  }
+}
+
+static int
+nbd_disconnect_index(int index)
+{
+  struct nlbuf m;
+  uint16_t fam;
+  int fd, r;
+
+  fd = nl_open();
+  if (fd < 0) {
+    dism_set_error("netlink socket: %s", strerror(-fd));
+    return fd;
+  }
+  r = nbd_family(fd, &fam);
+  if (r == 0) {
+    nl_init(&m, fam, NBD_CMD_DISCONNECT, 0);
+    nl_put_u32(&m, NBD_ATTR_INDEX, (uint32_t) index);
+    r = nl_call(fd, &m, NULL, NULL);
+    if (r < 0)
+      dism_set_error("/dev/nbd%d: NBD_CMD_DISCONNECT: %s", index, strerror(-r));
+  }
+  nl_close(fd);
+  return r;
+}
+
+/* ---- sysfs state ------------------------------------------------------------- */
+
+static bool
+nbd_backend_is(int index, const char *id)
+{
+  char path[96], val[128];
+
+  snprintf(path, sizeof path, "/sys/block/nbd%d/backend", index);
+  return id[0] && attach_read_file(path, val, sizeof val) == 0 && strcmp(val, id) == 0;
+}
+
+/* Free: the device is gone (DESTROY_ON_DISCONNECT) or has size 0, no pid and
+ * nothing in flight (the teardown's asynchronous half is over). */
+static bool
+nbd_is_free(int index)
+{
+  char path[96], val[64];
+
+  snprintf(path, sizeof path, "/sys/block/nbd%d", index);
+  if (access(path, F_OK) != 0)
+    return true;
+  snprintf(path, sizeof path, "/sys/block/nbd%d/size", index);
+  if (attach_read_file(path, val, sizeof val) == 0 && strcmp(val, "0") != 0)
+    return false;
+  snprintf(path, sizeof path, "/sys/block/nbd%d/pid", index);
+  if (access(path, F_OK) == 0)
+    return false;
+  snprintf(path, sizeof path, "/sys/block/nbd%d/inflight", index);
+  if (attach_read_file(path, val, sizeof val) == 0) {
+    unsigned rd = 0, wr = 0;
+    if (sscanf(val, "%u %u", &rd, &wr) == 2 && (rd || wr))
+      return false;
+  }
+  return true;
+}
+
+static int
+wait_free(int index)
+{
+  int waited;
+
+  for (waited = 0; waited < ATTACH_DETACH_WAIT_MS; waited += 20) {
+    if (nbd_is_free(index))
+      return 0;
+    attach_sleep_ms(20);
+  }
+  dism_set_error("/dev/nbd%d still busy %d ms after the disconnect", index,
+                 ATTACH_DETACH_WAIT_MS);
+  return -EBUSY;
+}
+
+/* Raise the largest request the kernel sends (128 KiB by default). */
+static void
+raise_max_sectors(int index)
+{
+  char path[96], val[32];
+  unsigned long hw = MAX_SECTORS_KB;
+
+  snprintf(path, sizeof path, "/sys/block/nbd%d/queue/max_hw_sectors_kb", index);
+  if (attach_read_file(path, val, sizeof val) == 0)
+    hw = strtoul(val, NULL, 10);
+  if (hw > MAX_SECTORS_KB)
+    hw = MAX_SECTORS_KB;
+  snprintf(val, sizeof val, "%lu", hw);
+  snprintf(path, sizeof path, "/sys/block/nbd%d/queue/max_sectors_kb", index);
+  attach_write_file(path, val);      /* a tuning: the device works without it */
+}
+
+/* The kernel scans partitions on the first open after connect; BLKRRPART
+ * makes sure, then wait for nbdNpK and check it is where we read it. */
+static int
+scan_partitions(struct dism_attach *a)
+{
+  char name[32], path[128], val[32];
+  int fd, waited, rescans = 0;
+
+  fd = open(a->disk_dev, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    dism_set_error("%s: %s", a->disk_dev, strerror(errno));
+    return -errno;
+  }
+  if (a->partition == 0) {
+    close(fd);
+    snprintf(a->fs_dev, sizeof a->fs_dev, "%s", a->disk_dev);
+    return 0;
+  }
+  snprintf(name, sizeof name, "nbd%dp%d", a->nbd_index, a->partition);
+  snprintf(path, sizeof path, "/sys/block/nbd%d/%s/start", a->nbd_index, name);
+  /* the open normally scanned already; a second scan only costs uevents */
+  if (access(path, F_OK) != 0)
+    ioctl(fd, BLKRRPART, 0);
+  for (waited = 0; access(path, F_OK) != 0; waited += 20) {
+    if (waited >= ATTACH_PART_WAIT_MS) {
+      close(fd);
+      dism_set_error("/dev/%s did not appear within %d ms (the kernel's partition "
+                     "limit, max_part, may be too small)", name, ATTACH_PART_WAIT_MS);
+      return -ENOENT;
+    }
+    if (waited >= 1000 * (rescans + 1) && rescans < 3) {
+      ioctl(fd, BLKRRPART, 0);
+      rescans++;
+    }
+    attach_sleep_ms(20);
+  }
+  close(fd);
+  if (attach_read_file(path, val, sizeof val) < 0 ||
+      strtoull(val, NULL, 10) * 512 != a->part_offset) {
+    dism_set_error("/dev/%s starts at sector %s, not at byte %" PRIu64 " as the "
+                   "partition table read before said", name, val, a->part_offset);
+    return -EIO;
+  }
+  return attach_dev_node(name, a->fs_dev, sizeof a->fs_dev);
+}
+
+/* ---- attach / detach -------------------------------------------------------- */
+
+static unsigned
+want_connections(const struct dism_attach_request *req)
+{
+  long n = req->connections ? (long) req->connections : sysconf(_SC_NPROCESSORS_ONLN);
+
+  if (!req->connections && n > 4)
+    n = 4;
+  if (n < 1)
+    n = 1;
+  return n > MAX_CONNS ? MAX_CONNS : (unsigned) n;
+}
+
+static int
+nbd_connect(const struct dism_attach_request *req, const int *fds, unsigned nfds,
+            const struct export_info *ei, unsigned blksize, int *index)
+{
+  struct nlbuf *m = NULL;
+  uint16_t fam;
+  unsigned i, tries;
+  int nl = -1, r;
+  uint64_t flags = ei->flags | (req->readonly ? TF_READ_ONLY : 0);
+
+  nl = nl_open();
+  if (nl < 0) {
+    r = nl;
+    dism_set_error("netlink socket: %s", strerror(-r));
+    goto out;
+  }
+  r = nbd_family(nl, &fam);
+  if (r < 0)
+    goto out;
+  m = malloc(sizeof *m);
+  if (!m) {
+    r = -ENOMEM;
+    dism_set_error("out of memory");
+    goto out;
+  }
+  for (tries = 0; tries < CONNECT_TRIES; tries++) {
+    nl_init(m, fam, NBD_CMD_CONNECT, 0);
+    nl_put_u64(m, NBD_ATTR_SIZE_BYTES, ei->size);
+    nl_put_u64(m, NBD_ATTR_BLOCK_SIZE_BYTES, blksize);
+    nl_put_u64(m, NBD_ATTR_SERVER_FLAGS, flags);
+    nl_put_u64(m, NBD_ATTR_TIMEOUT, REQ_TIMEOUT_S);
+    nl_put_u64(m, NBD_ATTR_DEAD_CONN_TIMEOUT,
+               req->dead_conn_timeout ? req->dead_conn_timeout : DEAD_CONN_DEFAULT_S);
+    /* on-demand devices vanish on disconnect: none pile up for udev to probe;
+     * no DISCONNECT_ON_CLOSE: it races udev's probe open/close */
+    nl_put_u64(m, NBD_ATTR_CLIENT_FLAGS, NBD_CFLAG_DESTROY_ON_DISCONNECT);
+    nl_put(m, NBD_ATTR_BACKEND_IDENTIFIER, req->backend_id, strlen(req->backend_id) + 1);
+    nl_nest_start(m, NBD_ATTR_SOCKETS);
+    for (i = 0; i < nfds; i++) {
+      nl_nest_start(m, NBD_SOCK_ITEM);
+      nl_put_u32(m, NBD_SOCK_FD, (uint32_t) fds[i]);
+      nl_nest_end(m);
+    }
+    nl_nest_end(m);
+    *index = -1;
+    r = nl_call(nl, m, index_attr, index);
+    if (r != -EBUSY)
+      break;
+    attach_sleep_ms(50 << (tries < 4 ? tries : 4));
+  }
+  if (r < 0) {
+    dism_set_error("NBD_CMD_CONNECT of %s (%" PRIu64 " bytes, %u connection%s): %s",
+                   req->nbd_socket, ei->size, nfds, nfds == 1 ? "" : "s", strerror(-r));
+    goto out;
+  }
+  if (*index < 0) {
+    r = -EPROTO;
+    dism_set_error("NBD_CMD_CONNECT succeeded but the kernel sent no device index");
+  }
+out:
+  free(m);
+  nl_close(nl);
+  return r;
+}
+
+int
+dism_attach_nbd(const struct dism_attach_request *req, struct dism_attach *out)
+{
+  int fds[MAX_CONNS];
+  struct export_info ei, ej;
+  struct nbd_probe probe;
+  struct dism_disk_io io;
+  unsigned n, nfds = 0, i;
+  int index = -1, r;
+  char name[32];
+
+  out->method = DISM_ATTACH_NBD;
+  out->nbd_index = -1;
+  snprintf(out->backend_id, sizeof out->backend_id, "%s", req->backend_id);
+  n = want_connections(req);
+
+  r = handshake(req->nbd_socket, &fds[0], &ei);
+  if (r < 0)
+    goto out;
+  nfds = 1;
+  if (!(ei.flags & TF_CAN_MULTI_CONN))
+    n = 1;                           /* the kernel refuses more without it */
+  for (i = 1; i < n; i++) {
+    r = handshake(req->nbd_socket, &fds[i], &ej);
+    if (r < 0)
+      goto out;
+    nfds++;
+    if (ej.size != ei.size || ej.flags != ei.flags) {
+      r = -EPROTO;
+      dism_set_error("%s: connection %u saw a different export (size or flags)",
+                     req->nbd_socket, i + 1);
+      goto out;
+    }
+  }
+  if (req->readonly == false && (ei.flags & TF_READ_ONLY)) {
+    r = -EROFS;
+    dism_set_error("%s: read-write attach asked, but the server exports read-only",
+                   req->nbd_socket);
+    goto out;
+  }
+
+  /* choose the partition over our first connection */
+  probe = (struct nbd_probe) { .fd = fds[0] };
+  io = (struct dism_disk_io) { .pread = probe_pread, .ctx = &probe, .size = ei.size,
+                               .name = req->nbd_socket };
+  r = attach_choose(&io, ei.min_block == 4096 ? 4096 : 0, out);
+  if (r < 0)
+    goto out;
+
+  r = nbd_connect(req, fds, nfds, &ei, out->sector_size, &index);
+  if (r < 0)
+    goto out;
+  out->nbd_index = index;
+  /* the kernel holds its own references to the sockets */
+  for (i = 0; i < nfds; i++)
+    close(fds[i]);
+  nfds = 0;
+
+  snprintf(name, sizeof name, "nbd%d", index);
+  raise_max_sectors(index);
+  {
+    char path[96];
+    snprintf(path, sizeof path, "/sys/block/%s/uevent", name);
+    attach_write_file(path, "change");  /* udev rules now see `backend` */
+  }
+  r = attach_dev_node(name, out->disk_dev, sizeof out->disk_dev);
+  if (r < 0)
+    goto out;
+  r = scan_partitions(out);
+out:
+  for (i = 0; i < nfds; i++)
+    close(fds[i]);
+  if (r < 0 && index >= 0) {
+    /* undo: no device left behind */
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", dism_last_error());
+    if (nbd_disconnect_index(index) == 0)
+      wait_free(index);
+    dism_set_error("%s", msg);
+    out->nbd_index = -1;
+  }
+  if (r < 0) {
+    out->disk_dev[0] = 0;
+    out->fs_dev[0] = 0;
+  }
+  return r;
+}
+
+int
+dism_detach_nbd(const struct dism_attach *a)
+{
+  int r;
+
+  if (a->nbd_index < 0) {
+    dism_set_error("no NBD device index recorded");
+    return -EINVAL;
+  }
+  /* after a crash and reboot the index may belong to someone else */
+  if (!nbd_backend_is(a->nbd_index, a->backend_id))
+    return 0;
+  r = nbd_disconnect_index(a->nbd_index);
+  if (r < 0)
+    return r;
+  return wait_free(a->nbd_index);
+}
+
+bool
+dism_attach_alive_nbd(const struct dism_attach *a)
+{
+  char path[96];
+
+  if (a->nbd_index < 0 || !nbd_backend_is(a->nbd_index, a->backend_id))
+    return false;
+  snprintf(path, sizeof path, "/sys/block/nbd%d/pid", a->nbd_index);
+  return access(path, F_OK) == 0;
+}

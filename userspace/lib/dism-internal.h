@@ -1,0 +1,161 @@
+/* dism-internal.h - what libdism's files share: process state, logging, the
+ * mount registry, server control, string conversion.  Internal functions
+ * return 0 or a negative errno and record a message with dism_set_error();
+ * the API functions (api.c, mount.c) turn results into HRESULTs. */
+#ifndef DISM_INTERNAL_H
+#define DISM_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "DismApi.h"
+#include "attach.h"
+#include "dism-error.h"
+
+#define DISM_API __attribute__((visibility("default")))
+
+/* ---- process state (api.c) ---------------------------------------------- */
+struct dism_config {
+  char log_path[4096];
+  char scratch_dir[4096];
+  DismLogLevel log_level;
+};
+/* The configuration DismInitialize set; valid while initialised. */
+const struct dism_config *dism_config(void);
+/* 0 when initialised, else DISMAPI_E_DISMAPI_NOT_INITIALIZED (message set). */
+HRESULT dism_require_init(void);
+/* Record an allocation that DismDelete may free (one block per result). */
+int dism_track_allocation(void *p);
+/* The mount id ("" if none) and path of an open session; false if none. */
+bool dism_session_lookup(DismSession s, char mount_id[37], char *path, size_t cap);
+/* Is a session of this process open on the mount with this id? */
+bool dism_session_open_on(const char *mount_id);
+
+/* Fail an API call: publish the message for DismGetLastErrorMessage (this
+ * thread), log it, return hr. */
+HRESULT dism_api_fail(const char *func, HRESULT hr, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A negative errno as the closest HRESULT. */
+HRESULT dism_hr_from_errno(int neg_errno);
+/* A required path argument as UTF-8 (malloc'd); E_INVALIDARG if NULL, empty
+ * or not valid Unicode. */
+HRESULT dism_path_arg(const char *func, PCWSTR w, const char *what, char **out);
+
+/* ---- logging (log.c) ---------------------------------------------------- */
+enum dism_log_kind { DISM_LOG_ERROR = 0, DISM_LOG_WARN = 1, DISM_LOG_INFO = 2, DISM_LOG_DEBUG = 3 };
+int dism_log_open(const char *path, DismLogLevel level);
+void dism_log_close(void);
+void dism_log(enum dism_log_kind kind, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- strings and files (util.c) ----------------------------------------- */
+/* UTF-32 wchar_t -> newly allocated UTF-8; NULL with errno EINVAL on a bad
+ * code point, ENOMEM on allocation failure. */
+char *dism_wide_to_utf8(const wchar_t *w);
+/* UTF-8 -> wide, written to out (capacity in wchar_t); returns the number of
+ * wchar_t written including the NUL.  Invalid bytes become U+FFFD. */
+size_t dism_utf8_to_wide(const char *s, wchar_t *out, size_t cap);
+size_t dism_utf8_wide_len(const char *s);
+/* Write a file atomically: temp file in the same directory, fsync, rename,
+ * fsync the directory. */
+int dism_write_file_atomic(const char *path, const char *data, size_t len, mode_t mode);
+/* mkdir -p with mode for the created parts. */
+int dism_mkdir_p(const char *path, mode_t mode);
+/* Remove a directory and the regular files/sockets directly inside it. */
+int dism_remove_flat_dir(const char *path);
+/* Absolute, canonical path of an existing file (realpath). */
+int dism_canonical(const char *path, char *out, size_t cap);
+/* A random RFC 4122 version-4 GUID in braces-free lowercase text. */
+int dism_new_guid(char out[37]);
+/* Does the file end with ext (".vhd"), compared case-insensitively? */
+bool dism_has_ext(const char *path, const char *ext);
+/* Is path a mount point?  dev_source, if not NULL, receives the source. */
+bool dism_is_mountpoint(const char *path, char *source, size_t cap);
+/* Read up to cap-1 bytes of a file's tail (for error messages). */
+void dism_read_tail(const char *path, char *out, size_t cap);
+
+/* ---- the mount registry (registry.c) ------------------------------------ */
+enum dism_mode { DISM_MODE_RW = 0, DISM_MODE_RO = 1 };
+
+struct dism_record {
+  char id[37];
+  char image[4096];          /* absolute, canonical */
+  uint64_t image_dev, image_ino;
+  char format[8];            /* "vhd", "vhdx" */
+  unsigned index;
+  enum dism_mode mode;
+  char mount_dir[4096];      /* absolute, canonical */
+  char overlay[4096];        /* "" for read-only mounts */
+  char server_cmd[8192];     /* for the log and for people */
+  int64_t created;
+  char state[24];            /* "mounted", "commit-failed" */
+  bool have_attach;
+  struct dism_attach attach;
+};
+
+/* Paths: DISM_RUN_DIR (default /run/dism) holds the live part and the lock,
+ * DISM_STATE_DIR (default /var/lib/dism) the records and default scratch. */
+const char *dism_run_dir(void);
+const char *dism_state_dir(void);
+void dism_live_dir(const char *id, char *out, size_t cap);
+void dism_record_path(const char *id, char *out, size_t cap);
+
+/* Exclusive registry lock (flock on <run>/lock), across processes. */
+int dism_registry_lock(void);         /* returns the lock fd */
+void dism_registry_unlock(int fd);
+
+int dism_record_write(const struct dism_record *r);
+int dism_record_read(const char *id, struct dism_record *r);
+/* The same format at another path (the live part's live.conf). */
+int dism_record_write_path(const char *path, const struct dism_record *r);
+int dism_record_read_path(const char *path, const char *id, struct dism_record *r);
+int dism_record_remove(const char *id);
+/* All record ids; *ids is one malloc'd array of 37-byte strings. */
+int dism_record_list(char (**ids)[37], size_t *count);
+/* The record whose mount_dir equals canonical dir; -ENOENT if none. */
+int dism_record_find_by_dir(const char *dir, struct dism_record *r);
+
+/* The live part of a mount: /run/dism/mounts/<id>/{nbd.sock, control.sock,
+ * server.pid, server.log, disk, live.conf}.  live.conf repeats what is
+ * needed to undo a half-made mount that has no record yet. */
+struct dism_live {
+  char dir[4096];
+  char nbd_sock[4200];
+  char control_sock[4200];
+  char pidfile[4200];
+  char server_log[4200];
+  char fuse_file[4200];
+  char live_conf[4200];
+};
+void dism_live_paths(const char *id, struct dism_live *l);
+
+/* Status of a record as DismGetMountedImageInfo reports it. */
+DismMountStatus dism_record_status(const struct dism_record *r);
+/* Is the record's file system mounted at its mount dir from its device? */
+bool dism_record_mounted(const struct dism_record *r);
+
+/* ---- the server (server.c) ---------------------------------------------- */
+/* Start dism-nbd-server for a record; waits for its pidfile.  cmd_out gets
+ * the command line.  fuse: pass --fuse-file (LOOP attach). */
+int dism_server_start(const struct dism_record *r, const struct dism_live *l, bool fuse,
+                      pid_t *pid_out, char *cmd_out, size_t cmd_cap);
+/* The pid of the record's live server, or 0 if none runs. */
+pid_t dism_server_pid(const struct dism_live *l);
+/* Stop the server: SHUTDOWN on the control socket, else SIGTERM, then wait;
+ * SIGKILL after a timeout. */
+int dism_server_stop(const struct dism_live *l);
+/* COMMIT over the control socket; progress(cur, total, opaque) per PROGRESS
+ * line.  Returns 0 or a negative errno with the server's message. */
+typedef void (*dism_commit_progress_fn)(uint64_t cur, uint64_t total, void *opaque);
+int dism_server_commit(const struct dism_live *l, dism_commit_progress_fn fn, void *opaque);
+/* Locate the server binary. */
+int dism_server_path(char *out, size_t cap);
+
+/* ---- mount plumbing shared by mount/remount/cleanup (mount.c) ----------- */
+/* Undo whatever live state a record (or live.conf) describes: unmount the
+ * file system (lazily if force), detach, stop the server.  Never fails
+ * half-way silently: returns the first error, continues with the rest only
+ * when force. */
+int dism_teardown_live(const struct dism_record *r, bool force);
+
+#endif

@@ -1,0 +1,986 @@
+/* mount.c - DismMountImage, DismUnmountImage, DismRemountImage,
+ * DismCommitImage and DismCleanupMountpoints.
+ *
+ * Mount = validate (DISM's rules) -> lock the registry -> start the image
+ * server -> attach it as a block device -> mount the NTFS partition with
+ * ntfs-3g -> write the record.  Each step is undone in reverse order when a
+ * later one fails, so a failed mount leaves no record, device or server. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "disk.h"
+#include "dism-internal.h"
+
+#define PROGRESS_TOTAL 100
+
+/* One API call's progress callback and cancel event. */
+struct op {
+  const char *func;
+  int cancel_fd;             /* -1: no cancel event */
+  DISM_PROGRESS_CALLBACK progress;
+  void *user;
+};
+
+static HRESULT
+op_init(struct op *o, const char *func, HANDLE cancel, DISM_PROGRESS_CALLBACK progress, void *user)
+{
+  o->func = func;
+  o->cancel_fd = cancel ? DISM_FD_FROM_HANDLE(cancel) : -1;
+  o->progress = progress;
+  o->user = user;
+  if (o->cancel_fd >= 0 && fcntl(o->cancel_fd, F_GETFD) < 0)
+    return dism_api_fail(func, E_HANDLE, "The cancel event handle is not valid.");
+  if (cancel && o->cancel_fd < 0)
+    return dism_api_fail(func, E_HANDLE, "The cancel event handle is not valid.");
+  return S_OK;
+}
+
+/* Progress is reported from the calling thread, between steps. */
+static void
+op_progress(struct op *o, UINT current)
+{
+  if (o->progress)
+    o->progress(current, PROGRESS_TOTAL, o->user);
+}
+
+/* Signalled?  The counter is not consumed, so the event stays signalled. */
+static bool
+op_cancelled(struct op *o)
+{
+  if (o->cancel_fd < 0)
+    return false;
+  struct pollfd p = { .fd = o->cancel_fd, .events = POLLIN };
+  return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
+static HRESULT
+op_cancel_result(struct op *o, const char *stage)
+{
+  dism_log(DISM_LOG_INFO, "%s: cancelled %s", o->func, stage);
+  return dism_api_fail(o->func, HRESULT_FROM_WIN32(ERROR_CANCELLED),
+                       "The operation was cancelled (%s); everything it had done was undone.",
+                       stage);
+}
+
+/* ---- ntfs-3g -------------------------------------------------------------- */
+static const char *
+ntfs3g_path(void)
+{
+  const char *env = getenv("DISM_NTFS3G");
+  if (env && *env)
+    return env;
+  static const char *const candidates[] = { "/usr/bin/ntfs-3g", "/bin/ntfs-3g",
+                                            "/usr/local/bin/ntfs-3g" };
+  for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++)
+    if (access(candidates[i], X_OK) == 0)
+      return candidates[i];
+  return NULL;
+}
+
+/* The ntfs-3g options (docs/dism-api.md explains each):
+ *  - no permissions/acl/uid/gid mapping: ownership and ACLs stay as Windows
+ *    wrote them (security descriptors are not rewritten);
+ *  - streams_interface=xattr: alternate data streams as user.* xattrs;
+ *  - windows_names: refuse names Windows cannot open (the image must boot);
+ *  - noatime: reading must not change the image;
+ *  - nodev,nosuid: files inside an image are not trusted by this host;
+ *  - ro for read-only mounts. */
+static const char *
+ntfs3g_options(enum dism_mode mode)
+{
+  return mode == DISM_MODE_RO ? "ro,streams_interface=xattr,noatime,nodev,nosuid"
+                              : "windows_names,streams_interface=xattr,noatime,nodev,nosuid";
+}
+
+static int
+ntfs_mount(const struct dism_record *r, const struct dism_live *l)
+{
+  const char *ntfs3g = ntfs3g_path();
+  if (!ntfs3g) {
+    dism_set_error("ntfs-3g is not installed (package ntfs-3g)");
+    return -ENOENT;
+  }
+  char log_path[4200];
+  snprintf(log_path, sizeof log_path, "%s/ntfs-3g.log", l->dir);
+  int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (log_fd < 0) {
+    int e = errno;
+    dism_set_error("cannot create %s: %s", log_path, strerror(e));
+    return -e;
+  }
+  const char *argv[] = { ntfs3g, "-o", ntfs3g_options(r->mode), r->attach.fs_dev, r->mount_dir,
+                         NULL };
+  pid_t pid = fork();
+  if (pid == 0) {
+    int devnull = open("/dev/null", O_RDWR);
+    dup2(devnull, 0);
+    dup2(log_fd, 1);
+    dup2(log_fd, 2);
+    execv(argv[0], (char *const *) argv);
+    _exit(127);
+  }
+  close(log_fd);
+  if (pid < 0) {
+    int e = errno;
+    dism_set_error("fork: %s", strerror(e));
+    return -e;
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    ;
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    char tail[1024];
+    dism_read_tail(log_path, tail, sizeof tail);
+    dism_set_error("ntfs-3g could not mount %s at %s: %s", r->attach.fs_dev, r->mount_dir,
+                   tail[0] ? tail : "(no output)");
+    return -EIO;
+  }
+  dism_log(DISM_LOG_INFO, "Mounted %s at %s with ntfs-3g -o %s", r->attach.fs_dev, r->mount_dir,
+           ntfs3g_options(r->mode));
+  return 0;
+}
+
+/* ---- undoing live state ----------------------------------------------------- */
+int
+dism_teardown_live(const struct dism_record *r, bool force)
+{
+  struct dism_live l;
+  dism_live_paths(r->id, &l);
+  int first_error = 0;
+  if (dism_record_mounted(r)) {
+    if (umount2(r->mount_dir, 0) < 0) {
+      int e = errno;
+      if (!force) {
+        dism_set_error("cannot unmount %s: %s", r->mount_dir, strerror(e));
+        return -e;
+      }
+      /* Forced (cleanup of a broken mount): detach it lazily. */
+      if (umount2(r->mount_dir, MNT_DETACH) < 0 && !first_error) {
+        first_error = -errno;
+        dism_set_error("cannot unmount %s: %s", r->mount_dir, strerror(errno));
+      }
+    }
+    dism_log(DISM_LOG_INFO, "Unmounted %s", r->mount_dir);
+  }
+  if (r->have_attach && dism_attach_alive(&r->attach)) {
+    int rc = dism_detach(&r->attach);
+    if (rc < 0) {
+      if (!force)
+        return rc;
+      if (!first_error)
+        first_error = rc;
+    } else {
+      dism_log(DISM_LOG_INFO, "Detached %s", r->attach.disk_dev);
+    }
+  }
+  dism_server_stop(&l);
+  /* A killed server leaves its FUSE file mounted and dead (ENOTCONN); it
+   * would block the next server's --fuse-file. */
+  if (dism_is_mountpoint(l.fuse_file, NULL, 0) && dism_server_pid(&l) == 0)
+    umount2(l.fuse_file, MNT_DETACH);
+  return first_error;
+}
+
+/* Start the server, attach, mount: the live part of a mount.  On failure
+ * everything it started is undone and an API error is published. */
+static HRESULT
+bring_up(struct op *o, struct dism_record *r, const struct dism_live *l)
+{
+  HRESULT hr = S_OK;
+  bool server_up = false, attached = false;
+  int rc;
+
+  enum dism_attach_method method = dism_nbd_available() ? DISM_ATTACH_NBD : DISM_ATTACH_LOOP;
+  pid_t pid = 0;
+  rc = dism_server_start(r, l, method == DISM_ATTACH_LOOP, &pid, r->server_cmd,
+                         sizeof r->server_cmd);
+  if (rc < 0) {
+    hr = dism_api_fail(o->func, dism_hr_from_errno(rc), "%s", dism_last_error());
+    goto out;
+  }
+  server_up = true;
+  op_progress(o, 20);
+  if (op_cancelled(o)) {
+    hr = op_cancel_result(o, "after the image server started");
+    goto out;
+  }
+
+  char backend_id[64];
+  snprintf(backend_id, sizeof backend_id, "dism:%s", r->id);
+  struct dism_attach_request req = {
+    .method = method,
+    .nbd_socket = l->nbd_sock,
+    .fuse_file = l->fuse_file,
+    .backend_id = backend_id,
+    .readonly = r->mode == DISM_MODE_RO,
+  };
+  memset(&r->attach, 0, sizeof r->attach);
+  rc = dism_attach(&req, &r->attach);
+  if (rc < 0) {
+    hr = dism_api_fail(o->func, dism_hr_from_errno(rc), "Cannot attach %s as a block device: %s",
+                       r->image, dism_last_error());
+    goto out;
+  }
+  r->have_attach = attached = true;
+  op_progress(o, 50);
+  dism_log(DISM_LOG_INFO, "Attached %s as %s (%s); mounting %s", r->image, r->attach.disk_dev,
+           method == DISM_ATTACH_NBD ? "NBD" : "loop over FUSE", r->attach.reason);
+  op_progress(o, 70);
+  /* live.conf now names the device, so a crash from here on is cleanable. */
+  if (dism_record_write_path(l->live_conf, r) < 0)
+    dism_log(DISM_LOG_WARN, "cannot update %s: %s", l->live_conf, dism_last_error());
+  if (op_cancelled(o)) {
+    hr = op_cancel_result(o, "after the disk was attached");
+    goto out;
+  }
+
+  rc = ntfs_mount(r, l);
+  if (rc < 0) {
+    hr = dism_api_fail(o->func, dism_hr_from_errno(rc), "%s", dism_last_error());
+    goto out;
+  }
+  /* LOOP: the loop device now frees itself once the file system lets go,
+   * even if the mount is later detached lazily. */
+  if (dism_attach_autoclear(&r->attach) < 0)
+    dism_log(DISM_LOG_WARN, "cannot set autoclear on %s: %s", r->attach.fs_dev, dism_last_error());
+out:
+  if (FAILED(hr)) {
+    if (attached && dism_detach(&r->attach) < 0)
+      dism_log(DISM_LOG_WARN, "undo: cannot detach %s: %s", r->attach.disk_dev, dism_last_error());
+    if (server_up)
+      dism_server_stop(l);
+    r->have_attach = false;
+  }
+  return hr;
+}
+
+/* ---- validation ------------------------------------------------------------- */
+static bool
+on_network_fs(const char *path)
+{
+  struct statfs sf;
+  if (statfs(path, &sf) < 0)
+    return false;
+  switch ((unsigned long) sf.f_type) {
+  case 0x6969UL:     /* NFS */
+  case 0x517BUL:     /* SMB */
+  case 0xFF534D42UL: /* CIFS */
+  case 0xFE534D42UL: /* SMB2 */
+    return true;
+  default:
+    return false;
+  }
+}
+
+static bool
+dir_is_empty(const char *path)
+{
+  DIR *d = opendir(path);
+  if (!d)
+    return false;
+  struct dirent *de;
+  bool empty = true;
+  while (empty && (de = readdir(d)))
+    empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..");
+  closedir(d);
+  return empty;
+}
+
+/* The root of a file system: "/" or a directory on another device than its
+ * parent (a mount point). */
+static bool
+is_fs_root(const char *dir)
+{
+  char parent[4200];
+  struct stat st, pst;
+  snprintf(parent, sizeof parent, "%s/..", dir);
+  if (stat(dir, &st) < 0 || stat(parent, &pst) < 0)
+    return false;
+  return st.st_dev != pst.st_dev || (st.st_ino == pst.st_ino);
+}
+
+/* What can be checked without the registry. */
+static HRESULT
+validate_mount_args(const char *func, const char *image_arg, const char *dir_arg, UINT index,
+                    PCWSTR name, DismImageIdentifier ident, DWORD flags, struct dism_record *r)
+{
+  bool vhdx = dism_has_ext(image_arg, ".vhdx"), vhd = dism_has_ext(image_arg, ".vhd");
+  if (dism_has_ext(image_arg, ".swm"))
+    return dism_api_fail(func, E_INVALIDARG,
+                         "%s is a split WIM (.swm): split WIM files cannot be mounted.", image_arg);
+  if (!vhd && !vhdx && !dism_has_ext(image_arg, ".wim"))
+    return dism_api_fail(func, E_INVALIDARG,
+                         "%s: the image file must have a .wim, .vhd or .vhdx extension.",
+                         image_arg);
+  if (flags & ~(DWORD) (DISM_MOUNT_READONLY | DISM_MOUNT_OPTIMIZE | DISM_MOUNT_CHECK_INTEGRITY |
+                        DISM_MOUNT_SUPPORT_EA))
+    return dism_api_fail(func, E_INVALIDARG, "Unknown mount flags 0x%08X.", (unsigned) flags);
+  struct stat st;
+  if (stat(image_arg, &st) < 0)
+    return dism_api_fail(func, E_INVALIDARG, "The image file %s does not exist.", image_arg);
+  if (!S_ISREG(st.st_mode))
+    return dism_api_fail(func, E_INVALIDARG, "The image file %s is not a file.", image_arg);
+  if (on_network_fs(image_arg))
+    return dism_api_fail(func, E_INVALIDARG,
+                         "%s is on a network file system: images must be local to be mounted.",
+                         image_arg);
+  if (!vhd && !vhdx)
+    return dism_api_fail(func, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED),
+                         "%s: mounting WIM images is not supported yet (only .vhd and .vhdx).",
+                         image_arg);
+  if (ident == DismImageName)
+    return dism_api_fail(func, DISMAPI_E_INVALID_IMAGE_NAME,
+                         "%s: a VHD/VHDX image has no names; use index 1.", image_arg);
+  if (ident != DismImageIndex && ident != DismImageNone)
+    return dism_api_fail(func, E_INVALIDARG, "ImageIdentifier %d is not valid.", (int) ident);
+  if (ident == DismImageIndex && index != 1)
+    return dism_api_fail(func, DISMAPI_E_INVALID_IMAGE_INDEX,
+                         "%s: index %u is not valid: a VHD/VHDX image has only index 1.",
+                         image_arg, (unsigned) index);
+  (void) name;
+  if (stat(dir_arg, &st) < 0)
+    return dism_api_fail(func, E_INVALIDARG, "The mount folder %s does not exist.", dir_arg);
+  if (!S_ISDIR(st.st_mode))
+    return dism_api_fail(func, E_INVALIDARG, "The mount folder %s is not a directory.", dir_arg);
+  if (dism_canonical(image_arg, r->image, sizeof r->image) < 0 ||
+      dism_canonical(dir_arg, r->mount_dir, sizeof r->mount_dir) < 0)
+    return dism_api_fail(func, E_INVALIDARG, "Cannot resolve %s or %s.", image_arg, dir_arg);
+  if (strchr(r->image, '\n') || strchr(r->mount_dir, '\n'))
+    return dism_api_fail(func, E_INVALIDARG, "Paths with newlines are not supported.");
+  if (stat(r->image, &st) < 0)
+    return dism_api_fail(func, E_INVALIDARG, "The image file %s does not exist.", r->image);
+  r->image_dev = (uint64_t) st.st_dev;
+  r->image_ino = (uint64_t) st.st_ino;
+  r->index = 1;
+  r->mode = (flags & DISM_MOUNT_READONLY) ? DISM_MODE_RO : DISM_MODE_RW;
+  snprintf(r->format, sizeof r->format, "%s", vhdx ? "vhdx" : "vhd");
+  if (flags & (DISM_MOUNT_OPTIMIZE | DISM_MOUNT_CHECK_INTEGRITY | DISM_MOUNT_SUPPORT_EA))
+    dism_log(DISM_LOG_INFO, "%s: /Optimize, /CheckIntegrity and /SupportEa do not apply to "
+             "VHD/VHDX images; ignored", func);
+
+  /* The image must be a sound image of the format its name says. */
+  struct disk *d = NULL;
+  struct disk_open_opts opts = { .readonly = true };
+  int rc = disk_open(r->image, &opts, &d);
+  if (rc < 0)
+    return dism_api_fail(func, HRESULT_FROM_WIN32(1392L), "%s", disk_last_error());
+  struct disk_info di;
+  rc = disk_info(d, &di);
+  bool format_ok = rc == 0 && strcmp(di.format, r->format) == 0;
+  char found[16];
+  snprintf(found, sizeof found, "%s", rc == 0 ? di.format : "unknown");
+  disk_close(d);
+  if (!format_ok)
+    return dism_api_fail(func, HRESULT_FROM_WIN32(1392L),
+                         "%s: the extension says %s but the file holds a %s image.", r->image,
+                         r->format, found);
+  if (r->mode == DISM_MODE_RW && access(r->image, W_OK) < 0)
+    return dism_api_fail(func, DISM_E_NO_PERMISSION_TO_MOUNT_RW,
+                         "You do not have permission to mount and modify %s: %s. Mount it with "
+                         "/ReadOnly instead.", r->image, strerror(errno));
+  return S_OK;
+}
+
+/* What needs the registry (call with the lock held). */
+static HRESULT
+validate_against_registry(const char *func, const struct dism_record *r)
+{
+  HRESULT hr = S_OK;
+  char(*ids)[37] = NULL;
+  size_t n = 0;
+  struct dism_record *other = malloc(sizeof *other);
+  if (!other)
+    return dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
+  int rc = dism_record_list(&ids, &n);
+  if (rc < 0) {
+    hr = dism_api_fail(func, dism_hr_from_errno(rc), "Cannot read the mount registry: %s",
+                       strerror(-rc));
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (dism_record_read(ids[i], other) < 0)
+      continue;
+    if (strcmp(other->mount_dir, r->mount_dir) == 0) {
+      hr = dism_api_fail(func, DISM_E_MOUNT_DIR_HAS_MOUNT,
+                         "The folder %s already holds a mounted image (%s).", r->mount_dir,
+                         other->image);
+      goto out;
+    }
+  }
+  if (is_fs_root(r->mount_dir)) {
+    hr = dism_api_fail(func, E_INVALIDARG,
+                       "%s is the root of a file system (a mount point): mounting to the root "
+                       "of a drive is not allowed; use an empty folder.", r->mount_dir);
+    goto out;
+  }
+  if (!dir_is_empty(r->mount_dir)) {
+    hr = dism_api_fail(func, DISM_E_MOUNT_DIR_NOT_EMPTY,
+                       "The user attempted to mount to a directory that is not empty (%s). "
+                       "This is not supported.", r->mount_dir);
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (dism_record_read(ids[i], other) < 0 || other->image_dev != r->image_dev ||
+        other->image_ino != r->image_ino)
+      continue;
+    if (dism_record_status(other) == DismMountStatusInvalid)
+      continue;
+    if (other->mode == DISM_MODE_RW) {
+      hr = dism_api_fail(func, DISM_E_ALREADY_MOUNTED_READWRITE,
+                         "The specified image in the specified file is already mounted for "
+                         "read/write access (at %s).", other->mount_dir);
+      goto out;
+    }
+    if (r->mode == DISM_MODE_RW) {
+      hr = dism_api_fail(func, HRESULT_FROM_WIN32(32L) /* ERROR_SHARING_VIOLATION */,
+                         "%s is mounted read-only at %s: unmount it before mounting the image "
+                         "read/write.", r->image, other->mount_dir);
+      goto out;
+    }
+  }
+out:
+  free(other);
+  free(ids);
+  return hr;
+}
+
+/* ---- DismMountImage ----------------------------------------------------------- */
+DISM_API HRESULT WINAPI
+DismMountImage(PCWSTR ImageFilePath, PCWSTR MountPath, UINT ImageIndex, PCWSTR ImageName,
+               DismImageIdentifier ImageIdentifier, DWORD Flags, HANDLE CancelEvent,
+               DISM_PROGRESS_CALLBACK Progress, PVOID UserData)
+{
+  static const char func[] = "DismMountImage";
+  if (dism_require_init() != S_OK)
+    return dism_api_fail(func, DISMAPI_E_DISMAPI_NOT_INITIALIZED,
+                         "DismInitialize has not been called in this process.");
+  struct op o;
+  HRESULT hr = op_init(&o, func, CancelEvent, Progress, UserData);
+  if (FAILED(hr))
+    return hr;
+  char *image_arg = NULL, *dir_arg = NULL;
+  struct dism_record *r = NULL;
+  struct dism_live l;
+  int lock_fd = -1;
+  bool live_made = false, up = false;
+
+  if (FAILED(hr = dism_path_arg(func, ImageFilePath, "image file path", &image_arg)) ||
+      FAILED(hr = dism_path_arg(func, MountPath, "mount path", &dir_arg)))
+    goto out;
+  r = calloc(1, sizeof *r);
+  if (!r) {
+    hr = dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
+    goto out;
+  }
+  r->attach.nbd_index = -1;
+  hr = validate_mount_args(func, image_arg, dir_arg, ImageIndex, ImageName, ImageIdentifier,
+                           Flags, r);
+  if (FAILED(hr))
+    goto out;
+  lock_fd = dism_registry_lock();
+  if (lock_fd < 0) {
+    hr = dism_api_fail(func, dism_hr_from_errno(lock_fd), "%s", dism_last_error());
+    goto out;
+  }
+  if (FAILED(hr = validate_against_registry(func, r)))
+    goto out;
+  op_progress(&o, 5);
+  if (op_cancelled(&o)) {
+    hr = op_cancel_result(&o, "before the image server started");
+    goto out;
+  }
+
+  int rc = dism_new_guid(r->id);
+  if (rc == 0) {
+    dism_live_paths(r->id, &l);
+    rc = dism_mkdir_p(l.dir, 0700);
+  }
+  if (rc < 0) {
+    hr = dism_api_fail(func, dism_hr_from_errno(rc), "%s", dism_last_error());
+    goto out;
+  }
+  live_made = true;
+  if (r->mode == DISM_MODE_RW &&
+      snprintf(r->overlay, sizeof r->overlay, "%s/%s.ovl", dism_config()->scratch_dir, r->id) >=
+          (int) sizeof r->overlay) {
+    hr = dism_api_fail(func, E_INVALIDARG, "The scratch directory path is too long.");
+    goto out;
+  }
+  r->created = (int64_t) time(NULL);
+  snprintf(r->state, sizeof r->state, "mounting");
+  dism_log(DISM_LOG_INFO, "%s: mount %s: %s index 1 at %s, %s", func, r->id, r->image,
+           r->mount_dir, r->mode == DISM_MODE_RO ? "read-only" : "read/write");
+  if (dism_record_write_path(l.live_conf, r) < 0) {
+    hr = dism_api_fail(func, E_FAIL, "%s", dism_last_error());
+    goto out;
+  }
+  if (FAILED(hr = bring_up(&o, r, &l)))
+    goto out;
+  up = true;
+  snprintf(r->state, sizeof r->state, "mounted");
+  if ((rc = dism_record_write(r)) < 0) {
+    hr = dism_api_fail(func, dism_hr_from_errno(rc), "%s", dism_last_error());
+    goto out;
+  }
+  dism_log(DISM_LOG_INFO, "%s: mounted %s at %s (%s)", func, r->image, r->mount_dir,
+           r->attach.reason);
+  op_progress(&o, 100);
+out:
+  if (FAILED(hr) && r) {
+    if (up)
+      dism_teardown_live(r, true);
+    if (live_made) {
+      if (r->overlay[0])
+        unlink(r->overlay);
+      dism_remove_flat_dir(l.dir);
+      dism_record_remove(r->id);
+    }
+  }
+  dism_registry_unlock(lock_fd);
+  free(r);
+  free(dir_arg);
+  free(image_arg);
+  return hr;
+}
+
+/* ---- the mount a path names ---------------------------------------------------- */
+/* Find the record of the mount at path (canonical if it exists, else as an
+ * absolute path so that mounts whose folder is gone are still found). */
+static int
+find_mount(const char *path, struct dism_record *r)
+{
+  char dir[4096];
+  if (dism_canonical(path, dir, sizeof dir) < 0) {
+    char cwd[2048];
+    if (path[0] == '/')
+      snprintf(dir, sizeof dir, "%s", path);
+    else if (getcwd(cwd, sizeof cwd))
+      snprintf(dir, sizeof dir, "%s/%s", cwd, path);
+    else
+      return -errno;
+  }
+  return dism_record_find_by_dir(dir, r);
+}
+
+struct commit_relay {
+  struct op *o;
+  UINT from, span;
+};
+
+static void
+relay_commit_progress(uint64_t cur, uint64_t total, void *opaque)
+{
+  struct commit_relay *c = opaque;
+  UINT at = c->from + (UINT) (total ? (cur >= total ? c->span : cur * c->span / total) : 0);
+  op_progress(c->o, at);
+}
+
+/* COMMIT on the record's server (started if it does not run); progress
+ * between from and from+span. */
+static int
+commit_record(struct op *o, const struct dism_record *r, UINT from, UINT span)
+{
+  struct dism_live l;
+  dism_live_paths(r->id, &l);
+  if (dism_server_pid(&l) == 0) {
+    if (access(r->image, F_OK) < 0) {
+      dism_set_error("the image file %s is gone: the changes cannot be committed; unmount "
+                     "with /Discard or run /Cleanup-Mountpoints", r->image);
+      return -ENOENT;
+    }
+    struct dism_record copy = *r;
+    pid_t pid;
+    int rc = dism_mkdir_p(l.dir, 0700);
+    if (rc == 0)
+      rc = dism_server_start(&copy, &l, false, &pid, copy.server_cmd, sizeof copy.server_cmd);
+    if (rc < 0)
+      return rc;
+  }
+  struct commit_relay relay = { o, from, span };
+  dism_log(DISM_LOG_INFO, "%s: committing %s into %s", o->func, r->overlay, r->image);
+  int rc = dism_server_commit(&l, relay_commit_progress, &relay);
+  if (rc == 0)
+    dism_log(DISM_LOG_INFO, "%s: committed the changes into %s", o->func, r->image);
+  return rc;
+}
+
+/* Flush what the file system and the block device hold, so that COMMIT sees
+ * every write made before this call. */
+static void
+flush_mount(const struct dism_record *r)
+{
+  int fd = open(r->mount_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    syncfs(fd);
+    close(fd);
+  }
+  if (r->have_attach && r->attach.disk_dev[0]) {
+    fd = open(r->attach.disk_dev, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      fsync(fd);
+      close(fd);
+    }
+  }
+}
+
+/* ---- DismUnmountImage ------------------------------------------------------------ */
+DISM_API HRESULT WINAPI
+DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
+                 DISM_PROGRESS_CALLBACK Progress, PVOID UserData)
+{
+  static const char func[] = "DismUnmountImage";
+  if (dism_require_init() != S_OK)
+    return dism_api_fail(func, DISMAPI_E_DISMAPI_NOT_INITIALIZED,
+                         "DismInitialize has not been called in this process.");
+  struct op o;
+  HRESULT hr = op_init(&o, func, CancelEvent, Progress, UserData);
+  if (FAILED(hr))
+    return hr;
+  char *dir_arg = NULL;
+  struct dism_record *r = NULL;
+  int lock_fd = -1, rc;
+  if (FAILED(hr = dism_path_arg(func, MountPath, "mount path", &dir_arg)))
+    goto out;
+  DWORD action = Flags & ~(DWORD) DISM_COMMIT_MASK;
+  if (action != DISM_COMMIT_IMAGE && action != DISM_DISCARD_IMAGE) {
+    hr = dism_api_fail(func, E_INVALIDARG, "Flags 0x%08X: use DISM_COMMIT_IMAGE or "
+                       "DISM_DISCARD_IMAGE.", (unsigned) Flags);
+    goto out;
+  }
+  if (Flags & DISM_COMMIT_MASK)
+    dism_log(DISM_LOG_INFO, "%s: /CheckIntegrity and /Append do not apply to VHD/VHDX images; "
+             "ignored", func);
+  r = calloc(1, sizeof *r);
+  if (!r) {
+    hr = dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
+    goto out;
+  }
+  lock_fd = dism_registry_lock();
+  if (lock_fd < 0) {
+    hr = dism_api_fail(func, dism_hr_from_errno(lock_fd), "%s", dism_last_error());
+    goto out;
+  }
+  if (find_mount(dir_arg, r) < 0) {
+    hr = dism_api_fail(func, DISMAPI_E_UNABLE_TO_UNMOUNT_IMAGE_PATH,
+                       "%s does not hold an image mounted by DISM.", dir_arg);
+    goto out;
+  }
+  if (dism_session_open_on(r->id)) {
+    hr = dism_api_fail(func, DISMAPI_E_OPEN_HANDLES_UNABLE_TO_UNMOUNT_IMAGE_PATH,
+                       "A DismSession is open on %s: close it with DismCloseSession first.",
+                       r->mount_dir);
+    goto out;
+  }
+  if (op_cancelled(&o)) {
+    hr = op_cancel_result(&o, "before unmounting");
+    goto out;
+  }
+  bool commit = action == DISM_COMMIT_IMAGE && r->mode == DISM_MODE_RW;
+  dism_log(DISM_LOG_INFO, "%s: unmount %s from %s (%s)", func, r->image, r->mount_dir,
+           commit ? "commit" : r->mode == DISM_MODE_RO ? "read-only" : "discard");
+  /* Unmount first without forcing: open files -> EBUSY -> nothing changed. */
+  if (dism_record_mounted(r)) {
+    flush_mount(r);
+    if (umount2(r->mount_dir, 0) < 0) {
+      int e = errno;
+      hr = e == EBUSY
+               ? dism_api_fail(func, DISM_E_PARTIAL_UNMOUNT,
+                               "The directory %s could not be completely unmounted: files are "
+                               "still open in it. Close them and unmount again; the mount is "
+                               "unchanged.", r->mount_dir)
+               : dism_api_fail(func, dism_hr_from_errno(-e), "Cannot unmount %s: %s",
+                               r->mount_dir, strerror(e));
+      goto out;
+    }
+    dism_log(DISM_LOG_INFO, "Unmounted %s", r->mount_dir);
+  }
+  op_progress(&o, 10);
+  if (r->have_attach && dism_attach_alive(&r->attach)) {
+    if ((rc = dism_detach(&r->attach)) < 0) {
+      hr = dism_api_fail(func, dism_hr_from_errno(rc), "Cannot detach %s: %s",
+                         r->attach.disk_dev, dism_last_error());
+      goto out;
+    }
+    dism_log(DISM_LOG_INFO, "Detached %s", r->attach.disk_dev);
+  }
+  op_progress(&o, 20);
+  if (commit && (rc = commit_record(&o, r, 20, 70)) < 0) {
+    hr = dism_api_fail(func, dism_hr_from_errno(rc),
+                       "%s. The changes are kept in %s; the mount needs a remount "
+                       "(/Remount-Image) or an unmount with /Discard.", dism_last_error(),
+                       r->overlay);
+    snprintf(r->state, sizeof r->state, "commit-failed");
+    dism_record_write(r);
+    struct dism_live l;
+    dism_live_paths(r->id, &l);
+    dism_server_stop(&l);
+    goto out;
+  }
+  op_progress(&o, 90);
+  struct dism_live l;
+  dism_live_paths(r->id, &l);
+  dism_server_stop(&l);
+  op_progress(&o, 95);
+  if (r->overlay[0] && unlink(r->overlay) < 0 && errno != ENOENT)
+    dism_log(DISM_LOG_WARN, "cannot remove %s: %s", r->overlay, strerror(errno));
+  dism_remove_flat_dir(l.dir);
+  if ((rc = dism_record_remove(r->id)) < 0) {
+    hr = dism_api_fail(func, dism_hr_from_errno(rc), "%s", dism_last_error());
+    goto out;
+  }
+  dism_log(DISM_LOG_INFO, "%s: %s unmounted", func, r->mount_dir);
+  op_progress(&o, 100);
+out:
+  dism_registry_unlock(lock_fd);
+  free(r);
+  free(dir_arg);
+  return hr;
+}
+
+/* ---- DismRemountImage ------------------------------------------------------------- */
+DISM_API HRESULT WINAPI
+DismRemountImage(PCWSTR MountPath)
+{
+  static const char func[] = "DismRemountImage";
+  if (dism_require_init() != S_OK)
+    return dism_api_fail(func, DISMAPI_E_DISMAPI_NOT_INITIALIZED,
+                         "DismInitialize has not been called in this process.");
+  struct op o;
+  HRESULT hr = op_init(&o, func, NULL, NULL, NULL);
+  char *dir_arg = NULL;
+  struct dism_record *r = NULL;
+  int lock_fd = -1, rc;
+  if (FAILED(hr) || FAILED(hr = dism_path_arg(func, MountPath, "mount path", &dir_arg)))
+    goto out;
+  r = calloc(1, sizeof *r);
+  if (!r) {
+    hr = dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
+    goto out;
+  }
+  lock_fd = dism_registry_lock();
+  if (lock_fd < 0) {
+    hr = dism_api_fail(func, dism_hr_from_errno(lock_fd), "%s", dism_last_error());
+    goto out;
+  }
+  if (find_mount(dir_arg, r) < 0) {
+    hr = dism_api_fail(func, DISM_E_NOT_A_MOUNT_POINT, "%s is not a DISM mount point.", dir_arg);
+    goto out;
+  }
+  if (dism_session_open_on(r->id)) {
+    hr = dism_api_fail(func, DISMAPI_E_OPEN_HANDLES_UNABLE_TO_REMOUNT_IMAGE_PATH,
+                       "A DismSession is open on %s: close it first.", r->mount_dir);
+    goto out;
+  }
+  DismMountStatus status = dism_record_status(r);
+  if (status == DismMountStatusOk) {
+    dism_log(DISM_LOG_INFO, "%s: %s is mounted and healthy; nothing to do", func, r->mount_dir);
+    goto out;
+  }
+  if (status == DismMountStatusInvalid) {
+    hr = dism_api_fail(func, E_FAIL,
+                       "The mount at %s is invalid (its image, overlay or folder is gone) and "
+                       "cannot be remounted; run /Cleanup-Mountpoints.", r->mount_dir);
+    goto out;
+  }
+  /* Clear what is left of the old live part (a dead server's mount is
+   * detached lazily: no data can flow through it any more). */
+  struct dism_live l;
+  dism_live_paths(r->id, &l);
+  dism_teardown_live(r, dism_server_pid(&l) == 0);
+  if (dism_record_mounted(r) || !dir_is_empty(r->mount_dir)) {
+    hr = dism_api_fail(func, DISM_E_MOUNT_DIR_NOT_EMPTY,
+                       "The mount folder %s is in use or not empty; it cannot be remounted.",
+                       r->mount_dir);
+    goto out;
+  }
+  if ((rc = dism_mkdir_p(l.dir, 0700)) < 0) {
+    hr = dism_api_fail(func, dism_hr_from_errno(rc), "%s", dism_last_error());
+    goto out;
+  }
+  dism_record_write_path(l.live_conf, r);
+  dism_log(DISM_LOG_INFO, "%s: remounting %s at %s", func, r->image, r->mount_dir);
+  if (FAILED(hr = bring_up(&o, r, &l)))
+    goto out;
+  snprintf(r->state, sizeof r->state, "mounted");
+  if ((rc = dism_record_write(r)) < 0) {
+    dism_teardown_live(r, true);
+    hr = dism_api_fail(func, dism_hr_from_errno(rc), "%s", dism_last_error());
+    goto out;
+  }
+  dism_log(DISM_LOG_INFO, "%s: remounted %s at %s", func, r->image, r->mount_dir);
+out:
+  dism_registry_unlock(lock_fd);
+  free(r);
+  free(dir_arg);
+  return hr;
+}
+
+/* ---- DismCommitImage ------------------------------------------------------------- */
+DISM_API HRESULT WINAPI
+DismCommitImage(DismSession Session, DWORD Flags, HANDLE CancelEvent,
+                DISM_PROGRESS_CALLBACK Progress, PVOID UserData)
+{
+  static const char func[] = "DismCommitImage";
+  if (dism_require_init() != S_OK)
+    return dism_api_fail(func, DISMAPI_E_DISMAPI_NOT_INITIALIZED,
+                         "DismInitialize has not been called in this process.");
+  struct op o;
+  HRESULT hr = op_init(&o, func, CancelEvent, Progress, UserData);
+  if (FAILED(hr))
+    return hr;
+  char mount_id[37], path[4096];
+  if (!dism_session_lookup(Session, mount_id, path, sizeof path))
+    return dism_api_fail(func, E_INVALIDARG, "%u is not an open DismSession.", (unsigned) Session);
+  if (!mount_id[0])
+    return dism_api_fail(func, E_INVALIDARG,
+                         "The session on %s is not associated with an image mounted by DISM.",
+                         path);
+  DWORD action = Flags & ~(DWORD) DISM_COMMIT_MASK;
+  if (action != DISM_COMMIT_IMAGE && action != DISM_DISCARD_IMAGE)
+    return dism_api_fail(func, E_INVALIDARG, "Flags 0x%08X are not valid.", (unsigned) Flags);
+  if (action == DISM_DISCARD_IMAGE) {
+    dism_log(DISM_LOG_INFO, "%s: DISM_DISCARD_IMAGE: nothing to commit", func);
+    return S_OK;
+  }
+  struct dism_record *r = calloc(1, sizeof *r);
+  int lock_fd = -1, rc;
+  if (!r)
+    return dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
+  lock_fd = dism_registry_lock();
+  if (lock_fd < 0) {
+    hr = dism_api_fail(func, dism_hr_from_errno(lock_fd), "%s", dism_last_error());
+    goto out;
+  }
+  if (dism_record_read(mount_id, r) < 0) {
+    hr = dism_api_fail(func, E_INVALIDARG, "The image mounted at %s is no longer mounted.", path);
+    goto out;
+  }
+  DismMountStatus status = dism_record_status(r);
+  if (status == DismMountStatusNeedsRemount) {
+    hr = dism_api_fail(func, DISMAPI_E_NEEDS_REMOUNT,
+                       "The image at %s needs to be remounted before it can be committed.",
+                       r->mount_dir);
+    goto out;
+  }
+  if (status == DismMountStatusInvalid) {
+    hr = dism_api_fail(func, E_FAIL, "The mount at %s is invalid.", r->mount_dir);
+    goto out;
+  }
+  if (r->mode == DISM_MODE_RO) {
+    hr = dism_api_fail(func, E_ACCESSDENIED,
+                       "The image at %s is mounted read-only: read-only mounts cannot be "
+                       "committed.", r->mount_dir);
+    goto out;
+  }
+  if (op_cancelled(&o)) {
+    hr = op_cancel_result(&o, "before committing");
+    goto out;
+  }
+  op_progress(&o, 0);
+  flush_mount(r);
+  if ((rc = commit_record(&o, r, 0, 100)) < 0) {
+    hr = dism_api_fail(func, dism_hr_from_errno(rc), "%s. The mount is unchanged.",
+                       dism_last_error());
+    goto out;
+  }
+  op_progress(&o, 100);
+out:
+  dism_registry_unlock(lock_fd);
+  free(r);
+  return hr;
+}
+
+/* ---- DismCleanupMountpoints -------------------------------------------------------- */
+/* Remove everything a broken mount left: its live part, overlay, record. */
+static void
+remove_mount_leftovers(const struct dism_record *r, bool remove_overlay)
+{
+  dism_teardown_live(r, true);
+  if (remove_overlay && r->overlay[0])
+    unlink(r->overlay);
+  char dir[4200];
+  dism_live_dir(r->id, dir, sizeof dir);
+  dism_remove_flat_dir(dir);
+  dism_record_remove(r->id);
+  dism_log(DISM_LOG_INFO, "DismCleanupMountpoints: removed mount %s (%s at %s)", r->id,
+           r->image[0] ? r->image : "?", r->mount_dir[0] ? r->mount_dir : "?");
+}
+
+DISM_API HRESULT WINAPI
+DismCleanupMountpoints(void)
+{
+  static const char func[] = "DismCleanupMountpoints";
+  if (dism_require_init() != S_OK)
+    return dism_api_fail(func, DISMAPI_E_DISMAPI_NOT_INITIALIZED,
+                         "DismInitialize has not been called in this process.");
+  HRESULT hr = S_OK;
+  char(*ids)[37] = NULL;
+  size_t n = 0;
+  struct dism_record *r = calloc(1, sizeof *r);
+  int lock_fd = -1;
+  if (!r)
+    return dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
+  lock_fd = dism_registry_lock();
+  if (lock_fd < 0) {
+    hr = dism_api_fail(func, dism_hr_from_errno(lock_fd), "%s", dism_last_error());
+    goto out;
+  }
+  int rc = dism_record_list(&ids, &n);
+  if (rc < 0) {
+    hr = dism_api_fail(func, dism_hr_from_errno(rc), "Cannot read the mount registry.");
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (dism_record_read(ids[i], r) < 0) {
+      /* Unreadable record: what live.conf knows is all there is to undo. */
+      struct dism_live l;
+      dism_live_paths(ids[i], &l);
+      if (dism_record_read_path(l.live_conf, ids[i], r) < 0) {
+        memset(r, 0, sizeof *r);
+        snprintf(r->id, sizeof r->id, "%s", ids[i]);
+      }
+      remove_mount_leftovers(r, true);
+    } else if (dism_record_status(r) == DismMountStatusInvalid) {
+      remove_mount_leftovers(r, true);
+    }
+  }
+  /* Live parts without a record: a mount that never completed. */
+  char live_root[4200];
+  snprintf(live_root, sizeof live_root, "%s/mounts", dism_run_dir());
+  DIR *d = opendir(live_root);
+  struct dirent *de;
+  while (d && (de = readdir(d))) {
+    char record_path[4200];
+    if (strlen(de->d_name) != 36)
+      continue;
+    dism_record_path(de->d_name, record_path, sizeof record_path);
+    if (access(record_path, F_OK) == 0)
+      continue;
+    struct dism_live l;
+    dism_live_paths(de->d_name, &l);
+    if (dism_record_read_path(l.live_conf, de->d_name, r) < 0) {
+      memset(r, 0, sizeof *r);
+      memcpy(r->id, de->d_name, 36); /* length checked above */
+      r->id[36] = '\0';
+    }
+    remove_mount_leftovers(r, true);
+  }
+  if (d)
+    closedir(d);
+out:
+  dism_registry_unlock(lock_fd);
+  free(ids);
+  free(r);
+  return hr;
+}

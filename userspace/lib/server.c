@@ -1,0 +1,442 @@
+/* server.c - start, find, stop and talk to one mount's dism-nbd-server.
+ *
+ * The server is started detached (double fork, new session) so it outlives
+ * the calling process: mounts are system-wide state.  Its stdout and stderr
+ * go to server.log in the mount's live directory; the text is quoted when
+ * the server fails to come up. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dism-internal.h"
+
+static bool
+is_executable(const char *path)
+{
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+}
+
+int
+dism_server_path(char *out, size_t cap)
+{
+  const char *env = getenv("DISM_NBD_SERVER");
+  if (env && *env) {
+    if (!is_executable(env)) {
+      dism_set_error("DISM_NBD_SERVER=%s is not an executable file", env);
+      return -ENOENT;
+    }
+    snprintf(out, cap, "%s", env);
+    return 0;
+  }
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) {
+      *slash = '\0';
+      /* installed layout, then the build tree (bin/ and tests/ side by side) */
+      static const char *const rel[] = { "../libexec/dism/dism-nbd-server",
+                                         "dism-nbd-server", "../bin/dism-nbd-server" };
+      for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
+        snprintf(out, cap, "%s/%s", exe, rel[i]);
+        if (is_executable(out))
+          return 0;
+      }
+    }
+  }
+  snprintf(out, cap, "%s/dism-nbd-server", LIBEXECDIR);
+  if (is_executable(out))
+    return 0;
+  dism_set_error("dism-nbd-server not found (set DISM_NBD_SERVER, or install it in %s)",
+                 LIBEXECDIR);
+  return -ENOENT;
+}
+
+/* Does the server's --help mention opt?  Lets libdism work with a server
+ * that lacks --control or --fuse-file (then commit/LOOP are unavailable). */
+static bool
+server_has_option(const char *server, const char *opt)
+{
+  int pipefd[2];
+  if (pipe2(pipefd, O_CLOEXEC) < 0)
+    return false;
+  pid_t pid = fork();
+  if (pid == 0) {
+    int devnull = open("/dev/null", O_RDWR);
+    dup2(devnull, 0);
+    dup2(pipefd[1], 1);
+    dup2(pipefd[1], 2);
+    execl(server, server, "--help", (char *) NULL);
+    _exit(127);
+  }
+  close(pipefd[1]);
+  char buf[16384];
+  size_t len = 0;
+  ssize_t n;
+  while (len < sizeof buf - 1 && ((n = read(pipefd[0], buf + len, sizeof buf - 1 - len)) > 0 ||
+                                  (n < 0 && errno == EINTR)))
+    if (n > 0)
+      len += (size_t) n;
+  buf[len] = '\0';
+  close(pipefd[0]);
+  if (pid > 0)
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+      ;
+  return strstr(buf, opt) != NULL;
+}
+
+pid_t
+dism_server_pid(const struct dism_live *l)
+{
+  char buf[64], path[64], cmdline[8192];
+  int fd = open(l->pidfile, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0)
+    return 0;
+  buf[n] = '\0';
+  long pid = strtol(buf, NULL, 10);
+  if (pid <= 0 || pid > INT_MAX)
+    return 0;
+  /* The pid must still be our server (not a recycled pid): its command line
+   * names this pid file.  A zombie has an empty command line. */
+  snprintf(path, sizeof path, "/proc/%ld/cmdline", pid);
+  fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return 0;
+  n = read(fd, cmdline, sizeof cmdline - 1);
+  close(fd);
+  if (n <= 0)
+    return 0;
+  for (ssize_t i = 0; i < n; i++)
+    if (cmdline[i] == '\0')
+      cmdline[i] = ' ';
+  cmdline[n] = '\0';
+  return strstr(cmdline, l->pidfile) ? (pid_t) pid : 0;
+}
+
+static bool
+pid_gone(pid_t pid)
+{
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int) pid);
+  FILE *f = fopen(path, "re");
+  if (!f)
+    return true;
+  char state = '?';
+  int got = fscanf(f, "%*d (%*[^)]) %c", &state);
+  fclose(f);
+  return got == 1 && (state == 'Z' || state == 'X');
+}
+
+static void
+sleep_ms(long ms)
+{
+  struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+  while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+    ;
+}
+
+static bool
+wait_gone(pid_t pid, long timeout_ms)
+{
+  for (long waited = 0; waited < timeout_ms; waited += 20) {
+    if (pid_gone(pid))
+      return true;
+    sleep_ms(20);
+  }
+  return pid_gone(pid);
+}
+
+static long
+env_ms(const char *name, long dflt)
+{
+  const char *v = getenv(name);
+  return v && *v ? strtol(v, NULL, 10) : dflt;
+}
+
+int
+dism_server_start(const struct dism_record *r, const struct dism_live *l, bool fuse,
+                  pid_t *pid_out, char *cmd_out, size_t cmd_cap)
+{
+  char server[PATH_MAX];
+  int rc = dism_server_path(server, sizeof server);
+  if (rc < 0)
+    return rc;
+  bool have_control = server_has_option(server, "--control");
+  if (fuse && !server_has_option(server, "--fuse-file")) {
+    dism_set_error("NBD is not available here and %s has no --fuse-file option for the "
+                   "loop-device fallback", server);
+    return -ENOTSUP;
+  }
+  const char *argv[24];
+  int argc = 0;
+  argv[argc++] = server;
+  if (r->mode == DISM_MODE_RO) {
+    argv[argc++] = "--readonly";
+  } else {
+    argv[argc++] = "--overlay";
+    argv[argc++] = r->overlay;
+  }
+  argv[argc++] = "--unix";
+  argv[argc++] = l->nbd_sock;
+  argv[argc++] = "--pidfile";
+  argv[argc++] = l->pidfile;
+  if (fuse) {
+    argv[argc++] = "--fuse-file";
+    argv[argc++] = l->fuse_file;
+  }
+  if (have_control) {
+    argv[argc++] = "--control";
+    argv[argc++] = l->control_sock;
+  }
+  argv[argc++] = "--format";
+  argv[argc++] = r->format;
+  argv[argc++] = r->image;
+  argv[argc] = NULL;
+  size_t used = 0;
+  cmd_out[0] = '\0';
+  for (int i = 0; i < argc && used < cmd_cap; i++)
+    used += (size_t) snprintf(cmd_out + used, cmd_cap - used, "%s%s", i ? " " : "", argv[i]);
+
+  unlink(l->pidfile);
+  unlink(l->nbd_sock);
+  unlink(l->control_sock);
+  int log_fd = open(l->server_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (log_fd < 0) {
+    rc = -errno;
+    dism_set_error("cannot create %s: %s", l->server_log, strerror(-rc));
+    return rc;
+  }
+  int pid_pipe[2];
+  if (pipe2(pid_pipe, O_CLOEXEC) < 0) {
+    rc = -errno;
+    close(log_fd);
+    dism_set_error("pipe: %s", strerror(-rc));
+    return rc;
+  }
+  /* Double fork: the server is nobody's child here, so it never becomes a
+   * zombie of a long-lived caller and survives it.  Only async-signal-safe
+   * calls between fork and exec. */
+  pid_t mid = fork();
+  if (mid == 0) {
+    setsid();
+    pid_t srv = fork();
+    if (srv == 0) {
+      int devnull = open("/dev/null", O_RDWR);
+      dup2(devnull, 0);
+      dup2(log_fd, 1);
+      dup2(log_fd, 2);
+      syscall(SYS_close_range, 3U, ~0U, 0U);
+      execv(argv[0], (char *const *) argv);
+      static const char msg[] = "libdism: cannot execute the server\n";
+      ssize_t w = write(2, msg, sizeof msg - 1);
+      (void) w;
+      _exit(127);
+    }
+    ssize_t w = write(pid_pipe[1], &srv, sizeof srv);
+    (void) w;
+    _exit(srv > 0 ? 0 : 1);
+  }
+  close(pid_pipe[1]);
+  close(log_fd);
+  pid_t srv = -1;
+  if (mid > 0) {
+    while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
+      ;
+    if (read(pid_pipe[0], &srv, sizeof srv) != (ssize_t) sizeof srv)
+      srv = -1;
+  }
+  close(pid_pipe[0]);
+  if (srv <= 0) {
+    dism_set_error("cannot start %s: fork failed", server);
+    return -EAGAIN;
+  }
+  *pid_out = srv;
+
+  long timeout = env_ms("DISM_SERVER_TIMEOUT_MS", 20000);
+  for (long waited = 0;; waited += 20) {
+    if (dism_server_pid(l) == srv && (!have_control || access(l->control_sock, F_OK) == 0))
+      break;
+    if (pid_gone(srv) || waited >= timeout) {
+      char tail[1024];
+      bool died = pid_gone(srv);
+      if (!died) {
+        kill(srv, SIGKILL);
+        wait_gone(srv, 2000);
+      }
+      dism_read_tail(l->server_log, tail, sizeof tail);
+      dism_set_error("the image server for %s %s: %s", r->image,
+                     died ? "exited at start" : "did not come up in time",
+                     tail[0] ? tail : "(no output)");
+      return -EIO;
+    }
+    sleep_ms(20);
+  }
+  dism_log(DISM_LOG_INFO, "Image server started for mount %s: PID %d: %s", r->id, (int) srv,
+           cmd_out);
+  return 0;
+}
+
+static int
+control_connect(const struct dism_live *l)
+{
+  struct sockaddr_un sa = { .sun_family = AF_UNIX };
+  if (strlen(l->control_sock) >= sizeof sa.sun_path) {
+    dism_set_error("control socket path too long: %s", l->control_sock);
+    return -ENAMETOOLONG;
+  }
+  memcpy(sa.sun_path, l->control_sock, strlen(l->control_sock) + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  if (connect(fd, (struct sockaddr *) &sa, sizeof sa) < 0) {
+    int e = errno;
+    close(fd);
+    dism_set_error("cannot connect to the image server's control socket %s: %s",
+                   l->control_sock, strerror(e));
+    return -e;
+  }
+  return fd;
+}
+
+static int
+send_all(int fd, const char *s)
+{
+  for (size_t done = 0, len = strlen(s); done < len;) {
+    ssize_t w = send(fd, s + done, len - done, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    done += (size_t) w;
+  }
+  return 0;
+}
+
+/* Read one line (without the newline); timeout_ms < 0 waits forever.
+ * Returns the length, -EPIPE at EOF, -ETIMEDOUT. */
+static int
+read_line(int fd, char *buf, size_t cap, int timeout_ms)
+{
+  size_t len = 0;
+  for (;;) {
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    int pr = poll(&p, 1, timeout_ms);
+    if (pr < 0 && errno == EINTR)
+      continue;
+    if (pr == 0)
+      return -ETIMEDOUT;
+    char c;
+    ssize_t n = recv(fd, &c, 1, 0);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return len ? (int) len : -EPIPE;
+    if (c == '\n')
+      break;
+    if (len < cap - 1)
+      buf[len++] = c;
+  }
+  buf[len] = '\0';
+  return (int) len;
+}
+
+int
+dism_server_commit(const struct dism_live *l, dism_commit_progress_fn fn, void *opaque)
+{
+  if (access(l->control_sock, F_OK) < 0) {
+    dism_set_error("the image server has no control socket (%s): this dism-nbd-server "
+                   "cannot commit while serving", l->control_sock);
+    return -ENOTSUP;
+  }
+  int fd = control_connect(l);
+  if (fd < 0)
+    return fd;
+  int rc = send_all(fd, "COMMIT\n");
+  if (rc < 0) {
+    dism_set_error("cannot send COMMIT to the image server: %s", strerror(-rc));
+    goto out;
+  }
+  char line[2048];
+  for (;;) {
+    rc = read_line(fd, line, sizeof line, -1);
+    if (rc < 0) {
+      dism_set_error("the image server closed the control connection during COMMIT");
+      rc = -EIO;
+      goto out;
+    }
+    unsigned long long cur, total;
+    if (sscanf(line, "PROGRESS %llu %llu", &cur, &total) == 2) {
+      if (fn)
+        fn(cur, total, opaque);
+    } else if (strcmp(line, "OK") == 0 || strncmp(line, "OK ", 3) == 0) {
+      rc = 0;
+      goto out;
+    } else if (strncmp(line, "ERR", 3) == 0) {
+      char *end = NULL;
+      long code = strtol(line + 3, &end, 10);
+      while (end && *end == ' ')
+        end++;
+      if (code < 0)
+        code = -code;
+      dism_set_error("commit failed: %s", end && *end ? end : line);
+      rc = code > 0 && code < 4096 ? (int) -code : -EIO;
+      goto out;
+    }
+    /* other lines (e.g. informational) are ignored */
+  }
+out:
+  close(fd);
+  return rc;
+}
+
+int
+dism_server_stop(const struct dism_live *l)
+{
+  pid_t pid = dism_server_pid(l);
+  if (pid <= 0)
+    return 0;
+  bool asked = false;
+  if (access(l->control_sock, F_OK) == 0) {
+    int fd = control_connect(l);
+    if (fd >= 0) {
+      char line[256];
+      asked = send_all(fd, "SHUTDOWN\n") == 0;
+      if (asked)
+        read_line(fd, line, sizeof line, 5000);
+      close(fd);
+    }
+  }
+  if (!asked)
+    kill(pid, SIGTERM);
+  /* The server flushes the overlay before exiting: give it time. */
+  if (!wait_gone(pid, env_ms("DISM_SERVER_STOP_MS", 60000))) {
+    if (asked)
+      kill(pid, SIGTERM);
+    if (!wait_gone(pid, 5000)) {
+      dism_log(DISM_LOG_WARN, "image server PID %d did not stop; killing it", (int) pid);
+      kill(pid, SIGKILL);
+      wait_gone(pid, 5000);
+    }
+  }
+  dism_log(DISM_LOG_INFO, "Image server PID %d stopped", (int) pid);
+  return 0;
+}
