@@ -186,7 +186,7 @@ install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR)
 	install -m 0755 $(SERVER_BIN) $(DESTDIR)$(LIBEXECDIR)/dism-nbd-server
 	install -m 0755 $(TOOL_BINS) $(DESTDIR)$(BINDIR)/
-	ln -sf $(LIBEXECDIR)/dism-nbd-server $(DESTDIR)$(SBINDIR)/dism-nbd-server
+	ln -sf $$(realpath -m --relative-to=$(SBINDIR) $(LIBEXECDIR))/dism-nbd-server $(DESTDIR)$(SBINDIR)/dism-nbd-server
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man3
 	install -m 0755 $(DISM_BIN) $(DESTDIR)$(SBINDIR)/dism
 	install -m 0755 $(LIBDISM_SO) $(DESTDIR)$(LIBDIR)/libdism.so.1
