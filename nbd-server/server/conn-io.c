@@ -304,3 +304,9 @@ conn_sender_stop(struct nbd_conn *c)
   pthread_join(c->sender, NULL);
   c->sender_started = false;
 }
+
+size_t
+conn_buffered(const struct nbd_conn *c)
+{
+  return c->rbuf_len - c->rbuf_pos;
+}

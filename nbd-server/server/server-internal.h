@@ -118,6 +118,8 @@ void nbd_log(struct nbd_server *srv, enum nbd_log_level level,
 /* conn-io.c: exact reads through the connection's buffer, whole sends. */
 int conn_read(struct nbd_conn *c, void *buf, size_t len);
 int conn_at_eof(struct nbd_conn *c);
+/* Bytes received and not yet consumed. */
+size_t conn_buffered(const struct nbd_conn *c);
 int conn_discard(struct nbd_conn *c, uint64_t len);
 int conn_send(struct nbd_conn *c, struct iovec *iov, int iovcnt);
 void conn_mark_broken(struct nbd_conn *c);
