@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "disk.h"
@@ -182,6 +183,9 @@ disk_open_parent(const char *parent_path, const struct disk_open_opts *child_opt
   return disk_open(parent_path, &popts, out);
 }
 
+/* Set by disk_pread_nowait for the reads it makes on this thread. */
+static __thread bool nowait_reads;
+
 int
 disk_full_pread(int fd, const char *path, void *buf, size_t count,
                 uint64_t offset, bool zero_fill_eof)
@@ -189,7 +193,17 @@ disk_full_pread(int fd, const char *path, void *buf, size_t count,
   char *p = buf;
 
   while (count > 0) {
-    ssize_t n = pread(fd, p, count, (off_t) offset);
+    ssize_t n;
+
+    if (nowait_reads) {
+      struct iovec iov = { p, count };
+      n = preadv2(fd, &iov, 1, (off_t) offset, RWF_NOWAIT);
+      /* Would block, partly cached, or no RWF_NOWAIT here: not now. */
+      if ((n < 0 && errno != EINTR) || (n > 0 && (size_t) n < count))
+        return -EAGAIN;
+    } else {
+      n = pread(fd, p, count, (off_t) offset);
+    }
     if (n < 0) {
       if (errno == EINTR)
         continue;
@@ -278,6 +292,17 @@ int
 disk_pread(struct disk *d, void *buf, size_t count, uint64_t offset)
 {
   return d->ops->pread(d, buf, count, offset);
+}
+
+int
+disk_pread_nowait(struct disk *d, void *buf, size_t count, uint64_t offset)
+{
+  int r;
+
+  nowait_reads = true;
+  r = d->ops->pread(d, buf, count, offset);
+  nowait_reads = false;
+  return r;
 }
 
 int

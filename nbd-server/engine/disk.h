@@ -120,6 +120,12 @@ const char *disk_probe_format(int fd, uint64_t file_size);
 /* Generic entry points: these apply fallbacks (zero without ->zero, etc.)
  * and are what the server and tools call. */
 int disk_pread(struct disk *d, void *buf, size_t count, uint64_t offset);
+/* The same read, but only if it needs no waiting for storage (page-cache
+ * hits, holes): returns -EAGAIN (and records no message) when it would
+ * block, so a server can run cached reads inline and hand the rest to its
+ * workers.  Backends need nothing special: image reads go through
+ * disk_full_pread, which honours it. */
+int disk_pread_nowait(struct disk *d, void *buf, size_t count, uint64_t offset);
 int disk_pwrite(struct disk *d, const void *buf, size_t count,
                 uint64_t offset, unsigned flags);
 int disk_flush(struct disk *d);

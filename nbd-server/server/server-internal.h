@@ -134,6 +134,9 @@ int nbd_handshake(struct nbd_conn *c);
 /* transmission.c */
 int nbd_transmission(struct nbd_conn *c);
 void nbd_job_run(struct nbd_job *job);
+/* Run a READ in the calling thread if its data needs no waiting for
+ * storage; -EAGAIN (job untouched) if it should go to a worker. */
+int nbd_job_try_inline(struct nbd_job *job);
 
 /* server.c */
 void budget_acquire(struct nbd_conn *c, size_t cost);

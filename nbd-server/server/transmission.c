@@ -10,7 +10,6 @@
 #include "server-internal.h"
 #include "bufpool.h"
 
-#define INLINE_READ_MAX (64u << 10)
 
 /* A structured READ is split into at most this many data/hole chunks. */
 #define READ_MAX_SEGMENTS 64
@@ -172,8 +171,22 @@ read_plan(struct nbd_job *job, struct read_segment *seg, size_t max)
   return n;
 }
 
-static void
-handle_read(struct nbd_job *job)
+/* Undo what a nowait read attempt set up, so a worker can start over. */
+static int
+read_not_now(struct nbd_job *job)
+{
+  bufpool_put(job->rdata, job->rdata_pool_len);
+  job->rdata = NULL;
+  job->rdata_pool_len = 0;
+  free(job->raux);
+  job->raux = NULL;
+  return -EAGAIN;
+}
+
+/* nowait: read only from the page cache; returns -EAGAIN (nothing sent,
+ * job state reset) if the data is not there, for a worker to redo. */
+static int
+handle_read(struct nbd_job *job, bool nowait)
 {
   struct nbd_conn *c = job->conn;
   struct disk *d = c->srv->disk;
@@ -184,13 +197,13 @@ handle_read(struct nbd_job *job)
 
   if (job->length == 0) {
     reply_status(job, 0, NULL);
-    return;
+    return 0;
   }
   buf = job->rdata = bufpool_get(job->length);
   job->rdata_pool_len = job->length;
   if (!buf) {
     reply_status(job, NBD_ENOMEM, "out of memory");
-    return;
+    return 0;
   }
 
   if (!c->structured) {
@@ -200,15 +213,18 @@ handle_read(struct nbd_job *job)
       .cookie = htobe64(job->cookie),
     };
 
-    r = disk_pread(d, buf, job->length, job->offset);
+    r = nowait ? disk_pread_nowait(d, buf, job->length, job->offset)
+               : disk_pread(d, buf, job->length, job->offset);
+    if (r == -EAGAIN && nowait)
+      return read_not_now(job);
     if (r < 0) {
       reply_result(job, r, "read");
-      return;
+      return 0;
     }
     memcpy(job->rhead, &hdr, sizeof hdr);
     reply_iov(job, job->rhead, sizeof hdr);
     reply_iov(job, buf, job->length);
-    return;
+    return 0;
   }
 
   /* Structured: data and hole chunks.  All the reading happens before the
@@ -216,7 +232,7 @@ handle_read(struct nbd_job *job)
   seg = job->raux = malloc(READ_MAX_SEGMENTS * sizeof *seg);
   if (!seg) {
     reply_status(job, NBD_ENOMEM, "out of memory");
-    return;
+    return 0;
   }
   if ((job->flags & NBD_CMD_FLAG_DF) || job->length < READ_HOLE_MIN) {
     seg[0] = (struct read_segment) { .offset = job->offset, .length = job->length };
@@ -227,11 +243,15 @@ handle_read(struct nbd_job *job)
   for (i = 0; i < nseg; i++) {
     if (seg[i].hole)
       continue;
-    r = disk_pread(d, buf + (seg[i].offset - job->offset), seg[i].length,
-                   seg[i].offset);
+    r = nowait ? disk_pread_nowait(d, buf + (seg[i].offset - job->offset),
+                                   seg[i].length, seg[i].offset)
+               : disk_pread(d, buf + (seg[i].offset - job->offset), seg[i].length,
+                            seg[i].offset);
+    if (r == -EAGAIN && nowait)
+      return read_not_now(job);
     if (r < 0) {
       reply_result(job, r, "read");
-      return;
+      return 0;
     }
   }
   if (3 * nseg > sizeof job->riov_inline / sizeof job->riov_inline[0]) {
@@ -239,7 +259,7 @@ handle_read(struct nbd_job *job)
     if (!job->riov) {
       job->riov = job->riov_inline;
       reply_status(job, NBD_ENOMEM, "out of memory");
-      return;
+      return 0;
     }
   }
   for (i = 0; i < nseg; i++) {
@@ -261,9 +281,8 @@ handle_read(struct nbd_job *job)
       reply_iov(job, buf + (seg[i].offset - job->offset), seg[i].length);
     }
   }
+  return 0;
 }
-
-/* ---- BLOCK_STATUS ------------------------------------------------------ */
 
 static void
 handle_block_status(struct nbd_job *job)
@@ -360,7 +379,7 @@ handle_job(struct nbd_job *job)
   }
   switch (job->type) {
   case NBD_CMD_READ:
-    handle_read(job);
+    handle_read(job, false);
     break;
   case NBD_CMD_WRITE:
     reply_result(job, disk_pwrite(d, job->payload, job->length, job->offset, fua),
@@ -393,6 +412,25 @@ handle_job(struct nbd_job *job)
     reply_status(job, NBD_EINVAL, "unknown command");
     break;
   }
+}
+
+int
+nbd_job_try_inline(struct nbd_job *job)
+{
+  job->riov = job->riov_inline;
+  job->riovcnt = 0;
+  if (conn_is_broken(job->conn)) {
+    job_finish(job);
+    return 0;
+  }
+  if (job->early_error || job->type != NBD_CMD_READ) {
+    handle_job(job);
+  } else if (handle_read(job, true) < 0) {
+    job->riovcnt = 0;
+    return -EAGAIN;
+  }
+  conn_send_reply(job);
+  return 0;
 }
 
 void
@@ -620,14 +658,11 @@ nbd_transmission(struct nbd_conn *c)
       job = NULL;
       goto out;
     }
-    /* A small read with nothing else waiting in the receive buffer runs
-     * right here: handing it to a worker (a wakeup and a context switch)
-     * costs more than a cached 4 KiB read.  Bursts still fan out to the
-     * workers, all but their last request. */
-    if (job->type == NBD_CMD_READ && job->length <= INLINE_READ_MAX &&
-        conn_buffered(c) < sizeof(struct nbd_request))
-      nbd_job_run(job);
-    else
+    /* A read whose data is in the page cache (or in holes) runs right
+     * here: handing it to a worker (a wakeup and a context switch) costs
+     * more than the copy.  Reads that would wait for storage go to the
+     * workers, so slow disks still see many requests in parallel. */
+    if (job->type != NBD_CMD_READ || nbd_job_try_inline(job) < 0)
       job_submit(job);
     job = NULL;
   }
