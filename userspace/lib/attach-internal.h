@@ -16,6 +16,7 @@
 
 int dism_attach_nbd(const struct dism_attach_request *req, struct dism_attach *out);
 int dism_detach_nbd(const struct dism_attach *a);
+int dism_attach_abort_nbd(const struct dism_attach *a);
 bool dism_attach_alive_nbd(const struct dism_attach *a);
 
 int dism_attach_loop(const struct dism_attach_request *req, struct dism_attach *out);

@@ -800,6 +800,17 @@ dism_detach_nbd(const struct dism_attach *a)
   return wait_free(a->nbd_index);
 }
 
+/* The server is dead: requests wait dead_conn_timeout for a reconnect that
+ * cannot come.  DISCONNECT fails them (and later ones) at once.  No wait for
+ * the device to be free: the file system still holds it open. */
+int
+dism_attach_abort_nbd(const struct dism_attach *a)
+{
+  if (a->nbd_index < 0 || !nbd_backend_is(a->nbd_index, a->backend_id))
+    return 0;
+  return nbd_disconnect_index(a->nbd_index);
+}
+
 bool
 dism_attach_alive_nbd(const struct dism_attach *a)
 {

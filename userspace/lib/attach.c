@@ -231,6 +231,14 @@ dism_detach(const struct dism_attach *a)
   }
 }
 
+int
+dism_attach_abort(const struct dism_attach *a)
+{
+  if (!a)
+    return -EINVAL;
+  return a->method == DISM_ATTACH_NBD ? dism_attach_abort_nbd(a) : 0;
+}
+
 bool
 dism_attach_alive(const struct dism_attach *a)
 {

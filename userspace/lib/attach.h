@@ -62,6 +62,11 @@ bool dism_nbd_available(void);
 int dism_attach(const struct dism_attach_request *req, struct dism_attach *out);
 /* Undo dism_attach: disconnect the NBD device or clear the loop devices. */
 int dism_detach(const struct dism_attach *a);
+/* The server behind the device is gone: make queued and later requests fail
+ * now rather than after the dead-connection timeout (NBD: DISCONNECT without
+ * waiting; LOOP: nothing, a dead FUSE file already fails), so the file system
+ * on it unmounts at once.  dism_detach is still called afterwards. */
+int dism_attach_abort(const struct dism_attach *a);
 /* Is the recorded device still attached to what we attached (for status)? */
 bool dism_attach_alive(const struct dism_attach *a);
 

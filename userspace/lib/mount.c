@@ -152,12 +152,27 @@ ntfs_mount(const struct dism_record *r, const struct dism_live *l)
 }
 
 /* ---- undoing live state ----------------------------------------------------- */
+/* A mount whose server died: its NBD device would hold every request (the
+ * syncfs, ntfs-3g's flush at umount) for the dead-connection timeout before
+ * failing it.  Fail them now; nothing can reach the image any more anyway. */
+static void
+abort_if_server_dead(const struct dism_record *r, const struct dism_live *l)
+{
+  if (r->have_attach && dism_server_pid(l) == 0 && dism_attach_alive(&r->attach)) {
+    if (dism_attach_abort(&r->attach) < 0)
+      dism_log(DISM_LOG_WARN, "cannot abort %s: %s", r->attach.disk_dev, dism_last_error());
+    else
+      dism_log(DISM_LOG_INFO, "The image server is gone: aborted %s", r->attach.disk_dev);
+  }
+}
+
 int
 dism_teardown_live(const struct dism_record *r, bool force)
 {
   struct dism_live l;
   dism_live_paths(r->id, &l);
   int first_error = 0;
+  abort_if_server_dead(r, &l);
   if (dism_record_mounted(r)) {
     if (umount2(r->mount_dir, 0) < 0) {
       int e = errno;
@@ -691,6 +706,9 @@ DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
            commit ? "commit" : r->mode == DISM_MODE_RO ? "read-only" : "discard");
   /* Unmount first without forcing: open files -> EBUSY -> nothing changed. */
   if (dism_record_mounted(r)) {
+    struct dism_live dl;
+    dism_live_paths(r->id, &dl);
+    abort_if_server_dead(r, &dl);
     flush_mount(r);
     if (umount2(r->mount_dir, 0) < 0) {
       int e = errno;
