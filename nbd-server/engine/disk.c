@@ -275,6 +275,17 @@ disk_full_pwrite(int fd, const char *path, const void *buf, size_t count,
   return 0;
 }
 
+int
+disk_full_fdatasync(int fd, const char *path)
+{
+  if (fdatasync(fd) < 0) {
+    int e = errno;
+    disk_set_error("%s: fdatasync: %s", path, strerror(e));
+    return -e;
+  }
+  return 0;
+}
+
 bool
 disk_is_zero(const void *buf, size_t len)
 {

@@ -175,5 +175,7 @@ int disk_full_pwrite(int fd, const char *path, const void *buf, size_t count,
 int disk_open_parent(const char *parent_path, const struct disk_open_opts *child_opts,
                      int child_fd, struct disk **out);
 bool disk_is_zero(const void *buf, size_t len);
+/* fdatasync(fd), with a message naming path on failure. */
+int disk_full_fdatasync(int fd, const char *path);
 
 #endif

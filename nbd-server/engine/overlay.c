@@ -603,12 +603,7 @@ static int
 sync_file(struct disk *d)
 {
   struct overlay *o = d->priv;
-  if (fdatasync(o->fd) < 0) {
-    int e = errno;
-    disk_set_error("%s: fdatasync: %s", d->path, strerror(e));
-    return -e;
-  }
-  return 0;
+  return disk_full_fdatasync(o->fd, d->path);
 }
 
 static int

@@ -42,12 +42,7 @@ static int
 raw_flush(struct disk *d)
 {
   struct raw *r = d->priv;
-  if (fdatasync(r->fd) < 0) {
-    int e = errno;
-    disk_set_error("%s: fdatasync: %s", d->path, strerror(e));
-    return -e;
-  }
-  return 0;
+  return disk_full_fdatasync(r->fd, d->path);
 }
 
 static int

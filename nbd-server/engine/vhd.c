@@ -230,12 +230,7 @@ background_read(struct disk *d, void *buf, size_t count, uint64_t offset)
 static int
 sync_fd(struct disk *d, struct vhd *v)
 {
-  if (fdatasync(v->fd) < 0) {
-    int e = errno;
-    disk_set_error("%s: fdatasync: %s", d->path, strerror(e));
-    return -e;
-  }
-  return 0;
+  return disk_full_fdatasync(v->fd, d->path);
 }
 
 /* ---- sector bitmaps --------------------------------------------------- */

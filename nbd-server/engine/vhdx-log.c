@@ -524,12 +524,7 @@ out:
 static int
 sync_fd(struct vhdx *v)
 {
-  if (fdatasync(v->fd) < 0) {
-    int e = errno;
-    disk_set_error("%s: fdatasync: %s", v->path, strerror(e));
-    return -e;
-  }
-  return 0;
+  return disk_full_fdatasync(v->fd, v->path);
 }
 
 /* One log entry with up to 126 data descriptors (one descriptor sector). */

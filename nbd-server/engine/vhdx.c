@@ -110,12 +110,7 @@ vx_read_file(struct vhdx *v, void *buf, size_t len, uint64_t off)
 static int
 sync_fd(struct vhdx *v)
 {
-  if (fdatasync(v->fd) < 0) {
-    int e = errno;
-    disk_set_error("%s: fdatasync: %s", v->path, strerror(e));
-    return -e;
-  }
-  return 0;
+  return disk_full_fdatasync(v->fd, v->path);
 }
 
 /* Write the current header fields with sequence number + 1 into the slot
