@@ -95,3 +95,37 @@ start_server() {
   return 1
 }
 uri() { echo "nbd+unix:///?socket=$1"; }
+
+# run_vm MIN_OKS GUEST_SCRIPT [run-vm.sh options...] -- BINARIES...: boot the
+# test VM (Kbuild/vm/run-vm.sh) with the guest script, relay its "ok - " /
+# "not ok - " lines as TAP, and check that the VM reached the script's end,
+# that the script exited 0 and that it reported at least MIN_OKS passes.
+run_vm() {
+  local min=$1 script=$2 out=$TMPD/vm.out err=$TMPD/vm.err line vmrc oks=0
+  shift 2
+  local opts=() bins=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do opts+=("$1"); shift; done
+  [ "${1:-}" = -- ] && shift
+  bins=("$@")
+  "$ROOT/Kbuild/vm/run-vm.sh" --timeout "${VM_TIMEOUT:-240}" "${opts[@]}" \
+    "$script" "${bins[@]}" >"$out" 2>"$err"
+  vmrc=$?
+  while IFS= read -r line; do
+    case "$line" in
+      "ok - "*)     ok "vm: ${line#ok - }"; oks=$((oks+1)) ;;
+      "not ok - "*) not_ok "vm: ${line#not ok - }" ;;
+      "#"*)         echo "$line" ;;
+      *)            diag "vm: $line" ;;
+    esac
+  done < "$out"
+  if [ $vmrc -eq 2 ] || [ $vmrc -eq 3 ]; then
+    not_ok "the VM ran the guest script to its end (run-vm.sh exit $vmrc)"
+    diag "$(cat "$err")"
+  else
+    ok "the VM ran the guest script to its end"
+    diag "$(grep '^run-vm.sh:' "$err")"
+    is "the guest script exited 0" "$vmrc" 0
+  fi
+  if [ $oks -ge "$min" ]; then ok "the guest reported $oks passing checks"
+  else not_ok "the guest reported only $oks passing checks (expected >= $min)"; fi
+}

@@ -75,29 +75,7 @@ DISK_SIZE=$SIZE
 ENV
 
 # ---- the VM -----------------------------------------------------------------
-OUT=$TMPD/vm.out
-"$ROOT/Kbuild/vm/run-vm.sh" --timeout "${VM_TIMEOUT:-180}" \
+VM_TIMEOUT=${VM_TIMEOUT:-180} run_vm 20 "$ROOT/tests/vm/80-nbd.guest.sh" \
    --file "$D/disk.vhdx:/test/disk.vhdx" --file "$D/disk.raw:/test/disk.raw" \
-   --file "$D/manifest:/test/manifest" --file "$D/env:/test/env" \
-   "$ROOT/tests/vm/80-nbd.guest.sh" "$SERVER_BIN" >"$OUT" 2>"$TMPD/vm.err"
-vmrc=$?
-guest_oks=0
-while IFS= read -r line; do
-  case "$line" in
-    "ok - "*)     ok "vm: ${line#ok - }"; guest_oks=$((guest_oks+1)) ;;
-    "not ok - "*) not_ok "vm: ${line#not ok - }" ;;
-    "#"*)         echo "$line" ;;
-    *)            diag "vm: $line" ;;
-  esac
-done < "$OUT"
-if [ $vmrc -eq 2 ] || [ $vmrc -eq 3 ]; then
-  not_ok "the VM ran the guest script to its end (run-vm.sh exit $vmrc)"
-  diag "$(cat "$TMPD/vm.err")"
-else
-  ok "the VM ran the guest script to its end"
-  diag "$(grep '^run-vm.sh:' "$TMPD/vm.err")"
-  is "the guest script exited 0" "$vmrc" 0
-fi
-[ $guest_oks -ge 20 ] && ok "the guest reported $guest_oks passing checks" \
-  || not_ok "the guest reported only $guest_oks passing checks (expected >= 20)"
+   --file "$D/manifest:/test/manifest" --file "$D/env:/test/env" -- "$SERVER_BIN"
 diag "wall time of this test: $(( $(date +%s) - VMT0 )) s"

@@ -26,31 +26,8 @@ DISK_SIZE=$(stat -c %s "$D/gpt.raw")
 MBR_P5_START=$P5
 ENV
 
-OUT=$TMPD/vm.out
-"$ROOT/Kbuild/vm/run-vm.sh" --timeout "${VM_TIMEOUT:-240}" \
+run_vm 40 "$ROOT/tests/vm/81-attach.guest.sh" \
    --file "$D/disk.vhdx:/test/disk.vhdx" --file "$D/gpt4k.raw:/test/gpt4k.raw" \
    --file "$D/mbr.raw:/test/mbr.raw" --file "$D/fatonly.raw:/test/fatonly.raw" \
-   --file "$D/env:/test/env" \
-   "$ROOT/tests/vm/81-attach.guest.sh" "$BIN/dism-nbd-server" "$TBIN/test-attach" \
-   >"$OUT" 2>"$TMPD/vm.err"
-vmrc=$?
-guest_oks=0
-while IFS= read -r line; do
-  case "$line" in
-    "ok - "*)     ok "vm: ${line#ok - }"; guest_oks=$((guest_oks+1)) ;;
-    "not ok - "*) not_ok "vm: ${line#not ok - }" ;;
-    "#"*)         echo "$line" ;;
-    *)            diag "vm: $line" ;;
-  esac
-done < "$OUT"
-if [ $vmrc -eq 2 ] || [ $vmrc -eq 3 ]; then
-  not_ok "the VM ran the guest script to its end (run-vm.sh exit $vmrc)"
-  diag "$(cat "$TMPD/vm.err")"
-else
-  ok "the VM ran the guest script to its end"
-  diag "$(grep '^run-vm.sh:' "$TMPD/vm.err")"
-  is "the guest script exited 0" "$vmrc" 0
-fi
-[ $guest_oks -ge 40 ] && ok "the guest reported $guest_oks passing checks" \
-  || not_ok "the guest reported only $guest_oks passing checks (expected >= 40)"
+   --file "$D/env:/test/env" -- "$BIN/dism-nbd-server" "$TBIN/test-attach"
 diag "wall time of this test: $(( $(date +%s) - VMT0 )) s"
