@@ -73,6 +73,10 @@ DISM_PC     := $(BUILD)/dism.pc
 DISM_BIN    := $(BUILD)/bin/dism
 NTFS_CFLAGS := $(shell $(PKG_CONFIG) --cflags libntfs-3g 2>/dev/null)
 NTFS_LIBS   := $(shell $(PKG_CONFIG) --libs libntfs-3g 2>/dev/null || echo -lntfs-3g)
+# wimlib (WIM images).  Its .pc names fuse in Requires.private, which is
+# often not installed: then pkg-config fails and plain -lwim is used.
+WIM_CFLAGS  := $(shell $(PKG_CONFIG) --cflags wimlib 2>/dev/null)
+WIM_LIBS    := $(shell $(PKG_CONFIG) --libs wimlib 2>/dev/null || echo -lwim)
 DISM_INC    := -Iuserspace/include -Iuserspace/lib
 
 .PHONY: all check demo bench fuzz fuzz-build install uninstall clean deps
@@ -96,13 +100,13 @@ $(SERVER_BIN): $(SERVER_MAIN) $(SERVER_LIB) $(ENGINE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(LIBDISM_OBJ) $(BUILD)/userspace/cli/dism.o: CPPFLAGS += $(DISM_INC) $(NTFS_CFLAGS)
+$(LIBDISM_OBJ) $(BUILD)/userspace/cli/dism.o: CPPFLAGS += $(DISM_INC) $(NTFS_CFLAGS) $(WIM_CFLAGS)
 $(LIBDISM_OBJ): CFLAGS += -fvisibility=hidden
 
 $(LIBDISM_SO): $(LIBDISM_OBJ) $(ENGINE_LIB) userspace/lib/libdism.map
 	@mkdir -p $(dir $@)
 	$(CC) -shared -Wl,-soname,libdism.so.1 -Wl,--version-script=userspace/lib/libdism.map \
-	  $(LDFLAGS) -o $@ $(LIBDISM_OBJ) $(ENGINE_LIB) $(NTFS_LIBS) $(LIBS)
+	  $(LDFLAGS) -o $@ $(LIBDISM_OBJ) $(ENGINE_LIB) $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
 	ln -sf libdism.so.1 $(BUILD)/libdism.so
 
 $(LIBDISM_A): $(LIBDISM_OBJ) $(ENGINE_OBJ)
@@ -113,7 +117,7 @@ $(LIBDISM_A): $(LIBDISM_OBJ) $(ENGINE_OBJ)
 WRITE_DISM_PC = printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
 	  'Name: dism' 'Description: DISM image-mount API (DismApi.h) for Linux' 'Version: 1.0.0' \
 	  'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -ldism' \
-	  'Libs.private: $(NTFS_LIBS) -lpthread'
+	  'Libs.private: $(NTFS_LIBS) $(WIM_LIBS) -lpthread'
 $(DISM_PC): Makefile
 	@mkdir -p $(dir $@)
 	$(WRITE_DISM_PC) > $@
@@ -121,7 +125,7 @@ $(DISM_PC): Makefile
 # The CLI links libdism statically: it runs from the build tree as installed.
 $(DISM_BIN): $(BUILD)/userspace/cli/dism.o $(LIBDISM_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(NTFS_LIBS) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
 
 # The C API test links the shared library (what applications use).
 $(BUILD)/tests/test-dismapi: tests/unit/test-dismapi.c $(LIBDISM_SO) userspace/include/DismApi.h
@@ -133,7 +137,7 @@ $(BUILD)/tests/test-dismapi: tests/unit/test-dismapi.c $(LIBDISM_SO) userspace/i
 # partition.h), which the shared library hides: link the static one.
 $(BUILD)/tests/test-attach: tests/unit/test-attach.c $(LIBDISM_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(DISM_INC) $(CFLAGS) -o $@ $< $(LIBDISM_A) $(LDFLAGS) $(NTFS_LIBS) $(LIBS)
+	$(CC) $(CPPFLAGS) $(DISM_INC) $(CFLAGS) -o $@ $< $(LIBDISM_A) $(LDFLAGS) $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
 
 $(BUILD)/bin/%: $(BUILD)/nbd-server/tools/%.o $(ENGINE_LIB)
 	@mkdir -p $(dir $@)

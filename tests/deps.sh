@@ -11,7 +11,7 @@ PKGS=(
   # test oracles and peers
   libnbd-bin python3-libnbd nbdkit qemu-utils libvhdi-utils python3-libvhdi fio
   wimtools ntfs-3g fuse3 fdisk gdisk util-linux dosfstools
-  gzip bzip2 xxd bc strace attr procps psmisc kmod cpio
+  gzip bzip2 xxd bc strace attr procps psmisc kmod cpio unzip
   # VM suite
   qemu-system-x86 busybox-static
 )

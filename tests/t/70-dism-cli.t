@@ -42,7 +42,7 @@ like "/Get-WimInfo /WimFile: on a VHD, JSON" "$OUT" '"index": 1, "type": "vhd", 
 run /Get-ImageInfo /ImageFile:"$V" /Index:2
 like "/Get-ImageInfo /Index:2 on a VHDX -> 0xc0040005" "$OUT" "Error: 0xc0040005"
 run /Get-ImageInfo /ImageFile:"$TMPD/x.wim"
-like "/Get-ImageInfo on a WIM: honest 'not supported yet'" "$OUT" "Error: 0x80070032"$'\n\n'".*not supported yet"
+like "/Get-ImageInfo on a missing WIM -> 0x80070002" "$OUT" "Error: 0x80070002"$'\n\n'".*x.wim does not exist"
 
 mount_rc() { run /Mount-Image "$@"; }
 mount_rc /ImageFile:"$TMPD/disk.raw" /Index:1 /MountDir:"$TMPD/m1"
@@ -72,7 +72,7 @@ mount_rc /ImageFile:"$V" /MountDir:"$TMPD/m1"
 like "neither /Index nor /Name -> usage error" "$OUT" "Error: 0x80070057.*/Index"
 echo MSWIM > "$TMPD/x.wim"
 mount_rc /ImageFile:"$TMPD/x.wim" /Index:1 /MountDir:"$TMPD/m1"
-like "WIM mount: honest 'not supported yet'" "$OUT" "Error: 0x80070032"
+like "WIM mount of a file that is no WIM -> 0x80070570, named" "$OUT" "Error: 0x80070570.*x.wim cannot be opened as a WIM file"
 
 run /Unmount-Image /MountDir:"$TMPD/m1" /Discard
 like "unmount of a folder without a mount -> 0xc0040007" "$OUT" "Error: 0xc0040007"

@@ -151,8 +151,9 @@ rules(const char *image, const char *work)
         "one image: index 1, DismImageTypeVhd, virtual size, a name");
   check_hr(DismDelete(ii), S_OK, "DismDelete(image info) -> S_OK");
   check_hr(DismDelete(ii), E_INVALIDARG, "DismDelete twice -> E_INVALIDARG");
-  check_hr(DismGetImageInfo(L"/tmp/some.wim", &ii, &count), HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED),
-           "DismGetImageInfo on a WIM -> ERROR_NOT_SUPPORTED (not yet)");
+  check_hr(DismGetImageInfo(L"/nonexistent/some.wim", &ii, &count),
+           HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND), "DismGetImageInfo on a missing WIM -> "
+           "ERROR_FILE_NOT_FOUND");
 
   /* DISM's mount rules */
   snprintf(path, sizeof path, "%s/empty", work);

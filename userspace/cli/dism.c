@@ -162,20 +162,24 @@ help(enum command cmd)
   case CMD_MOUNT:
     printf("/Mount-Image /ImageFile:<path> {/Index:<n> | /Name:<name>} /MountDir:<dir>\n"
            "            [/ReadOnly] [/Optimize] [/CheckIntegrity]\n\n"
-           "  Mounts an image (.vhd, .vhdx; .wim not yet) at an empty folder.  A VHD/VHDX\n"
-           "  has one image: /Index:1.  /ReadOnly mounts can't be committed.  /Optimize and\n"
-           "  /CheckIntegrity do not apply to VHD/VHDX and are ignored.\n"
+           "  Mounts an image (.wim, .vhd, .vhdx) at an empty folder.  A VHD/VHDX has one\n"
+           "  image: /Index:1.  /ReadOnly mounts can't be committed.  WIM: the image is\n"
+           "  applied to an NTFS volume file in the scratch directory; /CheckIntegrity\n"
+           "  verifies the WIM's integrity table first, /Optimize makes the volume without\n"
+           "  room for servicing.  Both are ignored for VHD/VHDX.\n"
            "  Legacy: /Mount-Wim /WimFile:<path>.\n");
     break;
   case CMD_UNMOUNT:
     printf("/Unmount-Image /MountDir:<dir> {/Commit | /Discard} [/CheckIntegrity] [/Append]\n\n"
            "  Unmounts the image; /Commit saves the changes into the image file first,\n"
            "  /Discard throws them away.  Fails with 0xc1420117 (nothing changed) while\n"
-           "  files are open in the folder.  Legacy: /Unmount-Wim.\n");
+           "  files are open in the folder.  WIM: /Append saves as a new last image,\n"
+           "  /CheckIntegrity writes an integrity table.  Legacy: /Unmount-Wim.\n");
     break;
   case CMD_COMMIT:
     printf("/Commit-Image /MountDir:<dir> [/CheckIntegrity] [/Append]\n\n"
-           "  Saves the changes into the image file; the image stays mounted.\n");
+           "  Saves the changes into the image file; the image stays mounted (a WIM\n"
+           "  mount is briefly unmounted meanwhile: open files make it fail).\n");
     break;
   case CMD_REMOUNT:
     printf("/Remount-Image /MountDir:<dir>\n\n"
@@ -189,7 +193,8 @@ help(enum command cmd)
     break;
   case CMD_GET_IMAGE_INFO:
     printf("/Get-ImageInfo /ImageFile:<path> [/Index:<n> | /Name:<name>] [/Format:{List|Json}]\n\n"
-           "  Describes the images in a .vhd/.vhdx file (one image, index 1).\n");
+           "  Describes the images in a .wim/.vhd/.vhdx file (index, name, description,\n"
+           "  size); with /Index or /Name a WIM image's details.\n");
     break;
   case CMD_CLEANUP:
     printf("/Cleanup-Mountpoints\n\n"
@@ -199,7 +204,7 @@ help(enum command cmd)
   default:
     printf("DISM.exe [dism_options] {Imaging_command} [<Imaging_arguments>]\n\n"
            "IMAGE COMMANDS:\n"
-           "  /Mount-Image            - Mounts an image from a VHD/VHDX (WIM: not yet) file.\n"
+           "  /Mount-Image            - Mounts an image from a WIM, VHD or VHDX file.\n"
            "  /Unmount-Image          - Unmounts a mounted image (/Commit or /Discard).\n"
            "  /Commit-Image           - Saves changes to a mounted image.\n"
            "  /Remount-Image          - Recovers an orphaned (Needs Remount) mount.\n"
@@ -486,6 +491,61 @@ print_size(UINT64 bytes)
   printf("Size : %s bytes\n", out);
 }
 
+static const char *
+arch_text(UINT arch)
+{
+  switch (arch) {
+  case 0: return "x86";
+  case 5: return "arm";
+  case 6: return "ia64";
+  case 9: return "x64";
+  case 12: return "arm64";
+  default: return "<undefined>";
+  }
+}
+
+static void
+print_time(const char *label, const SYSTEMTIME *t)
+{
+  if (!t->wYear) {
+    printf("%s : <undefined>\n", label);
+    return;
+  }
+  unsigned h12 = t->wHour % 12 ? t->wHour % 12 : 12;
+  printf("%s : %u/%u/%u - %u:%02u:%02u %s\n", label, t->wMonth, t->wDay, t->wYear, h12,
+         t->wMinute, t->wSecond, t->wHour < 12 ? "AM" : "PM");
+}
+
+static const wchar_t *
+or_undefined(const wchar_t *s)
+{
+  return s && *s ? s : L"<undefined>";
+}
+
+/* /Get-ImageInfo /Index or /Name of a WIM: the details DISM shows. */
+static void
+print_wim_details(const DismImageInfo *i)
+{
+  const DismWimCustomizedInfo *c = i->CustomizedInfo;
+  printf("WIM Bootable : %s\nArchitecture : %s\nHal : %ls\n",
+         i->Bootable == DismImageBootableYes ? "Yes" : "No", arch_text(i->Architecture),
+         or_undefined(i->Hal));
+  if (i->MajorVersion || i->Build)
+    printf("Version : %u.%u.%u\nServicePack Build : %u\nServicePack Level : %u\n",
+           i->MajorVersion, i->MinorVersion, i->Build, i->SpBuild, i->SpLevel);
+  else
+    printf("Version : <undefined>\n");
+  printf("Edition : %ls\nInstallation : %ls\nProductType : %ls\nProductSuite : %ls\n"
+         "System Root : %ls\n", or_undefined(i->EditionId), or_undefined(i->InstallationType),
+         or_undefined(i->ProductType), or_undefined(i->ProductSuite),
+         or_undefined(i->SystemRoot));
+  if (c) {
+    printf("Directories : %u\nFiles : %u\n", c->DirectoryCount, c->FileCount);
+    print_time("Created", &c->CreatedTime);
+    print_time("Modified", &c->ModifiedTime);
+  }
+}
+
 static int
 cmd_get_image_info(const struct options *o)
 {
@@ -537,7 +597,16 @@ cmd_get_image_info(const struct options *o)
       json_wstr(info[i].ImageName);
       printf(", \"description\": ");
       json_wstr(info[i].ImageDescription);
-      printf(", \"size\": %llu}", (unsigned long long) info[i].ImageSize);
+      printf(", \"size\": %llu", (unsigned long long) info[i].ImageSize);
+      const DismWimCustomizedInfo *c = info[i].CustomizedInfo;
+      if (info[i].ImageType == DismImageTypeWim && c) {
+        printf(", \"architecture\": \"%s\", \"edition\": ", arch_text(info[i].Architecture));
+        json_wstr(info[i].EditionId);
+        printf(", \"version\": \"%u.%u.%u\", \"directories\": %u, \"files\": %u",
+               info[i].MajorVersion, info[i].MinorVersion, info[i].Build, c->DirectoryCount,
+               c->FileCount);
+      }
+      printf("}");
     }
     printf("\n]}\n");
   } else {
@@ -546,6 +615,8 @@ cmd_get_image_info(const struct options *o)
       printf("Index : %u\nName : %ls\nDescription : %ls\n", (unsigned) info[i].ImageIndex,
              info[i].ImageName, info[i].ImageDescription);
       print_size(info[i].ImageSize);
+      if (info[i].ImageType == DismImageTypeWim && (o->index || name))
+        print_wim_details(&info[i]);
       printf("\n");
     }
     success();

@@ -10,10 +10,12 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "disk.h"
 #include "dism-internal.h"
+#include "wim.h"
 
 #define DEFAULT_LOG_PATH "/var/log/dism/dism.log"
 
@@ -509,6 +511,95 @@ out:
 }
 
 /* ---- DismGetImageInfo ------------------------------------------------------ */
+/* FILETIME (100 ns since 1601, UTC) -> SYSTEMTIME; zero stays zero. */
+static SYSTEMTIME
+systemtime_from_filetime(uint64_t ft)
+{
+  SYSTEMTIME st = { 0 };
+  struct tm tm;
+  if (ft == 0)
+    return st;
+  time_t t = (time_t) (ft / 10000000ULL) - (time_t) 11644473600LL;
+  if (!gmtime_r(&t, &tm))
+    return st;
+  st.wYear = (WORD) (tm.tm_year + 1900);
+  st.wMonth = (WORD) (tm.tm_mon + 1);
+  st.wDayOfWeek = (WORD) tm.tm_wday;
+  st.wDay = (WORD) tm.tm_mday;
+  st.wHour = (WORD) tm.tm_hour;
+  st.wMinute = (WORD) tm.tm_min;
+  st.wSecond = (WORD) tm.tm_sec;
+  st.wMilliseconds = (WORD) (ft / 10000ULL % 1000);
+  return st;
+}
+
+/* A WIM: one DismImageInfo per image, each with a DismWimCustomizedInfo,
+ * all in one allocation (structures, then customized infos, then text). */
+static HRESULT
+wim_image_info(const char *func, const char *path, DismImageInfo **out, UINT *count)
+{
+  struct dism_wim_image *imgs = NULL;
+  unsigned n = 0;
+  HRESULT hr = dism_wim_list(path, &imgs, &n);
+  if (FAILED(hr))
+    return dism_api_fail(func, hr, "%s", dism_last_error());
+  size_t text = 0;
+  for (unsigned i = 0; i < n; i++) {
+    const struct dism_wim_image *w = &imgs[i];
+    text += dism_utf8_wide_len(w->name) + dism_utf8_wide_len(w->description) +
+            dism_utf8_wide_len(w->product_name) + dism_utf8_wide_len(w->edition) +
+            dism_utf8_wide_len(w->installation_type) + dism_utf8_wide_len(w->hal) +
+            dism_utf8_wide_len(w->product_type) + dism_utf8_wide_len(w->product_suite) +
+            dism_utf8_wide_len(w->system_root);
+  }
+  size_t head = (n * sizeof(DismImageInfo) + 7) / 8 * 8;
+  size_t custom = (n * sizeof(DismWimCustomizedInfo) + 7) / 8 * 8;
+  char *block = calloc(1, head + custom + text * sizeof(wchar_t) + 8);
+  if (!block) {
+    free(imgs);
+    return dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
+  }
+  DismImageInfo *info = (DismImageInfo *) block;
+  DismWimCustomizedInfo *ci = (DismWimCustomizedInfo *) (block + head);
+  wchar_t *cursor = (wchar_t *) (block + head + custom);
+  for (unsigned i = 0; i < n; i++) {
+    const struct dism_wim_image *w = &imgs[i];
+    info[i].ImageType = DismImageTypeWim;
+    info[i].ImageIndex = w->index;
+    info[i].ImageName = put_wide(&cursor, w->name);
+    info[i].ImageDescription = put_wide(&cursor, w->description);
+    info[i].ImageSize = w->total_bytes;
+    info[i].Architecture = w->arch;
+    info[i].ProductName = put_wide(&cursor, w->product_name);
+    info[i].EditionId = put_wide(&cursor, w->edition);
+    info[i].InstallationType = put_wide(&cursor, w->installation_type);
+    info[i].Hal = put_wide(&cursor, w->hal);
+    info[i].ProductType = put_wide(&cursor, w->product_type);
+    info[i].ProductSuite = put_wide(&cursor, w->product_suite);
+    info[i].SystemRoot = put_wide(&cursor, w->system_root);
+    info[i].MajorVersion = w->major;
+    info[i].MinorVersion = w->minor;
+    info[i].Build = w->build;
+    info[i].SpBuild = w->spbuild;
+    info[i].SpLevel = w->splevel;
+    info[i].Bootable = w->boot ? DismImageBootableYes : DismImageBootableNo;
+    ci[i].Size = w->total_bytes > 0xFFFFFFFFULL ? 0xFFFFFFFFU : (UINT) w->total_bytes;
+    ci[i].DirectoryCount = (UINT) w->dir_count;
+    ci[i].FileCount = (UINT) w->file_count;
+    ci[i].CreatedTime = systemtime_from_filetime(w->created);
+    ci[i].ModifiedTime = systemtime_from_filetime(w->modified);
+    info[i].CustomizedInfo = &ci[i];
+  }
+  free(imgs);
+  if (dism_track_allocation(block) < 0) {
+    free(block);
+    return dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
+  }
+  *out = info;
+  *count = n;
+  return S_OK;
+}
+
 DISM_API HRESULT WINAPI
 DismGetImageInfo(PCWSTR ImageFilePath, DismImageInfo **ImageInfo, UINT *Count)
 {
@@ -526,8 +617,7 @@ DismGetImageInfo(PCWSTR ImageFilePath, DismImageInfo **ImageInfo, UINT *Count)
     return hr;
   const char *want = dism_has_ext(path, ".vhdx") ? "vhdx" : dism_has_ext(path, ".vhd") ? "vhd" : NULL;
   if (dism_has_ext(path, ".wim") || dism_has_ext(path, ".swm")) {
-    hr = dism_api_fail(func, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED),
-                       "%s: WIM images are not supported yet (only .vhd and .vhdx).", path);
+    hr = wim_image_info(func, path, ImageInfo, Count);
     goto out;
   }
   if (!want) {

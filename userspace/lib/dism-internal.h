@@ -81,8 +81,10 @@ struct dism_record {
   char id[37];
   char image[4096];          /* absolute, canonical */
   uint64_t image_dev, image_ino;
-  char format[8];            /* "vhd", "vhdx" */
+  char format[8];            /* "vhd", "vhdx", "wim" */
   unsigned index;
+  char image_name[512];      /* WIM: the image's name at mount time */
+  char volume[4096];         /* WIM: the synthesized NTFS volume file ("" otherwise) */
   enum dism_mode mode;
   char mount_dir[4096];      /* absolute, canonical */
   char overlay[4096];        /* "" for read-only mounts */
@@ -129,6 +131,8 @@ struct dism_live {
 };
 void dism_live_paths(const char *id, struct dism_live *l);
 
+/* Is the record a WIM mount (served from its synthesized volume)? */
+bool dism_record_is_wim(const struct dism_record *r);
 /* Status of a record as DismGetMountedImageInfo reports it. */
 DismMountStatus dism_record_status(const struct dism_record *r);
 /* Is the record's file system mounted at its mount dir from its device? */

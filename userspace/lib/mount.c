@@ -21,6 +21,7 @@
 
 #include "disk.h"
 #include "dism-internal.h"
+#include "wim.h"
 
 #define PROGRESS_TOTAL 100
 
@@ -30,6 +31,7 @@ struct op {
   int cancel_fd;             /* -1: no cancel event */
   DISM_PROGRESS_CALLBACK progress;
   void *user;
+  UINT from, span;           /* op_progress(0..100) is reported as from..from+span */
 };
 
 static HRESULT
@@ -39,6 +41,8 @@ op_init(struct op *o, const char *func, HANDLE cancel, DISM_PROGRESS_CALLBACK pr
   o->cancel_fd = cancel ? DISM_FD_FROM_HANDLE(cancel) : -1;
   o->progress = progress;
   o->user = user;
+  o->from = 0;
+  o->span = PROGRESS_TOTAL;
   if (o->cancel_fd >= 0 && fcntl(o->cancel_fd, F_GETFD) < 0)
     return dism_api_fail(func, E_HANDLE, "The cancel event handle is not valid.");
   if (cancel && o->cancel_fd < 0)
@@ -51,7 +55,7 @@ static void
 op_progress(struct op *o, UINT current)
 {
   if (o->progress)
-    o->progress(current, PROGRESS_TOTAL, o->user);
+    o->progress(o->from + current * o->span / PROGRESS_TOTAL, PROGRESS_TOTAL, o->user);
 }
 
 /* Signalled?  The counter is not consumed, so the event stays signalled. */
@@ -325,12 +329,42 @@ is_fs_root(const char *dir)
   return st.st_dev != pst.st_dev || (st.st_ino == pst.st_ino);
 }
 
-/* What can be checked without the registry. */
+/* A WIM: open it (verifying its integrity table with /CheckIntegrity) and
+ * find the image by index or name. */
+static HRESULT
+validate_wim(const char *func, UINT index, PCWSTR name, DismImageIdentifier ident, DWORD flags,
+             struct dism_record *r, struct dism_wim_image *wi)
+{
+  char *name_utf8 = NULL;
+  if (ident == DismImageName) {
+    if (!name || !(name_utf8 = dism_wide_to_utf8(name)))
+      return dism_api_fail(func, DISMAPI_E_INVALID_IMAGE_NAME,
+                           "%s: ImageName must be a valid image name.", r->image);
+  } else if (ident == DismImageNone) {
+    index = 1;
+  }
+  if (flags & DISM_MOUNT_SUPPORT_EA)
+    dism_log(DISM_LOG_INFO, "%s: /SupportEa: NTFS extended attributes are kept anyway; ignored",
+             func);
+  HRESULT hr = dism_wim_resolve(r->image, (flags & DISM_MOUNT_CHECK_INTEGRITY) != 0,
+                                ident == DismImageName, index, name_utf8, wi);
+  free(name_utf8);
+  if (FAILED(hr))
+    return dism_api_fail(func, hr, "%s", dism_last_error());
+  r->index = wi->index;
+  snprintf(r->image_name, sizeof r->image_name, "%s", wi->name);
+  snprintf(r->format, sizeof r->format, "wim");
+  return S_OK;
+}
+
+/* What can be checked without the registry.  wi: the WIM image (WIMs only). */
 static HRESULT
 validate_mount_args(const char *func, const char *image_arg, const char *dir_arg, UINT index,
-                    PCWSTR name, DismImageIdentifier ident, DWORD flags, struct dism_record *r)
+                    PCWSTR name, DismImageIdentifier ident, DWORD flags, struct dism_record *r,
+                    struct dism_wim_image *wi)
 {
   bool vhdx = dism_has_ext(image_arg, ".vhdx"), vhd = dism_has_ext(image_arg, ".vhd");
+  bool wim = !vhd && !vhdx;
   if (dism_has_ext(image_arg, ".swm"))
     return dism_api_fail(func, E_INVALIDARG,
                          "%s is a split WIM (.swm): split WIM files cannot be mounted.", image_arg);
@@ -350,20 +384,16 @@ validate_mount_args(const char *func, const char *image_arg, const char *dir_arg
     return dism_api_fail(func, E_INVALIDARG,
                          "%s is on a network file system: images must be local to be mounted.",
                          image_arg);
-  if (!vhd && !vhdx)
-    return dism_api_fail(func, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED),
-                         "%s: mounting WIM images is not supported yet (only .vhd and .vhdx).",
-                         image_arg);
-  if (ident == DismImageName)
+  if (ident != DismImageIndex && ident != DismImageNone && ident != DismImageName)
+    return dism_api_fail(func, E_INVALIDARG, "ImageIdentifier %d is not valid.", (int) ident);
+  /* A WIM's index or name is resolved by validate_wim, below. */
+  if (!wim && ident == DismImageName)
     return dism_api_fail(func, DISMAPI_E_INVALID_IMAGE_NAME,
                          "%s: a VHD/VHDX image has no names; use index 1.", image_arg);
-  if (ident != DismImageIndex && ident != DismImageNone)
-    return dism_api_fail(func, E_INVALIDARG, "ImageIdentifier %d is not valid.", (int) ident);
-  if (ident == DismImageIndex && index != 1)
+  if (!wim && ident == DismImageIndex && index != 1)
     return dism_api_fail(func, DISMAPI_E_INVALID_IMAGE_INDEX,
                          "%s: index %u is not valid: a VHD/VHDX image has only index 1.",
                          image_arg, (unsigned) index);
-  (void) name;
   if (stat(dir_arg, &st) < 0)
     return dism_api_fail(func, E_INVALIDARG, "The mount folder %s does not exist.", dir_arg);
   if (!S_ISDIR(st.st_mode))
@@ -379,6 +409,13 @@ validate_mount_args(const char *func, const char *image_arg, const char *dir_arg
   r->image_ino = (uint64_t) st.st_ino;
   r->index = 1;
   r->mode = (flags & DISM_MOUNT_READONLY) ? DISM_MODE_RO : DISM_MODE_RW;
+  if (wim) {
+    if (r->mode == DISM_MODE_RW && access(r->image, W_OK) < 0)
+      return dism_api_fail(func, DISM_E_NO_PERMISSION_TO_MOUNT_RW,
+                           "You do not have permission to mount and modify %s: %s. Mount it "
+                           "with /ReadOnly instead.", r->image, strerror(errno));
+    return validate_wim(func, index, name, ident, flags, r, wi);
+  }
   snprintf(r->format, sizeof r->format, "%s", vhdx ? "vhdx" : "vhd");
   if (flags & (DISM_MOUNT_OPTIMIZE | DISM_MOUNT_CHECK_INTEGRITY | DISM_MOUNT_SUPPORT_EA))
     dism_log(DISM_LOG_INFO, "%s: /Optimize, /CheckIntegrity and /SupportEa do not apply to "
@@ -451,6 +488,11 @@ validate_against_registry(const char *func, const struct dism_record *r)
       continue;
     if (dism_record_status(other) == DismMountStatusInvalid)
       continue;
+    /* WIM mounts each have their own volume: read-only ones coexist with
+     * the one read/write mount (they keep the image as it was). */
+    if (dism_record_is_wim(r) && dism_record_is_wim(other) &&
+        (r->mode == DISM_MODE_RO || other->mode == DISM_MODE_RO))
+      continue;
     if (other->mode == DISM_MODE_RW) {
       hr = dism_api_fail(func, DISM_E_ALREADY_MOUNTED_READWRITE,
                          "The specified image in the specified file is already mounted for "
@@ -470,6 +512,69 @@ out:
   return hr;
 }
 
+/* ---- WIM: the synthesized volume, and capture back into the WIM ---------------- */
+struct wim_relay {
+  struct op *o;
+  UINT from, span, last;
+};
+
+/* wimlib's percent -> the op's callback (only when it changes); cancel polled. */
+static bool
+wim_relay_progress(unsigned percent, void *opaque)
+{
+  struct wim_relay *w = opaque;
+  UINT at = w->from + percent * w->span / 100;
+  if (at != w->last) {
+    w->last = at;
+    op_progress(w->o, at);
+  }
+  return op_cancelled(w->o);
+}
+
+/* Build the mount's volume file from its WIM image (progress 5..60). */
+static HRESULT
+synthesize(struct op *o, struct dism_record *r, const struct dism_wim_image *wi, bool optimize)
+{
+  uint64_t size = dism_wim_volume_size(wi, optimize);
+  dism_log(DISM_LOG_INFO, "%s: building the NTFS volume %s (%llu bytes%s) from image %u (%s) "
+           "of %s", o->func, r->volume, (unsigned long long) size,
+           optimize ? ", /Optimize: no servicing room" : "", r->index, r->image_name, r->image);
+  struct wim_relay relay = { o, 5, 55, 5 };
+  HRESULT hr = dism_wim_synthesize(r->image, r->index, size, r->volume, wim_relay_progress,
+                                   &relay);
+  if (hr == HRESULT_FROM_WIN32(ERROR_CANCELLED))
+    return op_cancel_result(o, "while the image was applied to its volume");
+  if (FAILED(hr))
+    return dism_api_fail(o->func, hr, "%s", dism_last_error());
+  return S_OK;
+}
+
+/* Capture the (unmounted, detached, unserved) volume into the WIM.  On
+ * failure the message is in dism_last_error() (the caller words the API
+ * error: what happens to the changes differs). */
+static HRESULT
+commit_wim(struct op *o, struct dism_record *r, DWORD flags, UINT from, UINT span)
+{
+  unsigned wflags = ((flags & DISM_COMMIT_APPEND) ? DISM_WIM_COMMIT_APPEND : 0) |
+                    ((flags & DISM_COMMIT_GENERATE_INTEGRITY) ? DISM_WIM_COMMIT_INTEGRITY : 0);
+  struct wim_relay relay = { o, from, span, from };
+  unsigned written = 0;
+  dism_log(DISM_LOG_INFO, "%s: capturing %s into %s (%s image %u%s)", o->func, r->volume,
+           r->image, (flags & DISM_COMMIT_APPEND) ? "append after" : "replace", r->index,
+           (flags & DISM_COMMIT_GENERATE_INTEGRITY) ? ", with an integrity table" : "");
+  HRESULT hr = dism_wim_capture(r->image, r->index, r->volume, wflags, wim_relay_progress, &relay,
+                                &written);
+  if (FAILED(hr))
+    return hr;
+  struct stat st;
+  if (stat(r->image, &st) == 0) {
+    r->image_dev = (uint64_t) st.st_dev;
+    r->image_ino = (uint64_t) st.st_ino;
+  }
+  dism_log(DISM_LOG_INFO, "%s: committed into image %u of %s", o->func, written, r->image);
+  return S_OK;
+}
+
 /* ---- DismMountImage ----------------------------------------------------------- */
 DISM_API HRESULT WINAPI
 DismMountImage(PCWSTR ImageFilePath, PCWSTR MountPath, UINT ImageIndex, PCWSTR ImageName,
@@ -487,6 +592,7 @@ DismMountImage(PCWSTR ImageFilePath, PCWSTR MountPath, UINT ImageIndex, PCWSTR I
   char *image_arg = NULL, *dir_arg = NULL;
   struct dism_record *r = NULL;
   struct dism_live l;
+  struct dism_wim_image wi;
   int lock_fd = -1;
   bool live_made = false, up = false;
 
@@ -500,7 +606,7 @@ DismMountImage(PCWSTR ImageFilePath, PCWSTR MountPath, UINT ImageIndex, PCWSTR I
   }
   r->attach.nbd_index = -1;
   hr = validate_mount_args(func, image_arg, dir_arg, ImageIndex, ImageName, ImageIdentifier,
-                           Flags, r);
+                           Flags, r, &wi);
   if (FAILED(hr))
     goto out;
   lock_fd = dism_registry_lock();
@@ -532,13 +638,27 @@ DismMountImage(PCWSTR ImageFilePath, PCWSTR MountPath, UINT ImageIndex, PCWSTR I
     hr = dism_api_fail(func, E_INVALIDARG, "The scratch directory path is too long.");
     goto out;
   }
+  if (dism_record_is_wim(r) &&
+      snprintf(r->volume, sizeof r->volume, "%s/%s.vol", dism_config()->scratch_dir, r->id) >=
+          (int) sizeof r->volume) {
+    hr = dism_api_fail(func, E_INVALIDARG, "The scratch directory path is too long.");
+    goto out;
+  }
   r->created = (int64_t) time(NULL);
   snprintf(r->state, sizeof r->state, "mounting");
-  dism_log(DISM_LOG_INFO, "%s: mount %s: %s index 1 at %s, %s", func, r->id, r->image,
-           r->mount_dir, r->mode == DISM_MODE_RO ? "read-only" : "read/write");
+  dism_log(DISM_LOG_INFO, "%s: mount %s: %s index %u at %s, %s", func, r->id, r->image,
+           r->index, r->mount_dir, r->mode == DISM_MODE_RO ? "read-only" : "read/write");
+  /* live.conf names the volume before it exists: cleanup can remove it. */
   if (dism_record_write_path(l.live_conf, r) < 0) {
     hr = dism_api_fail(func, E_FAIL, "%s", dism_last_error());
     goto out;
+  }
+  if (dism_record_is_wim(r)) {
+    if (FAILED(hr = synthesize(&o, r, &wi, (Flags & DISM_MOUNT_OPTIMIZE) != 0)))
+      goto out;
+    /* bring_up's 0..100 becomes 60..100. */
+    o.from = 60;
+    o.span = 40;
   }
   if (FAILED(hr = bring_up(&o, r, &l)))
     goto out;
@@ -550,7 +670,7 @@ DismMountImage(PCWSTR ImageFilePath, PCWSTR MountPath, UINT ImageIndex, PCWSTR I
   }
   dism_log(DISM_LOG_INFO, "%s: mounted %s at %s (%s)", func, r->image, r->mount_dir,
            r->attach.reason);
-  op_progress(&o, 100);
+  op_progress(&o, PROGRESS_TOTAL);
 out:
   if (FAILED(hr) && r) {
     if (up)
@@ -558,6 +678,8 @@ out:
     if (live_made) {
       if (r->overlay[0])
         unlink(r->overlay);
+      if (r->volume[0])
+        unlink(r->volume);
       dism_remove_flat_dir(l.dir);
       dism_record_remove(r->id);
     }
@@ -673,9 +795,6 @@ DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
                        "DISM_DISCARD_IMAGE.", (unsigned) Flags);
     goto out;
   }
-  if (Flags & DISM_COMMIT_MASK)
-    dism_log(DISM_LOG_INFO, "%s: /CheckIntegrity and /Append do not apply to VHD/VHDX images; "
-             "ignored", func);
   r = calloc(1, sizeof *r);
   if (!r) {
     hr = dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
@@ -702,6 +821,10 @@ DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
     goto out;
   }
   bool commit = action == DISM_COMMIT_IMAGE && r->mode == DISM_MODE_RW;
+  bool wim = dism_record_is_wim(r);
+  if ((Flags & DISM_COMMIT_MASK) && !wim)
+    dism_log(DISM_LOG_INFO, "%s: /CheckIntegrity and /Append do not apply to VHD/VHDX images; "
+             "ignored", func);
   dism_log(DISM_LOG_INFO, "%s: unmount %s from %s (%s)", func, r->image, r->mount_dir,
            commit ? "commit" : r->mode == DISM_MODE_RO ? "read-only" : "discard");
   /* Unmount first without forcing: open files -> EBUSY -> nothing changed. */
@@ -733,7 +856,21 @@ DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
     dism_log(DISM_LOG_INFO, "Detached %s", r->attach.disk_dev);
   }
   op_progress(&o, 20);
-  if (commit && (rc = commit_record(&o, r, 20, 70)) < 0) {
+  if (wim) {
+    /* The server flushes the volume as it stops: then it is complete on
+     * disk for libntfs-3g to read. */
+    struct dism_live wl;
+    dism_live_paths(r->id, &wl);
+    dism_server_stop(&wl);
+    if (commit && FAILED(hr = commit_wim(&o, r, Flags, 20, 70))) {
+      hr = dism_api_fail(func, hr, "%s. The WIM is unchanged; the changes are kept in %s: the "
+                         "mount needs a remount (/Remount-Image) to retry, or an unmount with "
+                         "/Discard.", dism_last_error(), r->volume);
+      snprintf(r->state, sizeof r->state, "commit-failed");
+      dism_record_write(r);
+      goto out;
+    }
+  } else if (commit && (rc = commit_record(&o, r, 20, 70)) < 0) {
     hr = dism_api_fail(func, dism_hr_from_errno(rc),
                        "%s. The changes are kept in %s; the mount needs a remount "
                        "(/Remount-Image) or an unmount with /Discard.", dism_last_error(),
@@ -752,6 +889,8 @@ DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
   op_progress(&o, 95);
   if (r->overlay[0] && unlink(r->overlay) < 0 && errno != ENOENT)
     dism_log(DISM_LOG_WARN, "cannot remove %s: %s", r->overlay, strerror(errno));
+  if (r->volume[0] && unlink(r->volume) < 0 && errno != ENOENT)
+    dism_log(DISM_LOG_WARN, "cannot remove %s: %s", r->volume, strerror(errno));
   dism_remove_flat_dir(l.dir);
   if ((rc = dism_record_remove(r->id)) < 0) {
     hr = dism_api_fail(func, dism_hr_from_errno(rc), "%s", dism_last_error());
@@ -845,6 +984,51 @@ out:
 }
 
 /* ---- DismCommitImage ------------------------------------------------------------- */
+/* DismCommitImage of a WIM mount.  libntfs-3g must read a volume nobody has
+ * mounted, so: unmount (open files -> ERROR_BUSY, nothing changed), detach,
+ * stop the server, capture, then serve, attach and mount again.  The folder
+ * is empty for that time. */
+static HRESULT
+commit_wim_mounted(struct op *o, struct dism_record *r, DWORD flags)
+{
+  struct dism_live l;
+  dism_live_paths(r->id, &l);
+  op_progress(o, 0);
+  flush_mount(r);
+  if (umount2(r->mount_dir, 0) < 0) {
+    int e = errno;
+    if (e == EBUSY)
+      return dism_api_fail(o->func, HRESULT_FROM_WIN32(ERROR_BUSY),
+                           "Files are open in %s. A WIM image is committed from its volume "
+                           "while that is briefly unmounted: close them and commit again. The "
+                           "mount is unchanged.", r->mount_dir);
+    return dism_api_fail(o->func, dism_hr_from_errno(-e), "Cannot unmount %s: %s",
+                         r->mount_dir, strerror(e));
+  }
+  HRESULT hr = S_OK;
+  int rc = dism_teardown_live(r, false);
+  if (rc < 0)
+    hr = dism_api_fail(o->func, dism_hr_from_errno(rc), "%s. Nothing was committed.",
+                       dism_last_error());
+  else if (FAILED(hr = commit_wim(o, r, flags, 5, 80)))
+    hr = dism_api_fail(o->func, hr, "%s. The WIM is unchanged; the changes stay in the mount.",
+                       dism_last_error());
+  /* Mounted again whatever happened: the changes live in the volume. */
+  o->from = 85;
+  o->span = 15;
+  HRESULT up = bring_up(o, r, &l);
+  o->from = 0;
+  o->span = PROGRESS_TOTAL;
+  if (dism_record_write(r) < 0)
+    dism_log(DISM_LOG_WARN, "cannot update the record of %s: %s", r->mount_dir,
+             dism_last_error());
+  if (FAILED(up))
+    return dism_api_fail(o->func, up, "%s The image could not be mounted again at %s: %s; "
+                         "run /Remount-Image.", SUCCEEDED(hr) ? "The changes were committed." :
+                         "Nothing was committed.", r->mount_dir, dism_last_error());
+  return hr;
+}
+
 DISM_API HRESULT WINAPI
 DismCommitImage(DismSession Session, DWORD Flags, HANDLE CancelEvent,
                 DISM_PROGRESS_CALLBACK Progress, PVOID UserData)
@@ -905,6 +1089,15 @@ DismCommitImage(DismSession Session, DWORD Flags, HANDLE CancelEvent,
     hr = op_cancel_result(&o, "before committing");
     goto out;
   }
+  if (dism_record_is_wim(r)) {
+    hr = commit_wim_mounted(&o, r, Flags);
+    if (SUCCEEDED(hr))
+      op_progress(&o, PROGRESS_TOTAL);
+    goto out;
+  }
+  if (Flags & DISM_COMMIT_MASK)
+    dism_log(DISM_LOG_INFO, "%s: /CheckIntegrity and /Append do not apply to VHD/VHDX images; "
+             "ignored", func);
   op_progress(&o, 0);
   flush_mount(r);
   if ((rc = commit_record(&o, r, 0, 100)) < 0) {
@@ -927,6 +1120,8 @@ remove_mount_leftovers(const struct dism_record *r, bool remove_overlay)
   dism_teardown_live(r, true);
   if (remove_overlay && r->overlay[0])
     unlink(r->overlay);
+  if (remove_overlay && r->volume[0])
+    unlink(r->volume);
   char dir[4200];
   dism_live_dir(r->id, dir, sizeof dir);
   dism_remove_flat_dir(dir);

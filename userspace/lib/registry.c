@@ -120,6 +120,10 @@ dism_record_write_path(const char *path, const struct dism_record *r)
   PUT("image_dev=%" PRIu64 "\nimage_ino=%" PRIu64 "\n", r->image_dev, r->image_ino);
   PUT("format=%s\n", r->format);
   PUT("index=%u\n", r->index);
+  if (r->image_name[0])
+    PUT("image_name=%s\n", r->image_name);
+  if (r->volume[0])
+    PUT("volume=%s\n", r->volume);
   PUT("mode=%s\n", r->mode == DISM_MODE_RO ? "ro" : "rw");
   PUT("mount_dir=%s\n", r->mount_dir);
   PUT("overlay=%s\n", r->overlay);
@@ -161,6 +165,10 @@ record_set(struct dism_record *r, const char *key, const char *value)
     COPY(format);
   else if (!strcmp(key, "index"))
     r->index = (unsigned) strtoul(value, NULL, 10);
+  else if (!strcmp(key, "image_name"))
+    COPY(image_name);
+  else if (!strcmp(key, "volume"))
+    COPY(volume);
   else if (!strcmp(key, "mode"))
     r->mode = strcmp(value, "ro") == 0 ? DISM_MODE_RO : DISM_MODE_RW;
   else if (!strcmp(key, "mount_dir"))
@@ -309,17 +317,29 @@ dism_record_mounted(const struct dism_record *r)
   return strcmp(source, r->attach.fs_dev) == 0;
 }
 
+bool
+dism_record_is_wim(const struct dism_record *r)
+{
+  return strcmp(r->format, "wim") == 0;
+}
+
 DismMountStatus
 dism_record_status(const struct dism_record *r)
 {
   struct stat st;
-  /* The image gone or replaced, or the mount dir gone: nothing to remount. */
-  if (stat(r->image, &st) < 0 || (uint64_t) st.st_dev != r->image_dev ||
-      (uint64_t) st.st_ino != r->image_ino)
+  bool wim = dism_record_is_wim(r);
+  /* The image gone or replaced, or the mount dir gone: nothing to remount.
+   * A WIM mount is served from its own volume file: that must be there,
+   * and the WIM only needs to exist (a commit of another mount may have
+   * rewritten it). */
+  if (stat(r->image, &st) < 0 || !S_ISREG(st.st_mode) ||
+      (!wim && ((uint64_t) st.st_dev != r->image_dev || (uint64_t) st.st_ino != r->image_ino)))
     return DismMountStatusInvalid;
   if (stat(r->mount_dir, &st) < 0 || !S_ISDIR(st.st_mode))
     return DismMountStatusInvalid;
-  if (r->mode == DISM_MODE_RW && (r->overlay[0] == '\0' || access(r->overlay, F_OK) < 0))
+  if (wim && (r->volume[0] == '\0' || access(r->volume, F_OK) < 0))
+    return DismMountStatusInvalid;
+  if (!wim && r->mode == DISM_MODE_RW && (r->overlay[0] == '\0' || access(r->overlay, F_OK) < 0))
     return DismMountStatusInvalid;
   struct dism_live l;
   dism_live_paths(r->id, &l);

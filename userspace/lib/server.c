@@ -188,9 +188,12 @@ dism_server_start(const struct dism_record *r, const struct dism_live *l, bool f
   const char *argv[24];
   int argc = 0;
   argv[argc++] = server;
+  /* A WIM mount serves its synthesized volume, a raw whole-disk NTFS that
+   * is our own scratch copy: read/write mounts write straight into it. */
+  bool wim = dism_record_is_wim(r);
   if (r->mode == DISM_MODE_RO) {
     argv[argc++] = "--readonly";
-  } else {
+  } else if (!wim) {
     argv[argc++] = "--overlay";
     argv[argc++] = r->overlay;
   }
@@ -207,8 +210,8 @@ dism_server_start(const struct dism_record *r, const struct dism_live *l, bool f
     argv[argc++] = l->control_sock;
   }
   argv[argc++] = "--format";
-  argv[argc++] = r->format;
-  argv[argc++] = r->image;
+  argv[argc++] = wim ? "raw" : r->format;
+  argv[argc++] = wim ? r->volume : r->image;
   argv[argc] = NULL;
   size_t used = 0;
   cmd_out[0] = '\0';

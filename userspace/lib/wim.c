@@ -1,0 +1,557 @@
+/* wim.c - list, resolve, synthesize (WIM image -> NTFS volume file) and
+ * capture (NTFS volume file -> WIM image) through wimlib.  See wim.h and
+ * docs/dism-api.md, section "WIM". */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <wimlib.h>
+
+#include "dism-internal.h"
+#include "wim.h"
+
+#define GIB (1024ULL * 1024 * 1024)
+#define MIB (1024ULL * 1024)
+
+static pthread_once_t wimlib_once = PTHREAD_ONCE_INIT;
+
+/* wimlib must never print: libdism reports through HRESULTs and the log. */
+static void
+wimlib_setup(void)
+{
+  wimlib_set_print_errors(false);
+  wimlib_global_init(0);
+}
+
+/* The HRESULT DISM would give for a wimlib error: damaged data is
+ * ERROR_FILE_CORRUPT (as for a damaged VHD), a cancel ERROR_CANCELLED. */
+static HRESULT
+hr_from_wimlib(int code)
+{
+  switch (code) {
+  case WIMLIB_ERR_ABORTED_BY_PROGRESS:
+    return HRESULT_FROM_WIN32(ERROR_CANCELLED);
+  case WIMLIB_ERR_NOMEM:
+    return E_OUTOFMEMORY;
+  case WIMLIB_ERR_IS_SPLIT_WIM:
+  case WIMLIB_ERR_INVALID_PARAM:
+    return E_INVALIDARG;
+  case WIMLIB_ERR_ALREADY_LOCKED:
+    return HRESULT_FROM_WIN32(32L); /* ERROR_SHARING_VIOLATION */
+  case WIMLIB_ERR_WIM_IS_READONLY:
+    return E_ACCESSDENIED;
+  case WIMLIB_ERR_DECOMPRESSION:
+  case WIMLIB_ERR_INTEGRITY:
+  case WIMLIB_ERR_INVALID_CHUNK_SIZE:
+  case WIMLIB_ERR_INVALID_COMPRESSION_TYPE:
+  case WIMLIB_ERR_INVALID_HEADER:
+  case WIMLIB_ERR_INVALID_INTEGRITY_TABLE:
+  case WIMLIB_ERR_INVALID_LOOKUP_TABLE_ENTRY:
+  case WIMLIB_ERR_INVALID_METADATA_RESOURCE:
+  case WIMLIB_ERR_INVALID_PART_NUMBER:
+  case WIMLIB_ERR_INVALID_PIPABLE_WIM:
+  case WIMLIB_ERR_INVALID_REPARSE_DATA:
+  case WIMLIB_ERR_INVALID_RESOURCE_HASH:
+  case WIMLIB_ERR_METADATA_NOT_FOUND:
+  case WIMLIB_ERR_NOT_A_WIM_FILE:
+  case WIMLIB_ERR_RESOURCE_NOT_FOUND:
+  case WIMLIB_ERR_UNEXPECTED_END_OF_FILE:
+  case WIMLIB_ERR_UNKNOWN_VERSION:
+  case WIMLIB_ERR_XML:
+  case WIMLIB_ERR_WIM_IS_ENCRYPTED:
+  case WIMLIB_ERR_WIM_IS_INCOMPLETE:
+  case WIMLIB_ERR_INVALID_XATTR:
+    return HRESULT_FROM_WIN32(1392L); /* ERROR_FILE_CORRUPT */
+  default:
+    return E_FAIL;
+  }
+}
+
+static HRESULT
+wim_fail(int code, const char *fmt_what, const char *wim)
+{
+  char what[4600];
+  snprintf(what, sizeof what, fmt_what, wim);
+  dism_set_error("%s: %s (wimlib error %d)", what, wimlib_get_error_string(code), code);
+  return hr_from_wimlib(code);
+}
+
+static HRESULT
+wim_open(const char *wim, int flags, WIMStruct **out, wimlib_progress_func_t fn, void *ctx)
+{
+  pthread_once(&wimlib_once, wimlib_setup);
+  *out = NULL;
+  if (dism_has_ext(wim, ".swm")) {
+    dism_set_error("%s is a split WIM (.swm): split WIM files cannot be mounted.", wim);
+    return E_INVALIDARG;
+  }
+  struct stat st;
+  if (stat(wim, &st) < 0 && errno == ENOENT) {
+    dism_set_error("The WIM file %s does not exist.", wim);
+    return HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND);
+  }
+  int rc = wimlib_open_wim_with_progress(wim, flags | WIMLIB_OPEN_FLAG_ERROR_IF_SPLIT, out, fn,
+                                         ctx);
+  if (rc == WIMLIB_ERR_IS_SPLIT_WIM) {
+    dism_set_error("%s is a part of a split WIM: split WIM files cannot be mounted.", wim);
+    return E_INVALIDARG;
+  }
+  if (rc == WIMLIB_ERR_INTEGRITY) {
+    dism_set_error("%s failed its integrity check: the file is damaged (its integrity table "
+                   "does not match its contents).", wim);
+    return HRESULT_FROM_WIN32(1392L);
+  }
+  if (rc)
+    return wim_fail(rc, "%s cannot be opened as a WIM file", wim);
+  return S_OK;
+}
+
+/* ---- image details ----------------------------------------------------------- */
+static const char *
+prop(WIMStruct *w, int image, const char *name)
+{
+  const char *v = wimlib_get_image_property(w, image, name);
+  return v ? v : "";
+}
+
+static uint64_t
+prop_num(WIMStruct *w, int image, const char *name, int base)
+{
+  const char *v = wimlib_get_image_property(w, image, name);
+  return v && *v ? strtoull(v, NULL, base) : 0;
+}
+
+static uint64_t
+prop_time(WIMStruct *w, int image, const char *what)
+{
+  char hi[64], lo[64];
+  snprintf(hi, sizeof hi, "%s/HIGHPART", what);
+  snprintf(lo, sizeof lo, "%s/LOWPART", what);
+  return prop_num(w, image, hi, 16) << 32 | (prop_num(w, image, lo, 16) & 0xFFFFFFFFULL);
+}
+
+static void
+image_details(WIMStruct *w, int image, struct dism_wim_image *out)
+{
+  memset(out, 0, sizeof *out);
+  out->index = (unsigned) image;
+  snprintf(out->name, sizeof out->name, "%s", prop(w, image, "NAME"));
+  snprintf(out->description, sizeof out->description, "%s", prop(w, image, "DESCRIPTION"));
+  out->total_bytes = prop_num(w, image, "TOTALBYTES", 10);
+  out->file_count = prop_num(w, image, "FILECOUNT", 10);
+  out->dir_count = prop_num(w, image, "DIRCOUNT", 10);
+  const char *arch = wimlib_get_image_property(w, image, "WINDOWS/ARCH");
+  out->arch = arch && *arch ? (unsigned) strtoul(arch, NULL, 10) : 0xFFFF;
+  snprintf(out->edition, sizeof out->edition, "%s", prop(w, image, "WINDOWS/EDITIONID"));
+  snprintf(out->product_name, sizeof out->product_name, "%s",
+           prop(w, image, "WINDOWS/PRODUCTNAME"));
+  snprintf(out->installation_type, sizeof out->installation_type, "%s",
+           prop(w, image, "WINDOWS/INSTALLATIONTYPE"));
+  snprintf(out->product_type, sizeof out->product_type, "%s",
+           prop(w, image, "WINDOWS/PRODUCTTYPE"));
+  snprintf(out->product_suite, sizeof out->product_suite, "%s",
+           prop(w, image, "WINDOWS/PRODUCTSUITE"));
+  snprintf(out->hal, sizeof out->hal, "%s", prop(w, image, "WINDOWS/HAL"));
+  snprintf(out->system_root, sizeof out->system_root, "%s", prop(w, image, "WINDOWS/SYSTEMROOT"));
+  out->have_version = wimlib_get_image_property(w, image, "WINDOWS/VERSION/MAJOR") != NULL;
+  out->major = (unsigned) prop_num(w, image, "WINDOWS/VERSION/MAJOR", 10);
+  out->minor = (unsigned) prop_num(w, image, "WINDOWS/VERSION/MINOR", 10);
+  out->build = (unsigned) prop_num(w, image, "WINDOWS/VERSION/BUILD", 10);
+  out->spbuild = (unsigned) prop_num(w, image, "WINDOWS/VERSION/SPBUILD", 10);
+  out->splevel = (unsigned) prop_num(w, image, "WINDOWS/VERSION/SPLEVEL", 10);
+  out->created = prop_time(w, image, "CREATIONTIME");
+  out->modified = prop_time(w, image, "LASTMODIFICATIONTIME");
+}
+
+HRESULT
+dism_wim_list(const char *wim, struct dism_wim_image **images, unsigned *count)
+{
+  WIMStruct *w = NULL;
+  struct wimlib_wim_info info;
+  *images = NULL;
+  *count = 0;
+  HRESULT hr = wim_open(wim, 0, &w, NULL, NULL);
+  if (FAILED(hr))
+    return hr;
+  wimlib_get_wim_info(w, &info);
+  struct dism_wim_image *list = calloc(info.image_count ? info.image_count : 1, sizeof *list);
+  if (!list) {
+    dism_set_error("out of memory");
+    hr = E_OUTOFMEMORY;
+    goto out;
+  }
+  for (unsigned i = 0; i < info.image_count; i++) {
+    image_details(w, (int) i + 1, &list[i]);
+    list[i].boot = info.boot_index == i + 1;
+  }
+  *images = list;
+  *count = info.image_count;
+out:
+  wimlib_free(w);
+  return hr;
+}
+
+HRESULT
+dism_wim_resolve(const char *wim, bool check_integrity, bool by_name, unsigned index,
+                 const char *name, struct dism_wim_image *image)
+{
+  WIMStruct *w = NULL;
+  struct wimlib_wim_info info;
+  HRESULT hr = wim_open(wim, check_integrity ? WIMLIB_OPEN_FLAG_CHECK_INTEGRITY : 0, &w, NULL,
+                        NULL);
+  if (FAILED(hr))
+    return hr;
+  wimlib_get_wim_info(w, &info);
+  if (info.total_parts != 1 || info.part_number != 1) {
+    dism_set_error("%s is part %u of a split WIM of %u parts: split WIM files cannot be "
+                   "mounted.", wim, (unsigned) info.part_number, (unsigned) info.total_parts);
+    hr = E_INVALIDARG;
+    goto out;
+  }
+  if (check_integrity && !info.has_integrity_table)
+    dism_log(DISM_LOG_WARN, "%s has no integrity table: /CheckIntegrity has nothing to verify",
+             wim);
+  unsigned found = 0;
+  if (by_name) {
+    for (unsigned i = 1; i <= info.image_count && !found; i++)
+      if (strcmp(prop(w, (int) i, "NAME"), name ? name : "") == 0)
+        found = i;
+    if (!found) {
+      dism_set_error("%s has no image named \"%s\".", wim, name ? name : "");
+      hr = DISMAPI_E_INVALID_IMAGE_NAME;
+      goto out;
+    }
+  } else {
+    if (index == 0 || index > info.image_count) {
+      dism_set_error("%s: index %u is not valid: the WIM holds %u image(s).", wim, index,
+                     (unsigned) info.image_count);
+      hr = DISMAPI_E_INVALID_IMAGE_INDEX;
+      goto out;
+    }
+    found = index;
+  }
+  image_details(w, (int) found, image);
+out:
+  wimlib_free(w);
+  return hr;
+}
+
+uint64_t
+dism_wim_volume_size(const struct dism_wim_image *image, bool optimize)
+{
+  /* Data, plus a cluster and an MFT record per file or directory (small
+   * files and cluster rounding), plus room for servicing. */
+  uint64_t need = image->total_bytes + (image->file_count + image->dir_count) * 5120;
+  uint64_t extra = need / 2 > GIB ? need / 2 : GIB;
+  const char *env = getenv("DISM_WIM_EXTRA_BYTES");
+  if (env && *env)
+    extra = strtoull(env, NULL, 10);
+  if (optimize)
+    extra = need / 8;
+  uint64_t size = need + extra + 64 * MIB; /* NTFS's own metadata and log */
+  return (size + MIB - 1) / MIB * MIB;
+}
+
+/* ---- synthesis ---------------------------------------------------------------- */
+static const char *
+mkntfs_path(void)
+{
+  const char *env = getenv("DISM_MKNTFS");
+  if (env && *env)
+    return env;
+  static const char *const candidates[] = { "/sbin/mkntfs", "/usr/sbin/mkntfs",
+                                            "/usr/local/sbin/mkntfs", "/usr/bin/mkntfs" };
+  for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++)
+    if (access(candidates[i], X_OK) == 0)
+      return candidates[i];
+  return NULL;
+}
+
+/* Run argv, its output (stdout+stderr, the tail) into out; the exit status
+ * or -errno. */
+static int
+run_capture(const char *const argv[], char *out, size_t cap)
+{
+  int pipefd[2];
+  out[0] = '\0';
+  if (pipe2(pipefd, O_CLOEXEC) < 0)
+    return -errno;
+  pid_t pid = fork();
+  if (pid == 0) {
+    int devnull = open("/dev/null", O_RDWR);
+    dup2(devnull, 0);
+    dup2(pipefd[1], 1);
+    dup2(pipefd[1], 2);
+    syscall(SYS_close_range, 3U, ~0U, 0U);
+    execv(argv[0], (char *const *) argv);
+    _exit(127);
+  }
+  int e = errno;
+  close(pipefd[1]);
+  if (pid < 0) {
+    close(pipefd[0]);
+    return -e;
+  }
+  size_t len = 0;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(pipefd[0], buf, sizeof buf)) != 0) {
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      break;
+    }
+    for (ssize_t i = 0; i < n; i++) {
+      if (len + 1 >= cap) { /* keep the tail: messages end with the reason */
+        memmove(out, out + cap / 2, len - cap / 2);
+        len -= cap / 2;
+      }
+      out[len++] = buf[i];
+    }
+  }
+  out[len] = '\0';
+  close(pipefd[0]);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    ;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static HRESULT
+make_volume(const char *volume, uint64_t size, const char *wim)
+{
+  const char *mkntfs = mkntfs_path();
+  if (!mkntfs) {
+    dism_set_error("mkntfs is not installed (package ntfs-3g): it is needed to mount %s", wim);
+    return HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND);
+  }
+  int fd = open(volume, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    int e = errno;
+    dism_set_error("cannot create the volume file %s for %s: %s", volume, wim, strerror(e));
+    return dism_hr_from_errno(-e);
+  }
+  /* Sparse: only what mkntfs and the extraction write takes space.  Any
+   * failure from here on removes the file again. */
+  int rc = ftruncate(fd, (off_t) size) < 0 ? -errno : 0;
+  close(fd);
+  if (rc < 0) {
+    unlink(volume);
+    dism_set_error("cannot size the volume file %s to %llu bytes: %s", volume,
+                   (unsigned long long) size, strerror(-rc));
+    return dism_hr_from_errno(rc);
+  }
+  /* -F: a file, not a block device; -Q: no zeroing (the file is sparse). */
+  const char *argv[] = { mkntfs, "-F", "-Q", "-q", volume, NULL };
+  char output[1024];
+  rc = run_capture(argv, output, sizeof output);
+  if (rc != 0) {
+    unlink(volume);
+    dism_set_error("mkntfs could not format the volume file %s for %s (exit %d): %s", volume,
+                   wim, rc, output[0] ? output : "(no output)");
+    return E_FAIL;
+  }
+  return S_OK;
+}
+
+struct progress_relay {
+  dism_wim_progress_fn fn;
+  void *opaque;
+  unsigned from, span;
+  uint64_t scan_total;           /* capture: the bytes expected to be scanned */
+  bool cancelled;
+  unsigned last;                 /* the last percent reported */
+};
+
+static void
+relay(struct progress_relay *p, uint64_t done, uint64_t total, bool cancellable)
+{
+  if (!p->fn)
+    return;
+  unsigned pct = p->from + (unsigned) (total ? (done >= total ? p->span : done * p->span / total)
+                                             : 0);
+  if (pct < p->last) /* progress never goes back */
+    pct = p->last;
+  p->last = pct;
+  if (p->fn(pct, p->opaque) && cancellable)
+    p->cancelled = true;
+}
+
+static enum wimlib_progress_status
+extract_progress(enum wimlib_progress_msg msg, union wimlib_progress_info *info, void *ctx)
+{
+  struct progress_relay *p = ctx;
+  if (msg == WIMLIB_PROGRESS_MSG_EXTRACT_STREAMS)
+    relay(p, info->extract.completed_bytes, info->extract.total_bytes, true);
+  else
+    relay(p, 0, 0, true); /* no new figure: only polls the cancel event */
+  return p->cancelled ? WIMLIB_PROGRESS_STATUS_ABORT : WIMLIB_PROGRESS_STATUS_CONTINUE;
+}
+
+HRESULT
+dism_wim_synthesize(const char *wim, unsigned index, uint64_t size, const char *volume,
+                    dism_wim_progress_fn progress, void *opaque)
+{
+  struct progress_relay p = { progress, opaque, 0, 5, 0, false, 0 };
+  WIMStruct *w = NULL;
+  bool made = false;
+  HRESULT hr = wim_open(wim, 0, &w, NULL, NULL);
+  if (FAILED(hr))
+    goto out;
+  hr = make_volume(volume, size, wim);
+  if (FAILED(hr))
+    goto out;
+  made = true;
+  relay(&p, 1, 1, true);
+  if (p.cancelled) {
+    dism_set_error("cancelled while the volume for %s was being made", wim);
+    hr = HRESULT_FROM_WIN32(ERROR_CANCELLED);
+    goto out;
+  }
+  p.from = 5;
+  p.span = 95;
+  wimlib_register_progress_function(w, extract_progress, &p);
+  /* NORPFIX: reparse data goes to the volume exactly as the WIM holds it
+   * (capture uses NORPFIX too), so a round trip does not change it. */
+  int rc = wimlib_extract_image(w, (int) index, volume,
+                                WIMLIB_EXTRACT_FLAG_NTFS | WIMLIB_EXTRACT_FLAG_NORPFIX);
+  if (rc == WIMLIB_ERR_ABORTED_BY_PROGRESS) {
+    dism_set_error("cancelled while image %u of %s was being applied", index, wim);
+    hr = HRESULT_FROM_WIN32(ERROR_CANCELLED);
+    goto out;
+  }
+  if (rc) {
+    char what[128];
+    snprintf(what, sizeof what, "image %u of %%s cannot be applied to an NTFS volume", index);
+    hr = wim_fail(rc, what, wim);
+    goto out;
+  }
+out:
+  if (FAILED(hr) && made)
+    unlink(volume);
+  if (w)
+    wimlib_free(w);
+  return hr;
+}
+
+/* ---- capture ------------------------------------------------------------------ */
+static enum wimlib_progress_status
+capture_progress(enum wimlib_progress_msg msg, union wimlib_progress_info *info, void *ctx)
+{
+  struct progress_relay *p = ctx;
+  /* 0-40: scanning the volume; 40-95: writing new data; then metadata. */
+  switch (msg) {
+  case WIMLIB_PROGRESS_MSG_SCAN_DENTRY:
+    p->from = 0, p->span = 40;
+    relay(p, info->scan.num_bytes_scanned, p->scan_total, false);
+    break;
+  case WIMLIB_PROGRESS_MSG_WRITE_STREAMS:
+    p->from = 40, p->span = 55;
+    relay(p, info->write_streams.completed_bytes, info->write_streams.total_bytes, false);
+    break;
+  case WIMLIB_PROGRESS_MSG_WRITE_METADATA_END:
+  case WIMLIB_PROGRESS_MSG_CALC_INTEGRITY:
+    p->from = 95, p->span = 5;
+    relay(p, 0, 1, false);
+    break;
+  default:
+    break;
+  }
+  return WIMLIB_PROGRESS_STATUS_CONTINUE;
+}
+
+/* A name for an appended image: "<name> (2)", "(3)", ... unique in the WIM;
+ * an unnamed image stays unnamed. */
+static int
+append_name(WIMStruct *w, const char *base, char *out, size_t cap)
+{
+  if (!*base) {
+    out[0] = '\0';
+    return 0;
+  }
+  for (unsigned n = 2; n < 100000; n++) {
+    snprintf(out, cap, "%s (%u)", base, n);
+    if (!wimlib_image_name_in_use(w, out))
+      return 0;
+  }
+  return -EEXIST;
+}
+
+HRESULT
+dism_wim_capture(const char *wim, unsigned index, const char *volume, unsigned flags,
+                 dism_wim_progress_fn progress, void *opaque, unsigned *new_index)
+{
+  struct progress_relay p = { progress, opaque, 0, 40, 0, false, 0 };
+  WIMStruct *w = NULL;
+  struct wimlib_wim_info info;
+  char name[600], description[1100];
+  HRESULT hr = wim_open(wim, WIMLIB_OPEN_FLAG_WRITE_ACCESS, &w, capture_progress, &p);
+  if (FAILED(hr))
+    goto out;
+  wimlib_get_wim_info(w, &info);
+  if (index == 0 || index > info.image_count) {
+    dism_set_error("%s no longer holds image %u (it holds %u): the changes cannot be "
+                   "committed into it.", wim, index, (unsigned) info.image_count);
+    hr = DISMAPI_E_INVALID_IMAGE_INDEX;
+    goto out;
+  }
+  p.scan_total = prop_num(w, (int) index, "TOTALBYTES", 10);
+  int add_flags = WIMLIB_ADD_FLAG_NTFS | WIMLIB_ADD_FLAG_NORPFIX | WIMLIB_ADD_FLAG_VERBOSE;
+  int rc;
+  if (flags & DISM_WIM_COMMIT_APPEND) {
+    snprintf(description, sizeof description, "%s", prop(w, (int) index, "DESCRIPTION"));
+    if (append_name(w, prop(w, (int) index, "NAME"), name, sizeof name) < 0) {
+      dism_set_error("%s: no free name for the appended image", wim);
+      hr = E_FAIL;
+      goto out;
+    }
+    rc = wimlib_add_image(w, volume, name, NULL, add_flags);
+    if (rc == 0 && description[0])
+      rc = wimlib_set_image_property(w, (int) info.image_count + 1, "DESCRIPTION", description);
+    *new_index = info.image_count + 1;
+  } else {
+    /* Same index, name, description and other XML: empty the image's tree,
+     * then add the volume as its root.  wimlib rolls both back together if
+     * either fails.  Unchanged file data is found by SHA-1 in the WIM's blob
+     * table and not written again. */
+    struct wimlib_update_command cmds[2];
+    memset(cmds, 0, sizeof cmds);
+    cmds[0].op = WIMLIB_UPDATE_OP_DELETE;
+    cmds[0].delete_.wim_path = (char *) WIMLIB_WIM_ROOT_PATH;
+    cmds[0].delete_.delete_flags = WIMLIB_DELETE_FLAG_RECURSIVE;
+    cmds[1].op = WIMLIB_UPDATE_OP_ADD;
+    cmds[1].add.fs_source_path = (char *) volume;
+    cmds[1].add.wim_target_path = (char *) WIMLIB_WIM_ROOT_PATH;
+    cmds[1].add.add_flags = add_flags;
+    rc = wimlib_update_image(w, (int) index, cmds, 2, 0);
+    *new_index = index;
+  }
+  if (rc) {
+    hr = wim_fail(rc, "the mounted volume cannot be captured into %s", wim);
+    goto out;
+  }
+  /* Append mode (never REBUILD): new data, metadata, tables and XML go
+   * after the old ones, then the header is rewritten; until that last write
+   * the WIM on disk is the old, valid one. */
+  int write_flags = WIMLIB_WRITE_FLAG_FSYNC;
+  if (flags & DISM_WIM_COMMIT_INTEGRITY)
+    write_flags |= WIMLIB_WRITE_FLAG_CHECK_INTEGRITY;
+  rc = wimlib_overwrite(w, write_flags, 0);
+  if (rc) {
+    hr = wim_fail(rc, "the changes cannot be written into %s", wim);
+    goto out;
+  }
+  p.from = 100;
+  p.span = 0;
+  relay(&p, 1, 1, false);
+out:
+  if (w)
+    wimlib_free(w);
+  return hr;
+}

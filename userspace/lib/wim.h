@@ -1,0 +1,69 @@
+/* wim.h - WIM images for libdism, through wimlib (libwim).
+ *
+ * A WIM image is mounted as an NTFS volume synthesized from it: a sparse
+ * file in the scratch directory, formatted with mkntfs, the image applied
+ * into it through libntfs-3g (WIMLIB_EXTRACT_FLAG_NTFS).  That file is then
+ * served and mounted like a raw whole-disk NTFS.  Commit captures the volume
+ * back into the WIM (WIMLIB_ADD_FLAG_NTFS) in place or as a new image.
+ *
+ * Every function returns an HRESULT (S_OK or the code DISM uses) and, on
+ * failure, a message naming the WIM and the problem (dism_set_error).
+ * Nothing here prints. */
+#ifndef DISM_WIM_H
+#define DISM_WIM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "DismApi.h"
+
+/* One image of a WIM, from its header and XML document. */
+struct dism_wim_image {
+  unsigned index;
+  char name[512], description[1024];
+  uint64_t total_bytes, file_count, dir_count;
+  unsigned arch;                 /* PROCESSOR_ARCHITECTURE_*; 0xFFFF if not in the XML */
+  char edition[128], product_name[256], installation_type[64], product_type[64];
+  char product_suite[128], hal[64], system_root[64];
+  unsigned major, minor, build, spbuild, splevel;
+  bool have_version;
+  uint64_t created, modified;    /* FILETIME (100 ns since 1601), 0 if absent */
+  bool boot;                     /* the WIM's boot index names this image */
+};
+
+/* All images of a WIM (*images malloc'd, free()).  Split WIMs are refused. */
+HRESULT dism_wim_list(const char *wim, struct dism_wim_image **images, unsigned *count);
+
+/* Open a WIM for mounting: refuse split WIMs, verify the integrity table if
+ * check_integrity (a WIM without one is accepted: nothing to verify, logged),
+ * and resolve the image: by index (by_name false) or by name.  *image gets
+ * that image's details. */
+HRESULT dism_wim_resolve(const char *wim, bool check_integrity, bool by_name, unsigned index,
+                         const char *name, struct dism_wim_image *image);
+
+/* Progress in percent; return true to cancel (cancel honoured where the
+ * function says so). */
+typedef bool (*dism_wim_progress_fn)(unsigned percent, void *opaque);
+
+/* The size of the volume for an image: see dism-api.md "WIM" (optimize:
+ * /Optimize, no servicing room). */
+uint64_t dism_wim_volume_size(const struct dism_wim_image *image, bool optimize);
+
+/* Build the NTFS volume file `volume` (must not exist) holding image `index`
+ * of `wim`.  Cancellable (-> HRESULT_FROM_WIN32(ERROR_CANCELLED)); on any
+ * failure the volume file is removed. */
+HRESULT dism_wim_synthesize(const char *wim, unsigned index, uint64_t size, const char *volume,
+                            dism_wim_progress_fn progress, void *opaque);
+
+#define DISM_WIM_COMMIT_APPEND    0x1u  /* a new last image instead of replacing */
+#define DISM_WIM_COMMIT_INTEGRITY 0x2u  /* write an integrity table */
+
+/* Capture the NTFS volume file (nothing may have it mounted) into the WIM:
+ * replace image `index` in place, or append it (*new_index gets the index
+ * of the image written).  Written by appending to the WIM and then
+ * rewriting its header, so an interrupted commit leaves the WIM as it was.
+ * Not cancellable. */
+HRESULT dism_wim_capture(const char *wim, unsigned index, const char *volume, unsigned flags,
+                         dism_wim_progress_fn progress, void *opaque, unsigned *new_index);
+
+#endif
