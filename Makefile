@@ -186,6 +186,7 @@ demo: all
 bench: all
 	tests/bench/run-bench.sh $(BUILD)
 	tests/bench/run-mount-bench.sh $(BUILD)
+	tests/bench/run-wim-bench.sh $(BUILD)
 
 install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR)
