@@ -106,13 +106,6 @@ dism_require_init(void)
   return ok ? S_OK : DISMAPI_E_DISMAPI_NOT_INITIALIZED;
 }
 
-#define REQUIRE_INIT(func)                                                         \
-  do {                                                                             \
-    if (dism_require_init() != S_OK)                                               \
-      return dism_api_fail(func, DISMAPI_E_DISMAPI_NOT_INITIALIZED,                \
-                           "DismInitialize has not been called in this process."); \
-  } while (0)
-
 static int
 absolute_path(const char *path, char *out, size_t cap)
 {

@@ -25,6 +25,14 @@ struct dism_config {
 const struct dism_config *dism_config(void);
 /* 0 when initialised, else DISMAPI_E_DISMAPI_NOT_INITIALIZED (message set). */
 HRESULT dism_require_init(void);
+/* At the top of an API function: fail it (with the message for
+ * DismGetLastErrorMessage) unless DismInitialize has been called. */
+#define REQUIRE_INIT(func)                                                         \
+  do {                                                                             \
+    if (dism_require_init() != S_OK)                                               \
+      return dism_api_fail(func, DISMAPI_E_DISMAPI_NOT_INITIALIZED,                \
+                           "DismInitialize has not been called in this process."); \
+  } while (0)
 /* Record an allocation that DismDelete may free (one block per result). */
 int dism_track_allocation(void *p);
 /* The mount id ("" if none) and path of an open session; false if none. */

@@ -582,9 +582,7 @@ DismMountImage(PCWSTR ImageFilePath, PCWSTR MountPath, UINT ImageIndex, PCWSTR I
                DISM_PROGRESS_CALLBACK Progress, PVOID UserData)
 {
   static const char func[] = "DismMountImage";
-  if (dism_require_init() != S_OK)
-    return dism_api_fail(func, DISMAPI_E_DISMAPI_NOT_INITIALIZED,
-                         "DismInitialize has not been called in this process.");
+  REQUIRE_INIT(func);
   struct op o;
   HRESULT hr = op_init(&o, func, CancelEvent, Progress, UserData);
   if (FAILED(hr))
@@ -710,6 +708,25 @@ find_mount(const char *path, struct dism_record *r)
   return dism_record_find_by_dir(dir, r);
 }
 
+/* Lock the registry and load the record of the mount at dir into a new
+ * *out.  On failure (*lock_fd may then still hold the lock, for the caller's
+ * unlock) the HRESULT says why; a folder without a mount gets not_found and
+ * the message "<dir> <what>". */
+static HRESULT
+lock_and_find_mount(const char *func, const char *dir, HRESULT not_found,
+                    const char *what, int *lock_fd, struct dism_record **out)
+{
+  *out = calloc(1, sizeof **out);
+  if (!*out)
+    return dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
+  *lock_fd = dism_registry_lock();
+  if (*lock_fd < 0)
+    return dism_api_fail(func, dism_hr_from_errno(*lock_fd), "%s", dism_last_error());
+  if (find_mount(dir, *out) < 0)
+    return dism_api_fail(func, not_found, "%s %s", dir, what);
+  return S_OK;
+}
+
 struct commit_relay {
   struct op *o;
   UINT from, span;
@@ -777,9 +794,7 @@ DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
                  DISM_PROGRESS_CALLBACK Progress, PVOID UserData)
 {
   static const char func[] = "DismUnmountImage";
-  if (dism_require_init() != S_OK)
-    return dism_api_fail(func, DISMAPI_E_DISMAPI_NOT_INITIALIZED,
-                         "DismInitialize has not been called in this process.");
+  REQUIRE_INIT(func);
   struct op o;
   HRESULT hr = op_init(&o, func, CancelEvent, Progress, UserData);
   if (FAILED(hr))
@@ -795,21 +810,10 @@ DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
                        "DISM_DISCARD_IMAGE.", (unsigned) Flags);
     goto out;
   }
-  r = calloc(1, sizeof *r);
-  if (!r) {
-    hr = dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
+  hr = lock_and_find_mount(func, dir_arg, DISMAPI_E_UNABLE_TO_UNMOUNT_IMAGE_PATH,
+                           "does not hold an image mounted by DISM.", &lock_fd, &r);
+  if (FAILED(hr))
     goto out;
-  }
-  lock_fd = dism_registry_lock();
-  if (lock_fd < 0) {
-    hr = dism_api_fail(func, dism_hr_from_errno(lock_fd), "%s", dism_last_error());
-    goto out;
-  }
-  if (find_mount(dir_arg, r) < 0) {
-    hr = dism_api_fail(func, DISMAPI_E_UNABLE_TO_UNMOUNT_IMAGE_PATH,
-                       "%s does not hold an image mounted by DISM.", dir_arg);
-    goto out;
-  }
   if (dism_session_open_on(r->id)) {
     hr = dism_api_fail(func, DISMAPI_E_OPEN_HANDLES_UNABLE_TO_UNMOUNT_IMAGE_PATH,
                        "A DismSession is open on %s: close it with DismCloseSession first.",
@@ -910,9 +914,7 @@ DISM_API HRESULT WINAPI
 DismRemountImage(PCWSTR MountPath)
 {
   static const char func[] = "DismRemountImage";
-  if (dism_require_init() != S_OK)
-    return dism_api_fail(func, DISMAPI_E_DISMAPI_NOT_INITIALIZED,
-                         "DismInitialize has not been called in this process.");
+  REQUIRE_INIT(func);
   struct op o;
   HRESULT hr = op_init(&o, func, NULL, NULL, NULL);
   char *dir_arg = NULL;
@@ -920,20 +922,10 @@ DismRemountImage(PCWSTR MountPath)
   int lock_fd = -1, rc;
   if (FAILED(hr) || FAILED(hr = dism_path_arg(func, MountPath, "mount path", &dir_arg)))
     goto out;
-  r = calloc(1, sizeof *r);
-  if (!r) {
-    hr = dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
+  hr = lock_and_find_mount(func, dir_arg, DISM_E_NOT_A_MOUNT_POINT,
+                           "is not a DISM mount point.", &lock_fd, &r);
+  if (FAILED(hr))
     goto out;
-  }
-  lock_fd = dism_registry_lock();
-  if (lock_fd < 0) {
-    hr = dism_api_fail(func, dism_hr_from_errno(lock_fd), "%s", dism_last_error());
-    goto out;
-  }
-  if (find_mount(dir_arg, r) < 0) {
-    hr = dism_api_fail(func, DISM_E_NOT_A_MOUNT_POINT, "%s is not a DISM mount point.", dir_arg);
-    goto out;
-  }
   if (dism_session_open_on(r->id)) {
     hr = dism_api_fail(func, DISMAPI_E_OPEN_HANDLES_UNABLE_TO_REMOUNT_IMAGE_PATH,
                        "A DismSession is open on %s: close it first.", r->mount_dir);
@@ -1034,9 +1026,7 @@ DismCommitImage(DismSession Session, DWORD Flags, HANDLE CancelEvent,
                 DISM_PROGRESS_CALLBACK Progress, PVOID UserData)
 {
   static const char func[] = "DismCommitImage";
-  if (dism_require_init() != S_OK)
-    return dism_api_fail(func, DISMAPI_E_DISMAPI_NOT_INITIALIZED,
-                         "DismInitialize has not been called in this process.");
+  REQUIRE_INIT(func);
   struct op o;
   HRESULT hr = op_init(&o, func, CancelEvent, Progress, UserData);
   if (FAILED(hr))
@@ -1134,9 +1124,7 @@ DISM_API HRESULT WINAPI
 DismCleanupMountpoints(void)
 {
   static const char func[] = "DismCleanupMountpoints";
-  if (dism_require_init() != S_OK)
-    return dism_api_fail(func, DISMAPI_E_DISMAPI_NOT_INITIALIZED,
-                         "DismInitialize has not been called in this process.");
+  REQUIRE_INIT(func);
   HRESULT hr = S_OK;
   char(*ids)[37] = NULL;
   size_t n = 0;
