@@ -139,6 +139,19 @@ $(BUILD)/tests/test-attach: tests/unit/test-attach.c $(LIBDISM_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(DISM_INC) $(CFLAGS) -o $@ $< $(LIBDISM_A) $(LDFLAGS) $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
 
+# The WIM commit crash test drives dism_wim_capture directly (internal: static library).
+$(BUILD)/tests/wim-capture: tests/unit/wim-capture.c $(LIBDISM_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(DISM_INC) $(WIM_CFLAGS) $(CFLAGS) -o $@ $< $(LIBDISM_A) $(LDFLAGS) $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
+
+# Fault injection for crash tests (tests/shim/crash-shim.c): an LD_PRELOAD
+# library, built without sanitizers so it loads into any process.
+CRASH_SHIM := $(BUILD)/tests/crash-shim.so
+all: $(CRASH_SHIM)
+$(CRASH_SHIM): tests/shim/crash-shim.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g $(WARN) -fPIC -shared -o $@ $< -ldl
+
 $(BUILD)/bin/%: $(BUILD)/nbd-server/tools/%.o $(ENGINE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)

@@ -8,6 +8,7 @@
 #   w.manifest  sha256sum lines of every file of image 4
 #   env         W_SHA256 (of w.wim), NEW_SHA256 (of new.bin)
 #   new.bin     a file copied into the read/write mount
+#   killed.bin  a file whose commit is killed with kill -9
 # At the end the committed w.wim goes back to the host on /dev/vda: sector 0
 # holds "DISMWIM <size> <sha256>", the file starts at 1 MiB.
 . /usr/share/dism-vm/tap.sh
@@ -110,16 +111,38 @@ run /Unmount-Image /MountDir:/mnt/w /Discard
 rc_is "4: /Unmount-Image /Discard: exit 0" 0
 is "4: the WIM is byte-identical" "$(sha $W)" "$W_COMMITTED"
 
-# ============ 5. nothing left ============================================================
-sleep 0.3
-is "5: no dism-nbd-server process" "$(server_procs)" 0
-is "5: /Get-MountedImageInfo lists nothing" "$(dism /Format:Json /Get-MountedImageInfo)" '{"mounted_images": []}'
-is "5: registry, volumes and live state empty" "$(leftovers)" ""
-is "5: nothing of ours in /proc/mounts" "$(grep -c -E 'nbd|/mnt/' /proc/mounts)" 0
+# ============ 5. kill -9 during a commit ================================================
+# dism is killed as soon as it logs that the capture began; the WIM must stay
+# valid and hold image 4 either as before (W_COMMITTED) or with killed.bin:
+# the host checks which with wimlib.  Then a discard cleans up.
+run /Mount-Image /ImageFile:"$W" /Index:4 /MountDir:/mnt/w
+rc_is "5: mount read/write again" 0
+check "5: copy killed.bin into the mount" cp /test/killed.bin /mnt/w/killed.bin
+dism /LogPath:/tmp/kill.log /Unmount-Image /MountDir:/mnt/w /Commit >/dev/null 2>&1 &
+KP=$!
+_n=0; while ! grep -q capturing /tmp/kill.log 2>/dev/null && [ $_n -lt 3000 ]; do sleep 0.01; _n=$((_n+1)); done
+kill -9 $KP 2>/dev/null; wait $KP 2>/dev/null
+if grep -q "committed into" /tmp/kill.log; then diag "5: (the commit had finished before the kill)"
+else diag "5: killed during the capture after $_n polls"; fi
+run /Get-ImageInfo /ImageFile:"$W"
+rc_is "5: after the kill the WIM still opens (/Get-ImageInfo)" 0
+like "5: ... and lists its 4 images" "$OUT" "Index : 4"
+run /Unmount-Image /MountDir:/mnt/w /Discard
+diag "5: discard after the kill: exit $RC"
+dism /Cleanup-Mountpoints >/dev/null 2>&1
+grep -q ' /mnt/w ' /proc/mounts && umount -l /mnt/w
+W_KILLED=$(sha $W)
 
-# ============ 6. the WIM back to the host ================================================
+# ============ 6. nothing left ============================================================
+sleep 0.3
+is "6: no dism-nbd-server process" "$(server_procs)" 0
+is "6: /Get-MountedImageInfo lists nothing" "$(dism /Format:Json /Get-MountedImageInfo)" '{"mounted_images": []}'
+is "6: registry, volumes and live state empty" "$(leftovers)" ""
+is "6: nothing of ours in /proc/mounts" "$(grep -c -E 'nbd|/mnt/' /proc/mounts)" 0
+
+# ============ 7. the WIM back to the host ================================================
 if [ -b /dev/vda ]; then
-  printf 'DISMWIM %s %s\n' "$(stat -c %s $W)" "$W_COMMITTED" | dd of=/dev/vda bs=512 conv=sync,fsync 2>/dev/null
+  printf 'DISMWIM %s %s\n' "$(stat -c %s $W)" "$W_KILLED" | dd of=/dev/vda bs=512 conv=sync,fsync 2>/dev/null
   check "the committed WIM copied to /dev/vda for the host" dd if="$W" of=/dev/vda bs=1M seek=1 conv=fsync
 else
   not_ok "the committed WIM copied to /dev/vda for the host (no /dev/vda)"
