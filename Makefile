@@ -4,7 +4,8 @@
 #   make check          install test dependencies (root), build, run the whole suite (TAP)
 #   make demo           the README's first command
 #   make bench          benchmarks beside qemu-nbd and nbdkit (not part of check)
-#   make fuzz           run every libFuzzer target for FUZZ_SECONDS each
+#   make fuzz           run every libFuzzer target for FUZZ_SECONDS each (FUZZ_JOBS at
+#                       once), report in $(BUILD)/fuzz/report.md (also: make fuzz-campaign)
 #   make vm-test        only the VM tests (Debian kernel under qemu TCG: /dev/nbdN, ntfs-3g)
 #   make install        PREFIX (default /usr/local) and DESTDIR honoured
 
@@ -16,6 +17,9 @@ MANDIR     ?= $(PREFIX)/share/man
 LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 DOCDIR     ?= $(PREFIX)/share/doc/dism
+SYSTEMDUNITDIR      ?= $(PREFIX)/lib/systemd/system
+SYSTEMDGENERATORDIR ?= $(PREFIX)/lib/systemd/system-generators
+UDEVRULESDIR        ?= $(PREFIX)/lib/udev/rules.d
 DESTDIR    ?=
 
 CC      ?= cc
@@ -60,6 +64,16 @@ FUSE_LIBS   := $(shell $(PKG_CONFIG) --libs fuse3 2>/dev/null)
 CPPFLAGS    += $(FUSE_CFLAGS)
 LIBS      := $(FUSE_LIBS) -lpthread
 NBD_LIBS  := $(shell $(PKG_CONFIG) --libs libnbd 2>/dev/null)
+# GnuTLS: the server's STARTTLS (nbd-server/server/tls.c).  Linked only
+# where the server library is.
+GNUTLS_CFLAGS := $(shell $(PKG_CONFIG) --cflags gnutls 2>/dev/null)
+GNUTLS_LIBS   := $(shell $(PKG_CONFIG) --libs gnutls 2>/dev/null || echo -lgnutls)
+CPPFLAGS  += $(GNUTLS_CFLAGS)
+# libseccomp: the server's sandbox (nbd-server/server/sandbox.c), which is
+# linked into the server binary only, like main.c.
+SECCOMP_CFLAGS := $(shell $(PKG_CONFIG) --cflags libseccomp 2>/dev/null)
+SECCOMP_LIBS   := $(shell $(PKG_CONFIG) --libs libseccomp 2>/dev/null || echo -lseccomp)
+CPPFLAGS  += $(SECCOMP_CFLAGS)
 NBD_CFLAGS:= $(shell $(PKG_CONFIG) --cflags libnbd 2>/dev/null)
 
 # libdism (userspace/lib) with DISM's C API, and the dism command.  The
@@ -79,7 +93,7 @@ WIM_CFLAGS  := $(shell $(PKG_CONFIG) --cflags wimlib 2>/dev/null)
 WIM_LIBS    := $(shell $(PKG_CONFIG) --libs wimlib 2>/dev/null || echo -lwim)
 DISM_INC    := -Iuserspace/include -Iuserspace/lib
 
-.PHONY: all check demo bench fuzz fuzz-build install uninstall clean deps
+.PHONY: all check demo bench fuzz fuzz-campaign fuzz-build install uninstall clean deps
 all: $(SERVER_BIN) $(TOOL_BINS) $(UNIT_BINS) $(LIBDISM_SO) $(LIBDISM_A) $(DISM_PC) $(DISM_BIN)
 
 $(BUILD)/%.o: %.c
@@ -90,15 +104,16 @@ $(ENGINE_LIB): $(ENGINE_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-# The server is a library (main.c excluded) so tests and fuzzers can link it.
-SERVER_MAIN := $(BUILD)/nbd-server/server/main.o
+# The server is a library (main.c and sandbox.c excluded) so tests and
+# fuzzers can link it.
+SERVER_MAIN := $(BUILD)/nbd-server/server/main.o $(BUILD)/nbd-server/server/sandbox.o
 $(SERVER_LIB): $(filter-out $(SERVER_MAIN),$(SERVER_OBJ))
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
 $(SERVER_BIN): $(SERVER_MAIN) $(SERVER_LIB) $(ENGINE_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(GNUTLS_LIBS) $(SECCOMP_LIBS) $(LIBS)
 
 $(LIBDISM_OBJ) $(BUILD)/userspace/cli/dism.o: CPPFLAGS += $(DISM_INC) $(NTFS_CFLAGS) $(WIM_CFLAGS)
 $(LIBDISM_OBJ): CFLAGS += -fvisibility=hidden
@@ -123,12 +138,80 @@ $(DISM_PC): Makefile
 	$(WRITE_DISM_PC) > $@
 
 # The CLI links libdism statically: it runs from the build tree as installed.
-$(DISM_BIN): $(BUILD)/userspace/cli/dism.o $(LIBDISM_A)
+# Its argument parser (args.c) is a file of its own for fuzz-cli.
+$(DISM_BIN): $(BUILD)/userspace/cli/dism.o $(BUILD)/userspace/cli/args.o $(LIBDISM_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
 
+# Mounting at boot (docs/boot.md): dism-generator turns /etc/dismtab into
+# units and needs only the dismtab parser (libc alone: generators run early);
+# dism-boot, the units' helper, links libdism like dism.  The generator and
+# the static units name installed paths: they are rebuilt when SBINDIR or
+# LIBEXECDIR change (paths.stamp).
+GENERATOR_BIN := $(BUILD)/bin/dism-generator
+BOOT_BIN      := $(BUILD)/bin/dism-boot
+BOOT_UNITS    := $(BUILD)/udev/dism-remount.service
+PATHS_STAMP   := $(BUILD)/paths.stamp
+all: $(GENERATOR_BIN) $(BOOT_BIN) $(BOOT_UNITS)
+.PHONY: FORCE
+$(PATHS_STAMP): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(SBINDIR) $(LIBEXECDIR)' | cmp -s - $@ || echo '$(SBINDIR) $(LIBEXECDIR)' > $@
+$(BUILD)/userspace/cli/dism-generator.o: $(PATHS_STAMP)
+$(BUILD)/userspace/cli/dism-generator.o: CPPFLAGS += -Iuserspace/lib -DSBINDIR='"$(SBINDIR)"'
+$(BUILD)/userspace/cli/dism-boot.o: CPPFLAGS += $(DISM_INC) $(NTFS_CFLAGS) $(WIM_CFLAGS)
+
+$(GENERATOR_BIN): $(BUILD)/userspace/cli/dism-generator.o $(BUILD)/userspace/lib/dismtab.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^
+
+$(BOOT_BIN): $(BUILD)/userspace/cli/dism-boot.o $(LIBDISM_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
+
+SUBST_PATHS = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g'
+$(BUILD)/udev/%: udev/%.in $(PATHS_STAMP)
+	@mkdir -p $(dir $@)
+	$(SUBST_PATHS) $< > $@
+
+# udev (docs/udev.md): the rules name dism-udev-id, the helper they import
+# the DISM_* properties from, by its installed path (LIBEXECDIR); the helper
+# needs libc alone (udev runs it for every event on our devices).
+UDEV_ID_BIN := $(BUILD)/bin/dism-udev-id
+UDEV_RULES  := $(BUILD)/udev/60-dism.rules
+all: $(UDEV_ID_BIN) $(UDEV_RULES)
+$(UDEV_ID_BIN): $(BUILD)/userspace/cli/dism-udev-id.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^
+
+# The image servers' supervisor (docs/reliability.md, "Server crash and
+# restart"): libdism starts every server under it; it restarts a server that
+# dies and gives the kernel's /dev/nbdN connections to the new one
+# (attach-nbd.c, so it links libdism).  Installed next to the server.
+SUPERVISE_BIN := $(BUILD)/bin/dism-supervise
+all: $(SUPERVISE_BIN)
+$(BUILD)/userspace/cli/dism-supervise.o: CPPFLAGS += $(DISM_INC)
+$(SUPERVISE_BIN): $(BUILD)/userspace/cli/dism-supervise.o $(LIBDISM_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
+.PHONY: install-supervise uninstall-supervise
+install: install-supervise
+install-supervise: $(SUPERVISE_BIN)
+	install -d $(DESTDIR)$(LIBEXECDIR)
+	install -m 0755 $(SUPERVISE_BIN) $(DESTDIR)$(LIBEXECDIR)/dism-supervise
+uninstall: uninstall-supervise
+uninstall-supervise:
+	rm -f $(DESTDIR)$(LIBEXECDIR)/dism-supervise
+
 # The C API test links the shared library (what applications use).
 $(BUILD)/tests/test-dismapi: tests/unit/test-dismapi.c $(LIBDISM_SO) userspace/include/DismApi.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Iuserspace/include $(CFLAGS) -o $@ $< -L$(BUILD) -ldism \
+	  -Wl,-rpath,'$$ORIGIN/..' $(LDFLAGS) $(LIBS)
+
+# The fd/leak cycle test (tests/t/58-fd-cycles.t) too: a long-lived
+# application process.
+$(BUILD)/tests/test-fd-cycles: tests/unit/test-fd-cycles.c $(LIBDISM_SO) userspace/include/DismApi.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -Iuserspace/include $(CFLAGS) -o $@ $< -L$(BUILD) -ldism \
 	  -Wl,-rpath,'$$ORIGIN/..' $(LDFLAGS) $(LIBS)
@@ -158,25 +241,40 @@ $(BUILD)/bin/%: $(BUILD)/nbd-server/tools/%.o $(ENGINE_LIB)
 
 $(BUILD)/tests/%: tests/unit/%.c $(SERVER_LIB) $(ENGINE_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -Inbd-server/server $(CFLAGS) $(NBD_CFLAGS) -o $@ $< $(SERVER_LIB) $(ENGINE_LIB) $(LDFLAGS) $(NBD_LIBS) $(LIBS)
+	$(CC) $(CPPFLAGS) -Inbd-server/server $(CFLAGS) $(NBD_CFLAGS) -o $@ $< $(SERVER_LIB) $(ENGINE_LIB) $(LDFLAGS) $(NBD_LIBS) $(GNUTLS_LIBS) $(LIBS)
 
 # libFuzzer targets: clang, ASan+UBSan, the engine/server sources rebuilt
 # with coverage instrumentation.
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer
-FUZZ_LIBSRC := $(ENGINE_SRC) $(filter-out nbd-server/server/main.c,$(SERVER_SRC))
+FUZZ_LIBSRC := $(ENGINE_SRC) $(filter-out nbd-server/server/main.c nbd-server/server/sandbox.c,$(SERVER_SRC))
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIBSRC)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(CPPFLAGS) -Inbd-server/server -std=gnu11 $(FUZZ_FLAGS) -DFUZZING -pthread -o $@ $< $(FUZZ_LIBSRC) $(FUZZ_EXTRA_$*) $(LIBS)
+	$(CLANG) $(CPPFLAGS) -Inbd-server/server -std=gnu11 $(FUZZ_FLAGS) -DFUZZING -pthread -o $@ $< $(FUZZ_LIBSRC) $(FUZZ_EXTRA_$*) $(GNUTLS_LIBS) $(LIBS)
 
 # fuzz-partition: libdism's partition-table parser (no libntfs-3g in it).
 FUZZ_EXTRA_fuzz-partition := -Iuserspace/lib userspace/lib/partition.c userspace/lib/dism-error.c
 $(BUILD)/fuzz/fuzz-partition: userspace/lib/partition.c userspace/lib/partition.h userspace/lib/dism-error.c
 
+# fuzz-dismtab and fuzz-cli: parsers that need libc alone, built without
+# the engine (their coverage figures count their own code only).
+FUZZ_CC = $(CLANG) -D_GNU_SOURCE -std=gnu11 $(FUZZ_FLAGS)
+$(BUILD)/fuzz/fuzz-dismtab: tests/fuzz/fuzz-dismtab.c userspace/lib/dismtab.c userspace/lib/dismtab.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -Iuserspace/lib -o $@ $< userspace/lib/dismtab.c
+$(BUILD)/fuzz/fuzz-cli: tests/fuzz/fuzz-cli.c userspace/cli/args.c userspace/cli/args.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -Iuserspace/cli -o $@ $< userspace/cli/args.c
+
 fuzz-build: $(FUZZ_BINS)
 
+# A campaign: every target FUZZ_SECONDS, FUZZ_JOBS at once, over a copy of
+# its seed corpus; the table (executions, exec/s, cov, ft, corpus,
+# findings) goes to $(BUILD)/fuzz/report.md, reproducers to
+# $(BUILD)/fuzz/artifacts/.
 FUZZ_SECONDS ?= 60
-fuzz: fuzz-build
-	tests/fuzz/run-all.sh $(BUILD)/fuzz $(FUZZ_SECONDS)
+FUZZ_JOBS    ?= 1
+fuzz fuzz-campaign: fuzz-build
+	FUZZ_JOBS=$(FUZZ_JOBS) tests/fuzz/run-all.sh $(BUILD)/fuzz $(FUZZ_SECONDS) $(BUILD)/fuzz/report.md
 
 deps:
 	bash tests/deps.sh
@@ -215,6 +313,15 @@ install: all
 	$(WRITE_DISM_PC) > $(DESTDIR)$(LIBDIR)/pkgconfig/dism.pc
 	install -m 0644 docs/man/dism.8 $(DESTDIR)$(MANDIR)/man8/dism.8
 	install -m 0644 docs/man/DismApi.3 $(DESTDIR)$(MANDIR)/man3/DismApi.3
+	install -d $(DESTDIR)$(SYSTEMDGENERATORDIR) $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR)
+	install -m 0755 $(GENERATOR_BIN) $(DESTDIR)$(SYSTEMDGENERATORDIR)/dism-generator
+	install -m 0755 $(BOOT_BIN) $(DESTDIR)$(LIBEXECDIR)/dism-boot
+	install -m 0644 $(BOOT_UNITS) $(DESTDIR)$(SYSTEMDUNITDIR)/
+	install -m 0644 docs/man/dismtab.5 $(DESTDIR)$(MANDIR)/man5/dismtab.5
+	install -m 0644 udev/dismtab.example $(DESTDIR)$(DOCDIR)/dismtab.example
+	install -d $(DESTDIR)$(UDEVRULESDIR)
+	install -m 0755 $(UDEV_ID_BIN) $(DESTDIR)$(LIBEXECDIR)/dism-udev-id
+	install -m 0644 $(UDEV_RULES) $(DESTDIR)$(UDEVRULESDIR)/60-dism.rules
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBEXECDIR)/dism-nbd-server $(DESTDIR)$(SBINDIR)/dism-nbd-server
@@ -222,6 +329,11 @@ uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/dism $(DESTDIR)$(LIBDIR)/libdism.so.1 $(DESTDIR)$(LIBDIR)/libdism.so
 	rm -f $(DESTDIR)$(LIBDIR)/libdism.a $(DESTDIR)$(INCLUDEDIR)/DismApi.h $(DESTDIR)$(LIBDIR)/pkgconfig/dism.pc
 	rm -f $(DESTDIR)$(MANDIR)/man8/dism.8 $(DESTDIR)$(MANDIR)/man3/DismApi.3
+	rm -f $(DESTDIR)$(SYSTEMDGENERATORDIR)/dism-generator $(DESTDIR)$(LIBEXECDIR)/dism-boot
+	rm -f $(patsubst $(BUILD)/udev/%,$(DESTDIR)$(SYSTEMDUNITDIR)/%,$(BOOT_UNITS))
+	rm -f $(DESTDIR)$(MANDIR)/man5/dismtab.5 $(DESTDIR)$(DOCDIR)/dismtab.example
+	rm -f $(DESTDIR)$(LIBEXECDIR)/dism-udev-id $(DESTDIR)$(UDEVRULESDIR)/60-dism.rules
+	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
 	-rmdir $(DESTDIR)$(LIBEXECDIR) 2>/dev/null
 
 clean:

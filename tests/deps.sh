@@ -7,11 +7,16 @@ set -euo pipefail
 PKGS=(
   # build
   build-essential pkg-config clang libclang-rt-14-dev llvm linux-libc-dev
-  libnbd-dev libfuse3-dev libwim-dev ntfs-3g-dev libgnutls28-dev
+  libnbd-dev libfuse3-dev libwim-dev ntfs-3g-dev libgnutls28-dev libseccomp-dev
   # test oracles and peers
-  libnbd-bin python3-libnbd nbdkit qemu-utils libvhdi-utils python3-libvhdi fio
+  libnbd-bin python3-libnbd nbdkit qemu-utils libvhdi-utils python3-libvhdi fio gnutls-bin
   wimtools ntfs-3g fuse3 fdisk gdisk util-linux dosfstools
   gzip bzip2 xxd bc strace attr procps psmisc kmod cpio unzip
+  # udev rules (tests/t/86-udev.t: udevadm test; 87-vm-udev.t: systemd-udevd in the VM)
+  udev
+  # dismtab and the generator's units (tests/t/84-dismtab.t: systemd-analyze
+  # verify, systemd-escape; dismtab(5) checked with groff)
+  systemd groff-base
   # VM suite
   qemu-system-x86 busybox-static
 )

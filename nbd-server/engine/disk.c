@@ -102,7 +102,10 @@ disk_open(const char *path, const struct disk_open_opts *opts_in,
     opts = *opts_in;
   *out = NULL;
 
-  fd = open(path, (opts.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  /* O_NONBLOCK: a parent path read from an image may name a FIFO, whose
+   * open would wait forever for a writer.  Cleared once the file is known
+   * to be a regular file or a block device. */
+  fd = open(path, (opts.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     r = -errno;
     disk_set_error("%s: cannot open: %s", path, strerror(errno));
@@ -116,6 +119,11 @@ disk_open(const char *path, const struct disk_open_opts *opts_in,
   if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
     r = -EINVAL;
     disk_set_error("%s: not a regular file or block device", path);
+    goto out;
+  }
+  if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+    r = -errno;
+    disk_set_error("%s: fcntl: %s", path, strerror(errno));
     goto out;
   }
   for (const struct disk_chain_link *l = opts.chain; l; l = l->next)

@@ -26,6 +26,12 @@
  * from its valid slot with the highest generation, so a torn slot falls
  * back to the previous flushed version of that page, and no slot ever
  * claims DATA for a granule whose data was not synced before it.
+ *
+ * Live map (<overlay>.live): every map change is also written, without a
+ * sync, into a side file, so that a process killed between flushes (the
+ * machine still up, its page cache intact) loses nothing it acknowledged:
+ * the next open in the same boot adopts that file instead of the last
+ * flushed map.  See "live map" below.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -54,6 +60,22 @@
 #define OVL_SLOT_MAGIC   "OVMP"
 #define OVL_PATH_OFF     128u
 #define OVL_PATH_MAX     (OVL_HDR_SIZE - OVL_PATH_OFF)
+
+/* The live map file: a header, then map page p's payload at
+ * LIVE_HDR + p * LIVE_STRIDE (sparse; a hole reads as all BASE). */
+#define LIVE_MAGIC       "DISMLIVE"
+#define LIVE_VERSION     1u
+#define LIVE_HDR         4096u
+#define LIVE_STRIDE      4096u
+#define LIVE_SUFFIX      ".live"
+#define L_VERSION        8
+#define L_BOOTID         16      /* 40 bytes: /proc/sys/kernel/random/boot_id */
+#define L_DEV            56
+#define L_INO            64
+#define L_NPAGES         72
+#define L_GENLO          80      /* the durable map generation lies in */
+#define L_GENHI          88      /* [GENLO, GENHI] while this file is current */
+#define L_BOOTID_LEN     40u
 
 /* Header field offsets. */
 #define H_VERSION    8
@@ -106,8 +128,13 @@ struct overlay {
   pthread_rwlock_t commit_lock;
   uint64_t gen;                  /* highest map slot generation written */
   int broken;                    /* a flush failed: refuse further writes */
+  int live_fd;                   /* the live map, -1: none (map_lock) */
+  char *live_path;
   pthread_mutex_t stripes[NSTRIPES];
 };
+
+static void live_page(struct overlay *o, uint64_t p, uint32_t a, uint32_t b);
+static void overlay_remove_live(const char *path);
 
 /* ---- in-memory map ------------------------------------------------------ */
 
@@ -172,11 +199,14 @@ map_set(struct overlay *o, uint64_t g0, uint64_t g1, unsigned st)
 
     g0 = first + b;
     if (a == 0 && b == n) {
-      if (mp->bits || mp->uniform != st)
-        mp->dirty = 1;
+      bool changed = mp->bits || mp->uniform != st;
       free(mp->bits);
       mp->bits = NULL;
       mp->uniform = (uint8_t) st;
+      if (changed) {
+        mp->dirty = 1;
+        live_page(o, p, 0, n);
+      }
       continue;
     }
     if (!mp->bits) {
@@ -202,6 +232,7 @@ map_set(struct overlay *o, uint64_t g0, uint64_t g1, unsigned st)
       mp->bits = NULL;
       mp->uniform = (uint8_t) st;
     }
+    live_page(o, p, a, b);
   }
   return 0;
 }
@@ -567,6 +598,259 @@ ovl_extents(struct disk *d, uint64_t count, uint64_t offset,
   return 0;
 }
 
+/* ---- live map -------------------------------------------------------------
+ *
+ * Between flushes the map changes only in memory.  A server killed with
+ * kill -9 (not the machine) has written the data of every write it
+ * acknowledged into the overlay file's page cache, but the map that says
+ * where that data is dies with it.  So every map change is also written,
+ * with a plain pwrite and no sync, into <overlay>.live: for a killed
+ * process the kernel keeps those bytes, and the next open in the same boot
+ * finds the map exactly as it was, acknowledged writes included.
+ *
+ * Across a reboot neither the unsynced data nor this file can be trusted,
+ * so the file names the boot it was written in (boot_id) and is used only
+ * in that boot; otherwise the last flushed map stands, as after a power
+ * loss.  It is also refused unless it belongs to this overlay file (device
+ * and inode) and the durable map's generation lies in the window this file
+ * was current for: a flush widens the window before it writes map slots
+ * and narrows it after, so a flush by anything that did not keep the file
+ * up to date makes it stale.  An adopted page that differs from the
+ * flushed map is marked dirty: the next flush makes it durable (its data
+ * is in the page cache, so the fdatasync before the map slots covers it).
+ *
+ * Writes go under map_lock (held for writing by map_set), so the bytes of
+ * a page reach the file in the order the map changed; 2 bits per granule,
+ * so every granule reads its old or its new state whatever a kill
+ * interrupts.  Best effort: a failed write truncates the file (then it is
+ * refused at the next open) and the overlay keeps its flush semantics.  A
+ * clean close flushes and removes it (truncates it where a sandbox forbids
+ * the unlink); overlay_remove() deletes it with the overlay.
+ */
+
+static void
+live_disable(struct overlay *o)
+{
+  if (o->live_fd < 0)
+    return;
+  (void) ftruncate(o->live_fd, 0);
+  close(o->live_fd);
+  o->live_fd = -1;
+}
+
+/* Through disk_full_pwrite, so the crash tests' write counts (and their
+ * kill points, DISM_CRASH_AFTER_WRITES) include these writes too. */
+static void
+live_write(struct overlay *o, const void *buf, size_t len, uint64_t off)
+{
+  if (o->live_fd >= 0 && disk_full_pwrite(o->live_fd, o->live_path, buf, len, off) < 0)
+    live_disable(o);
+}
+
+/* Mirror the bytes of page p that hold granules [a, b).  Caller holds
+ * map_lock for writing (or is alone, at open). */
+static void
+live_page(struct overlay *o, uint64_t p, uint32_t a, uint32_t b)
+{
+  const struct mpage *mp = &o->pages[p];
+  uint64_t off = LIVE_HDR + p * LIVE_STRIDE;
+  uint32_t b0 = a / 4, b1 = (b + 3) / 4;
+  uint8_t fill[512];
+
+  if (o->live_fd < 0 || b1 <= b0)
+    return;
+  if (mp->bits) {
+    live_write(o, mp->bits + b0, b1 - b0, off + b0);
+    return;
+  }
+  memset(fill, pattern(mp->uniform), sizeof fill);
+  while (b0 < b1) {
+    uint32_t n = b1 - b0 < sizeof fill ? b1 - b0 : (uint32_t) sizeof fill;
+    live_write(o, fill, n, off + b0);
+    b0 += n;
+  }
+}
+
+static void
+live_window(struct overlay *o, uint64_t lo, uint64_t hi)
+{
+  uint8_t g[16];
+
+  put_le64(g, lo);
+  put_le64(g + 8, hi);
+  live_write(o, g, sizeof g, L_GENLO);
+}
+
+static int
+read_boot_id(char id[L_BOOTID_LEN])
+{
+  const char *env = getenv("DISM_BOOT_ID");   /* tests: a simulated reboot */
+  ssize_t n = 0;
+  int fd;
+
+  memset(id, 0, L_BOOTID_LEN);
+  if (env && *env) {
+    snprintf(id, L_BOOTID_LEN, "%s", env);
+    return 0;
+  }
+  fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    n = read(fd, id, L_BOOTID_LEN - 1);
+    close(fd);
+  }
+  if (n < 32)
+    return -ENOENT;
+  id[n] = 0;
+  id[strcspn(id, "\n")] = 0;
+  return 0;
+}
+
+static bool
+bits_equal(const uint8_t *x, const uint8_t *y, uint32_t n)
+{
+  if (memcmp(x, y, n / 4) != 0)
+    return false;
+  for (uint32_t i = n / 4 * 4; i < n; i++)
+    if (bits_get(x, i) != bits_get(y, i))
+      return false;
+  return true;
+}
+
+/* Page p of the live file into buf (OVL_PAYLOAD bytes; past its end, or in
+ * a hole, all BASE); false if unreadable or a granule has the invalid
+ * state 3. */
+static bool
+live_read_page(struct overlay *o, uint64_t p, uint8_t *buf)
+{
+  uint64_t off = LIVE_HDR + p * LIVE_STRIDE;
+  size_t done = 0;
+
+  while (done < OVL_PAYLOAD) {
+    ssize_t n = pread(o->live_fd, buf + done, OVL_PAYLOAD - done, (off_t) (off + done));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return false;
+    if (n == 0) {
+      memset(buf + done, 0, OVL_PAYLOAD - done);
+      break;
+    }
+    done += (size_t) n;
+  }
+  for (uint32_t i = 0, n = page_granules(o, p); i < n; i++)
+    if (bits_get(buf, i) == 3)
+      return false;
+  return true;
+}
+
+/* Take the live map over the flushed one; 0, or -1 if the file does not
+ * qualify (nothing changed then). */
+static int
+live_adopt(struct disk *d, const char *boot_id, const struct stat *st)
+{
+  struct overlay *o = d->priv;
+  uint8_t h[128], *buf = malloc(OVL_PAYLOAD);
+  uint64_t p;
+
+  if (!buf)
+    return -1;
+  if (pread(o->live_fd, h, sizeof h, 0) != (ssize_t) sizeof h ||
+      memcmp(h, LIVE_MAGIC, 8) != 0 || get_le32(h + L_VERSION) != LIVE_VERSION ||
+      strncmp((const char *) h + L_BOOTID, boot_id, L_BOOTID_LEN) != 0 ||
+      get_le64(h + L_DEV) != (uint64_t) st->st_dev ||
+      get_le64(h + L_INO) != (uint64_t) st->st_ino ||
+      get_le64(h + L_NPAGES) != o->npages ||
+      o->gen < get_le64(h + L_GENLO) || o->gen > get_le64(h + L_GENHI))
+    goto refuse;
+  /* Check every page before changing any. */
+  for (p = 0; p < o->npages; p++)
+    if (!live_read_page(o, p, buf))
+      goto refuse;
+  for (p = 0; p < o->npages; p++) {
+    struct mpage *mp = &o->pages[p];
+    uint32_t n = page_granules(o, p);
+    int u;
+
+    live_read_page(o, p, buf);
+    u = bits_uniform(buf, n);
+    if (u >= 0 ? !mp->bits && mp->uniform == u : mp->bits && bits_equal(mp->bits, buf, n))
+      continue;
+    if (u < 0 && !mp->bits && !(mp->bits = malloc(OVL_PAYLOAD)))
+      goto refuse;             /* pages adopted so far are whole and dirty */
+    if (u < 0) {
+      memcpy(mp->bits, buf, OVL_PAYLOAD);
+    } else {
+      free(mp->bits);
+      mp->bits = NULL;
+      mp->uniform = (uint8_t) u;
+    }
+    mp->dirty = 1;
+  }
+  free(buf);
+  return 0;
+
+refuse:
+  free(buf);
+  return -1;
+}
+
+/* Open, adopt or rebuild the live map.  Called once the flushed map is
+ * loaded (or the overlay created), before the disk is shared. */
+static void
+live_open(struct disk *d, bool create)
+{
+  struct overlay *o = d->priv;
+  char boot_id[L_BOOTID_LEN];
+  uint8_t h[128];
+  struct stat st;
+
+  if (read_boot_id(boot_id) < 0 || fstat(o->fd, &st) < 0 ||
+      asprintf(&o->live_path, "%s" LIVE_SUFFIX, d->path) < 0) {
+    o->live_path = NULL;
+    return;
+  }
+  o->live_fd = open(o->live_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (o->live_fd < 0)
+    return;                    /* e.g. a read-only directory: flush semantics */
+  if (!create && live_adopt(d, boot_id, &st) == 0) {
+    live_window(o, o->gen, o->gen);
+    return;
+  }
+  /* Rebuild it from the map in memory; the header goes last, so a file
+   * cut short by a kill is refused. */
+  if (ftruncate(o->live_fd, 0) < 0) {
+    live_disable(o);
+    return;
+  }
+  for (uint64_t p = 0; p < o->npages; p++)
+    if (o->pages[p].bits || o->pages[p].uniform != ST_BASE)
+      live_page(o, p, 0, page_granules(o, p));
+  memset(h, 0, sizeof h);
+  memcpy(h, LIVE_MAGIC, 8);
+  put_le32(h + L_VERSION, LIVE_VERSION);
+  memcpy(h + L_BOOTID, boot_id, L_BOOTID_LEN);
+  put_le64(h + L_DEV, (uint64_t) st.st_dev);
+  put_le64(h + L_INO, (uint64_t) st.st_ino);
+  put_le64(h + L_NPAGES, o->npages);
+  put_le64(h + L_GENLO, o->gen);
+  put_le64(h + L_GENHI, o->gen);
+  live_write(o, h, sizeof h, 0);
+}
+
+/* A clean close: the map is flushed (or the flush failed and the flushed
+ * map is all there is), so the live map must not outlive us. */
+static void
+live_close(struct overlay *o)
+{
+  if (o->live_fd >= 0) {
+    live_disable(o);
+    if (o->live_path)
+      (void) unlink(o->live_path);   /* refused in a sandbox: it stays empty */
+  }
+  free(o->live_path);
+  o->live_path = NULL;
+}
+
 /* ---- map on disk -------------------------------------------------------- */
 
 static uint64_t
@@ -612,7 +896,7 @@ ovl_flush(struct disk *d)
   struct overlay *o = d->priv;
   uint8_t *buf = NULL;
   uint64_t batch[FLUSH_BATCH];
-  uint64_t next = 0;
+  uint64_t next = 0, gen_lo;
   bool wrote = false;
   int r = check_broken(d);
 
@@ -624,6 +908,7 @@ ovl_flush(struct disk *d)
     return -ENOMEM;
   }
   pthread_mutex_lock(&o->flush_lock);
+  gen_lo = o->gen;
   for (;;) {
     size_t n = 0;
 
@@ -650,7 +935,11 @@ ovl_flush(struct disk *d)
     if (r < 0 || n == 0)
       break;
 
-    /* 3. ... the map pages that point at it are written. */
+    /* 3. ... the map pages that point at it are written (the live map's
+     *    window first takes in the generations they get). */
+    pthread_rwlock_wrlock(&o->map_lock);
+    live_window(o, gen_lo, o->gen + n);
+    pthread_rwlock_unlock(&o->map_lock);
     for (size_t k = 0; k < n && r == 0; k++)
       r = write_map_page(d, batch[k], buf + k * OVL_SLOT_SIZE);
     if (r < 0)
@@ -659,10 +948,18 @@ ovl_flush(struct disk *d)
   }
   if (r == 0 && wrote)
     r = sync_file(d);
-  if (r < 0) {
-    /* After a failed fdatasync the kernel may have dropped dirty pages:
-     * the only safe state is a stop, the last durable map is on disk. */
-    __atomic_store_n(&o->broken, 1, __ATOMIC_RELEASE);
+  if (r < 0 || wrote) {
+    pthread_rwlock_wrlock(&o->map_lock);
+    if (r < 0) {
+      /* After a failed fdatasync the kernel may have dropped dirty pages:
+       * the only safe state is a stop, the last durable map is on disk
+       * (and the live map, which may point at lost data, is dropped). */
+      __atomic_store_n(&o->broken, 1, __ATOMIC_RELEASE);
+      live_disable(o);
+    } else {
+      live_window(o, o->gen, o->gen);
+    }
+    pthread_rwlock_unlock(&o->map_lock);
   }
   pthread_mutex_unlock(&o->flush_lock);
   free(buf);
@@ -998,6 +1295,7 @@ ovl_close(struct disk *d)
      * here, and a failed flush keeps the last durable map. */
     if (o->pages && !o->broken)
       (void) ovl_flush(d);
+    live_close(o);
     close(o->fd);
   }
   for (uint64_t p = 0; o->pages && p < o->npages; p++)
@@ -1032,6 +1330,7 @@ overlay_new(void)
   if (!o)
     return NULL;
   o->fd = -1;
+  o->live_fd = -1;
   pthread_rwlock_init(&o->map_lock, NULL);
   {
     pthread_rwlockattr_t a;
@@ -1095,6 +1394,8 @@ overlay_open(struct disk *base, const char *path, unsigned flags,
   for (uint64_t p = 0; p < o->npages; p++)
     o->pages[p].slot = -1;
 
+  if (create)
+    overlay_remove_live(path);   /* a stale one of an overlay deleted earlier */
   o->fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0), 0600);
   if (o->fd < 0) {
     r = -errno;
@@ -1115,6 +1416,7 @@ overlay_open(struct disk *base, const char *path, unsigned flags,
       unlink(path);      /* a half-made overlay is of no use to anyone */
     goto fail;
   }
+  live_open(d, create);
   free(id);
   *out = d;
   return 0;
@@ -1124,10 +1426,31 @@ fail:
     close(o->fd);
     o->fd = -1;          /* ovl_close must not flush a half-open overlay */
   }
+  free(o ? o->live_path : NULL);
+  if (o)
+    o->live_path = NULL;
   free(id);
   disk_close(base);
   disk_close(d);
   return r;
+}
+
+static void
+overlay_remove_live(const char *path)
+{
+  char *live;
+
+  if (asprintf(&live, "%s" LIVE_SUFFIX, path) >= 0) {
+    (void) unlink(live);
+    free(live);
+  }
+}
+
+int
+overlay_remove(const char *path)
+{
+  overlay_remove_live(path);
+  return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
 }
 
 int

@@ -4,7 +4,10 @@
  * allocation map; reads merge the overlay over the base.  The base is only
  * read, except by overlay_commit().  After disk_flush() returns, every write that returned before
  * it survives a crash (kill -9, power loss) and is there when the overlay is
- * reopened with overlay_open(.., OVERLAY_OPEN_EXISTING).
+ * reopened with overlay_open(.., OVERLAY_OPEN_EXISTING).  A kill -9 of the
+ * process alone (the machine still up) loses nothing that returned, flushed
+ * or not: reopened in the same boot, the overlay takes its map from the live
+ * map file <path>.live.
  */
 #ifndef DISM_OVERLAY_H
 #define DISM_OVERLAY_H
@@ -22,6 +25,12 @@
  * reopen; the overlay file is flock()ed while open. */
 int overlay_open(struct disk *base, const char *overlay_path, unsigned flags,
                  struct disk **out);
+
+/* Delete an overlay file and its live map (<path>.live, the map as it was
+ * in memory, which lets a server killed between flushes be restarted
+ * without losing acknowledged writes; see overlay.c).  0, or -errno of the
+ * overlay's unlink (a missing file is not an error). */
+int overlay_remove(const char *path);
 
 /* Walk the ranges the overlay holds, in order, for merging into the base
  * image (the commit of the mount issue).  state is OVERLAY_DATA (read the

@@ -1034,8 +1034,10 @@ try_parent(struct disk *d, int fd, const struct disk_open_opts *opts,
   }
   if (r < 0) {
     if (!s->first_r) {
+      /* The parent's message names only the parent: say whose parent. */
       s->first_r = r;
-      snprintf(s->first_err, sizeof s->first_err, "%s", disk_last_error());
+      snprintf(s->first_err, sizeof s->first_err, "%s: parent %s: %s", d->path, cand,
+               disk_last_error());
     }
     return 1;
   }

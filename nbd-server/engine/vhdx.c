@@ -643,8 +643,14 @@ open_parent(struct disk *d, struct vhdx *v, const struct disk_open_opts *opts)
     r = disk_open_parent(cand[k], opts, v->fd, &p);
     if (r == 0)
       break;
-    if (r != -ENOENT)
-      return r;                 /* the parent's own message (loop, corrupt...) */
+    if (r != -ENOENT) {
+      /* The parent's own message (loop, corrupt...) names only the
+       * parent: say whose parent it is. */
+      char msg[1024];
+      snprintf(msg, sizeof msg, "%s", disk_last_error());
+      disk_set_error("%s: parent %s: %s", v->path, cand[k], msg);
+      return r;
+    }
     if (tl < sizeof tried)
       tl += (size_t) snprintf(tried + tl, sizeof tried - tl, "%s%s", tl ? ", " : "",
                               cand[k]);

@@ -8,6 +8,8 @@
  * the same len. */
 void *bufpool_get(size_t len);
 void bufpool_put(void *buf, size_t len);
+/* The bytes bufpool_get(len) really allocates (what a request costs). */
+size_t bufpool_size(size_t len);
 /* Free every idle buffer (at shutdown, so leak checkers stay quiet). */
 void bufpool_trim(void);
 

@@ -1,5 +1,7 @@
-/* conn-io.c - socket I/O for one connection: buffered exact reads (many
- * small request headers per recv) and whole-message sends with sendmsg. */
+/* conn-io.c - I/O for one connection: buffered exact reads (many small
+ * request headers per recv) and whole-message sends, through the
+ * connection's transport (c->io): the plain socket here (recv, sendmsg),
+ * or TLS after STARTTLS (tls.c). */
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
@@ -12,8 +14,10 @@
 
 /* One recv into buf; 0 at EOF, a negative errno on error. */
 static ssize_t
-recv_some(int fd, void *buf, size_t len)
+plain_recv(struct nbd_conn *c, void *buf, size_t len)
 {
+  int fd = c->fd;
+
   for (;;) {
     ssize_t n = recv(fd, buf, len, 0);
     if (n >= 0)
@@ -49,14 +53,14 @@ conn_read(struct nbd_conn *c, void *buf, size_t len)
       continue;
     }
     if (len >= DIRECT_READ_MIN) {
-      n = recv_some(c->fd, dst, len);
+      n = c->io->recv(c, dst, len);
       if (n <= 0)
         return n == 0 ? -ECONNRESET : (int) n;
       dst += n;
       len -= (size_t) n;
       continue;
     }
-    n = recv_some(c->fd, c->rbuf, RECV_BUFFER_SIZE);
+    n = c->io->recv(c, c->rbuf, RECV_BUFFER_SIZE);
     if (n <= 0)
       return n == 0 ? -ECONNRESET : (int) n;
     c->rbuf_pos = 0;
@@ -74,7 +78,7 @@ conn_at_eof(struct nbd_conn *c)
 
   if (c->rbuf_pos < c->rbuf_len)
     return 0;
-  n = recv_some(c->fd, c->rbuf, RECV_BUFFER_SIZE);
+  n = c->io->recv(c, c->rbuf, RECV_BUFFER_SIZE);
   if (n < 0)
     return (int) n;
   c->rbuf_pos = 0;
@@ -124,9 +128,10 @@ conn_mark_broken(struct nbd_conn *c)
  * all is sent, -EAGAIN when a non-blocking send would block, or another
  * negative errno. */
 static int
-send_iov(int fd, struct iovec **iovp, int *iovcnt, int flags)
+plain_send(struct nbd_conn *c, struct iovec **iovp, int *iovcnt, int flags)
 {
   struct iovec *iov = *iovp;
+  int fd = c->fd;
   int r = 0;
 
   while (*iovcnt > 0) {
@@ -159,6 +164,12 @@ send_iov(int fd, struct iovec **iovp, int *iovcnt, int flags)
   return r;
 }
 
+const struct conn_io_ops conn_plain_io = {
+  .recv = plain_recv,
+  .send = plain_send,
+  .close = NULL,
+};
+
 /* Send a whole message, blocking (the handshake: no workers yet).
  * iov is modified.  Returns 0 or a negative errno; after a failure the
  * connection is broken and sends nothing more. */
@@ -169,7 +180,7 @@ conn_send(struct nbd_conn *c, struct iovec *iov, int iovcnt)
 
   pthread_mutex_lock(&c->send_lock);
   if (!c->broken) {
-    r = send_iov(c->fd, &iov, &iovcnt, 0);
+    r = c->io->send(c, &iov, &iovcnt, 0);
     if (r < 0)
       conn_mark_broken(c);
   }
@@ -214,7 +225,7 @@ conn_send_reply(struct nbd_job *job)
   if (c->broken) {
     /* nobody is listening any more */
   } else if (!c->sendq_head && !c->sender_busy) {
-    r = send_iov(c->fd, &job->riov, &job->riovcnt, MSG_DONTWAIT);
+    r = c->io->send(c, &job->riov, &job->riovcnt, MSG_DONTWAIT);
     if (r == -EAGAIN) {
       done = false;
     } else if (r < 0) {
@@ -262,7 +273,7 @@ sender_main(void *arg)
     c->sender_busy = true;
     pthread_mutex_unlock(&c->send_lock);
     r = __atomic_load_n(&c->broken, __ATOMIC_RELAXED)
-          ? -EPIPE : send_iov(c->fd, &job->riov, &job->riovcnt, 0);
+          ? -EPIPE : c->io->send(c, &job->riov, &job->riovcnt, 0);
     pthread_mutex_lock(&c->send_lock);
     c->sender_busy = false;
     if (r < 0) {

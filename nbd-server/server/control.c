@@ -178,25 +178,28 @@ control_thread(void *arg)
 }
 
 int
-control_start(const char *path, struct disk *disk, struct nbd_server *srv,
-              struct control **out)
+control_start_fd(int listen_fd, struct disk *disk, struct nbd_server *srv,
+                 struct control **out)
 {
   struct control *c = calloc(1, sizeof *c);
   int r;
 
-  if (!c)
+  if (!c) {
+    close(listen_fd);
     return -ENOMEM;
+  }
   c->disk = disk;
   c->srv = srv;
+  c->listen_fd = listen_fd;
   c->stop_fd = eventfd(0, EFD_CLOEXEC);
-  c->listen_fd = nbd_listen_unix(path);
-  if (c->stop_fd < 0 || c->listen_fd < 0) {
-    r = c->listen_fd < 0 ? c->listen_fd : -errno;
+  if (c->stop_fd < 0) {
+    r = -errno;
+    disk_set_error("eventfd: %s", strerror(errno));
     goto fail;
   }
   r = pthread_create(&c->thread, NULL, control_thread, c);
   if (r != 0) {
-    disk_set_error("%s: cannot start the control thread: %s", path, strerror(r));
+    disk_set_error("cannot start the control thread: %s", strerror(r));
     r = -r;
     goto fail;
   }
@@ -204,12 +207,22 @@ control_start(const char *path, struct disk *disk, struct nbd_server *srv,
   return 0;
 
 fail:
-  if (c->listen_fd >= 0)
-    close(c->listen_fd);
+  close(c->listen_fd);
   if (c->stop_fd >= 0)
     close(c->stop_fd);
   free(c);
   return r;
+}
+
+int
+control_start(const char *path, struct disk *disk, struct nbd_server *srv,
+              struct control **out)
+{
+  int fd = nbd_listen_unix(path);
+
+  if (fd < 0)
+    return fd;
+  return control_start_fd(fd, disk, srv, out);
 }
 
 void

@@ -13,6 +13,10 @@ struct control;
  * disk and srv are borrowed. */
 int control_start(const char *path, struct disk *disk, struct nbd_server *srv,
                   struct control **out);
+/* The same on a socket already listening (nbd_listen_unix), which it
+ * takes over (closes it even on failure). */
+int control_start_fd(int listen_fd, struct disk *disk, struct nbd_server *srv,
+                     struct control **out);
 void control_stop(struct control *c);
 
 #endif

@@ -28,6 +28,8 @@ struct fuse_export {
   pthread_t thread;
   bool mounted, running;
   int loop_result;
+  int (*unmount)(void *opaque);   /* NULL: fuse_unmount */
+  void *unmount_opaque;
 };
 
 static struct fuse_export *
@@ -198,7 +200,7 @@ loop_thread(void *arg)
 }
 
 int
-fuse_export_start(struct disk *disk, const char *path, bool readonly,
+fuse_export_mount(struct disk *disk, const char *path, bool readonly,
                   struct fuse_export **out)
 {
   char fsname[128];
@@ -241,21 +243,12 @@ fuse_export_start(struct disk *disk, const char *path, bool readonly,
     goto fail;
   }
   fe->mounted = true;
-  r = pthread_create(&fe->thread, NULL, loop_thread, fe);
-  if (r != 0) {
-    disk_set_error("%s: cannot start the FUSE thread: %s", path, strerror(r));
-    r = -r;
-    goto fail;
-  }
-  fe->running = true;
   fuse_opt_free_args(&args);
   *out = fe;
   return 0;
 
 fail:
   fuse_opt_free_args(&args);
-  if (fe->mounted)
-    fuse_unmount(fe->fuse);
   if (fe->fuse)
     fuse_destroy(fe->fuse);
   free(fe);
@@ -263,19 +256,81 @@ fail:
 }
 
 void
+fuse_export_set_unmount(struct fuse_export *fe, int (*fn)(void *opaque), void *opaque)
+{
+  fe->unmount = fn;
+  fe->unmount_opaque = opaque;
+}
+
+int
+fuse_export_serve(struct fuse_export *fe)
+{
+  int r = pthread_create(&fe->thread, NULL, loop_thread, fe);
+
+  if (r != 0) {
+    disk_set_error("cannot start the FUSE thread: %s", strerror(r));
+    return -r;
+  }
+  fe->running = true;
+  return 0;
+}
+
+int
+fuse_export_start(struct disk *disk, const char *path, bool readonly,
+                  struct fuse_export **out)
+{
+  struct fuse_export *fe;
+  int r = fuse_export_mount(disk, path, readonly, &fe);
+
+  if (r < 0)
+    return r;
+  r = fuse_export_serve(fe);
+  if (r < 0) {
+    fuse_export_stop(fe);
+    return r;
+  }
+  *out = fe;
+  return 0;
+}
+
+/* Unmount through the hook if there is one (the sandboxed server cannot
+ * unmount itself); true once the mount is gone. */
+static bool
+unmount(struct fuse_export *fe)
+{
+  fe->mounted = false;
+  if (!fe->unmount) {
+    fuse_unmount(fe->fuse);
+    return true;
+  }
+  return fe->unmount(fe->unmount_opaque) == 0;
+}
+
+int
 fuse_export_stop(struct fuse_export *fe)
 {
+  bool hooked;
+
   if (!fe)
-    return;
+    return 0;
+  hooked = fe->unmount != NULL && fe->mounted;
   if (fe->running) {
     fuse_exit(fe->fuse);
-    /* Unmounting ends the session's read loop in every worker. */
-    fuse_unmount(fe->fuse);
-    fe->mounted = false;
+    /* Unmounting ends the session's read loop in every worker.  If it
+     * could not be done the workers may still be blocked in the kernel, or
+     * serving: leave them (and the session, and the disk) to the process's
+     * exit. */
+    if (!unmount(fe))
+      return -EBUSY;
     pthread_join(fe->thread, NULL);
   }
   if (fe->mounted)
+    unmount(fe);
+  /* After the hook's unmount the connection is gone: libfuse sees that
+   * (POLLERR on its fd) and only frees its state. */
+  if (hooked)
     fuse_unmount(fe->fuse);
   fuse_destroy(fe->fuse);
   free(fe);
+  return 0;
 }

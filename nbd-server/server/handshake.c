@@ -290,10 +290,57 @@ option_meta_context(struct nbd_conn *c, uint32_t option, const uint8_t *data,
   return send_ack(c, option);
 }
 
+/* NBD_OPT_STARTTLS: ACK, then the TLS handshake on the same socket.  All
+ * negotiated state is forgotten (the spec: it was agreed in the clear). */
+static int
+option_starttls(struct nbd_conn *c, uint32_t len)
+{
+  int r;
+
+  if (len != 0)
+    return send_option_error(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID,
+                             "STARTTLS takes no data");
+  if (!c->srv->tls)
+    return send_option_error(c, NBD_OPT_STARTTLS, NBD_REP_ERR_UNSUP,
+                             "TLS is not enabled on this server");
+  if (c->tls)
+    return send_option_error(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID,
+                             "TLS is already active");
+  /* Bytes sent behind STARTTLS before our reply would be taken as if they
+   * had come over TLS (plaintext injection): the client must wait. */
+  if (conn_buffered(c) > 0) {
+    nbd_log(c->srv, NBD_LOG_INFO,
+            "connection %lu: data sent after STARTTLS before its reply", c->id);
+    return -EPROTO;
+  }
+  r = send_option_reply(c, NBD_OPT_STARTTLS, NBD_REP_ACK, NULL, 0);
+  if (r < 0)
+    return r;
+  r = conn_tls_start(c);
+  if (r < 0)
+    return r;
+  c->structured = false;
+  c->extended = false;
+  c->meta_allocation = false;
+  return NEXT_OPTION;
+}
+
 static int
 handle_option(struct nbd_conn *c, uint32_t option, const uint8_t *data,
               uint32_t len)
 {
+  /* TLS required: before it, only STARTTLS and ABORT.  EXPORT_NAME has no
+   * way to report an error, so the spec says to drop the connection. */
+  if (c->srv->tls_mode == NBD_TLS_REQUIRE && !c->tls &&
+      option != NBD_OPT_STARTTLS && option != NBD_OPT_ABORT) {
+    if (option == NBD_OPT_EXPORT_NAME) {
+      nbd_log(c->srv, NBD_LOG_INFO,
+              "connection %lu: EXPORT_NAME without TLS: disconnecting", c->id);
+      return -EACCES;
+    }
+    return send_option_error(c, option, NBD_REP_ERR_TLS_REQD,
+                             "TLS is required: use STARTTLS");
+  }
   switch (option) {
   case NBD_OPT_EXPORT_NAME:
     return option_export_name(c, data, len);
@@ -304,11 +351,7 @@ handle_option(struct nbd_conn *c, uint32_t option, const uint8_t *data,
   case NBD_OPT_LIST:
     return option_list(c, len);
   case NBD_OPT_STARTTLS:
-    if (len != 0)
-      return send_option_error(c, option, NBD_REP_ERR_INVALID,
-                               "STARTTLS takes no data");
-    return send_option_error(c, option, NBD_REP_ERR_UNSUP,
-                             "TLS is not supported by this server");
+    return option_starttls(c, len);
   case NBD_OPT_INFO:
   case NBD_OPT_GO:
     return option_info_go(c, option, data, len);

@@ -93,7 +93,8 @@ out:
   return r;
 }
 
-/* Split "[HOST:]PORT" / "[v6]:PORT" into host and port (in buf). */
+/* Split "[HOST:]PORT" / "[v6]:PORT" into host and port (in buf).  *host
+ * is NULL when no host was given: loopback only. */
 static int
 parse_host_port(const char *spec, char *buf, size_t bufsize,
                 const char **host, const char **port)
@@ -115,22 +116,57 @@ parse_host_port(const char *spec, char *buf, size_t bufsize,
     *host = buf;
     *port = colon + 1;
   } else {
-    *host = "127.0.0.1";   /* loopback unless told otherwise */
+    *host = NULL;
     *port = buf;
   }
   if (**port == '\0')
     return -EINVAL;
-  if (**host == '\0')
-    *host = "127.0.0.1";
+  if (*host && **host == '\0')
+    *host = NULL;
+  return 0;
+}
+
+/* Listen on every address host:port resolves to, appending to fds[*n..max).
+ * Failures are remembered in *last_errno and skipped. */
+static int
+listen_host(const char *host, const char *port, int flags, int *fds, int *n,
+            int max, int *last_errno)
+{
+  struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                            .ai_flags = flags };
+  struct addrinfo *res = NULL, *ai;
+  int gai;
+
+  gai = getaddrinfo(host, port, &hints, &res);
+  if (gai != 0)
+    return gai;
+  for (ai = res; ai && *n < max; ai = ai->ai_next) {
+    int one = 1;
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
+                    ai->ai_protocol);
+
+    if (fd < 0) {
+      *last_errno = errno;
+      continue;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ai->ai_family == AF_INET6)
+      setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
+        listen(fd, LISTEN_BACKLOG) < 0) {
+      *last_errno = errno;
+      close(fd);
+      continue;
+    }
+    fds[(*n)++] = fd;
+  }
+  freeaddrinfo(res);
   return 0;
 }
 
 int
 nbd_listen_tcp(const char *spec, int *fds, int max)
 {
-  struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                            .ai_flags = AI_PASSIVE | AI_ADDRCONFIG };
-  struct addrinfo *res = NULL, *ai;
   const char *host, *port;
   char buf[512];
   int n = 0, r, gai, last_errno = 0;
@@ -140,32 +176,29 @@ nbd_listen_tcp(const char *spec, int *fds, int max)
     disk_set_error("%s: expected [HOST:]PORT", spec);
     return r;
   }
-  gai = getaddrinfo(host, port, &hints, &res);
-  if (gai != 0) {
-    disk_set_error("%s: %s", spec, gai_strerror(gai));
-    return -EINVAL;
-  }
-  for (ai = res; ai && n < max; ai = ai->ai_next) {
-    int one = 1;
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
-                    ai->ai_protocol);
-
-    if (fd < 0) {
-      last_errno = errno;
-      continue;
+  if (host) {
+    gai = listen_host(host, port, AI_PASSIVE | AI_ADDRCONFIG, fds, &n, max,
+                      &last_errno);
+    if (gai != 0) {
+      disk_set_error("%s: %s", spec, gai_strerror(gai));
+      return -EINVAL;
     }
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (ai->ai_family == AF_INET6)
-      setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
-        listen(fd, LISTEN_BACKLOG) < 0) {
-      last_errno = errno;
-      close(fd);
-      continue;
+  } else {
+    /* No address given: loopback only, never the network.  ::1 is best
+     * effort (IPv6 may be off); 127.0.0.1 must work. */
+    gai = listen_host("127.0.0.1", port, AI_NUMERICHOST, fds, &n, max,
+                      &last_errno);
+    if (gai != 0) {
+      disk_set_error("%s: %s", spec, gai_strerror(gai));
+      return -EINVAL;
     }
-    fds[n++] = fd;
+    if (n == 0) {
+      r = last_errno ? -last_errno : -EADDRNOTAVAIL;
+      disk_set_error("%s: cannot listen on 127.0.0.1: %s", spec, strerror(-r));
+      return r;
+    }
+    listen_host("::1", port, AI_NUMERICHOST, fds, &n, max, &last_errno);
   }
-  freeaddrinfo(res);
   if (n == 0) {
     r = last_errno ? -last_errno : -EADDRNOTAVAIL;
     disk_set_error("%s: cannot listen: %s", spec, strerror(-r));

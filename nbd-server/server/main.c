@@ -1,8 +1,10 @@
 /* main.c - dism-nbd-server: serve one disk image over NBD.
  *
  * The only part of the server that talks to the user: it parses the
- * command line, opens the image, sets up listeners and signals, and runs
- * the accept loop.  Everything else is in libnbdserver.a. */
+ * command line, opens the image, sets up listeners and signals, gives up
+ * its privileges (sandbox.c: everything that opens a path or needs a
+ * capability happens before, every thread starts after), and runs the
+ * accept loop.  Everything else is in libnbdserver.a. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -25,6 +27,7 @@
 #include "overlay.h"
 #include "control.h"
 #include "fuse-export.h"
+#include "sandbox.h"
 
 #define PROG "dism-nbd-server"
 #define MAX_LISTENERS 32
@@ -56,7 +59,13 @@ struct options {
   bool no_multi_conn;
   bool verbose;
   bool allow_bad_checksum;
+  bool no_sandbox;
+  const char *user;
   unsigned threads;
+  int tls;                     /* enum nbd_tls_mode, or -1: not given */
+  const char *tls_certificates;
+  const char *tls_psk;
+  bool tls_verify_peer;
 };
 
 static void
@@ -68,7 +77,7 @@ usage(FILE *f)
 "\n"
 "Where to listen (at least one):\n"
 "  -u, --unix PATH            Unix socket PATH (created with mode 0600)\n"
-"  -p, --tcp [HOST:]PORT      TCP (HOST defaults to 127.0.0.1)\n"
+"  -p, --tcp [HOST:]PORT      TCP; without HOST only loopback (127.0.0.1, ::1)\n"
 "      --fd N                 serve the connected socket N, from the handshake on\n"
 "                             (repeatable)\n"
 "      --fd-transmission N    serve socket N whose handshake was done elsewhere:\n"
@@ -83,6 +92,15 @@ usage(FILE *f)
 "                             see docs/nbd-server.md).  With --overlay it opens the\n"
 "                             image read-write so COMMIT can merge the overlay into it\n"
 "                             while serving; the image is written only by COMMIT\n"
+"\n"
+"TLS (for network clients; the kernel client has none):\n"
+"      --tls=off|on|require   STARTTLS refused / offered / required before\n"
+"                             anything else (default: require when credentials\n"
+"                             are given, else off)\n"
+"      --tls-certificates DIR X.509: DIR/ca-cert.pem, server-cert.pem,\n"
+"                             server-key.pem (and ca-crl.pem if present)\n"
+"      --tls-verify-peer      X.509: require a client certificate signed by the CA\n"
+"      --tls-psk FILE         pre-shared keys, \"username:hexkey\" lines (psktool)\n"
 "\n"
 "The image:\n"
 "  -r, --readonly             export read-only\n"
@@ -101,6 +119,9 @@ usage(FILE *f)
 "  -P, --pidfile FILE         write the pid to FILE once listening\n"
 "      --exit-when-idle, --oneshot\n"
 "                             exit when the last client disconnects\n"
+"      --user USER[:GROUP]    run as USER once the image and sockets are open\n"
+"      --no-sandbox           keep every privilege (debugging; see PRIVILEGES in\n"
+"                             docs/nbd-server.md)\n"
 "  -v, --verbose              log connections and errors to stderr\n"
 "  -h, --help                 this help\n"
 "\n"
@@ -145,7 +166,44 @@ parse_uint(const char *s, unsigned long max, unsigned long *out)
 enum {
   OPT_FD = 256, OPT_FD_TRANSMISSION, OPT_SOCKET_ACTIVATION, OPT_EXIT_WHEN_IDLE,
   OPT_NO_MULTI_CONN, OPT_ALLOW_BAD_CHECKSUM, OPT_FUSE_FILE, OPT_CONTROL,
+  OPT_TLS, OPT_TLS_CERTIFICATES, OPT_TLS_VERIFY_PEER, OPT_TLS_PSK,
+  OPT_NO_SANDBOX, OPT_USER,
 };
+
+/* The TLS options together.  Credentials without --tls mean
+ * --tls=require (as qemu-nbd's --tls-creds): serving in the clear by
+ * mistake is the failure to avoid. */
+static int
+check_tls_args(struct options *o)
+{
+  bool creds = o->tls_certificates || o->tls_psk;
+
+  if (o->tls_certificates && o->tls_psk) {
+    fail("--tls-certificates and --tls-psk: give one of them");
+    return 1;
+  }
+  if (o->tls_verify_peer && !o->tls_certificates) {
+    fail("--tls-verify-peer needs --tls-certificates");
+    return 1;
+  }
+  if (o->tls < 0)
+    o->tls = creds ? NBD_TLS_REQUIRE : NBD_TLS_OFF;
+  if (o->tls == NBD_TLS_OFF && creds) {
+    fail("--tls=off with TLS credentials: drop one or the other");
+    return 1;
+  }
+  if (o->tls != NBD_TLS_OFF && !creds) {
+    fail("--tls=%s needs --tls-certificates DIR or --tls-psk FILE",
+         o->tls == NBD_TLS_ON ? "on" : "require");
+    return 1;
+  }
+  /* The kernel's socket skips the handshake, so STARTTLS never happens. */
+  if (o->tls == NBD_TLS_REQUIRE && o->ntransmission_fds) {
+    fail("--fd-transmission cannot be used with --tls=require (no TLS there)");
+    return 1;
+  }
+  return 0;
+}
 
 /* Returns 0, 1 for an error (already printed), or 2 after --help. */
 static int
@@ -159,6 +217,10 @@ parse_args(int argc, char **argv, struct options *o)
     { "socket-activation", no_argument, NULL, OPT_SOCKET_ACTIVATION },
     { "fuse-file", required_argument, NULL, OPT_FUSE_FILE },
     { "control", required_argument, NULL, OPT_CONTROL },
+    { "tls", required_argument, NULL, OPT_TLS },
+    { "tls-certificates", required_argument, NULL, OPT_TLS_CERTIFICATES },
+    { "tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY_PEER },
+    { "tls-psk", required_argument, NULL, OPT_TLS_PSK },
     { "readonly", no_argument, NULL, 'r' },
     { "overlay", required_argument, NULL, 'o' },
     { "format", required_argument, NULL, 'f' },
@@ -170,6 +232,8 @@ parse_args(int argc, char **argv, struct options *o)
     { "pidfile", required_argument, NULL, 'P' },
     { "exit-when-idle", no_argument, NULL, OPT_EXIT_WHEN_IDLE },
     { "oneshot", no_argument, NULL, OPT_EXIT_WHEN_IDLE },
+    { "no-sandbox", no_argument, NULL, OPT_NO_SANDBOX },
+    { "user", required_argument, NULL, OPT_USER },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
@@ -213,6 +277,27 @@ parse_args(int argc, char **argv, struct options *o)
     case OPT_CONTROL:
       o->control_path = optarg;
       break;
+    case OPT_TLS:
+      if (strcmp(optarg, "off") == 0)
+        o->tls = NBD_TLS_OFF;
+      else if (strcmp(optarg, "on") == 0)
+        o->tls = NBD_TLS_ON;
+      else if (strcmp(optarg, "require") == 0)
+        o->tls = NBD_TLS_REQUIRE;
+      else {
+        fail("--tls=%s: expected off, on or require", optarg);
+        return 1;
+      }
+      break;
+    case OPT_TLS_CERTIFICATES:
+      o->tls_certificates = optarg;
+      break;
+    case OPT_TLS_VERIFY_PEER:
+      o->tls_verify_peer = true;
+      break;
+    case OPT_TLS_PSK:
+      o->tls_psk = optarg;
+      break;
     case 'r':
       o->readonly = true;
       break;
@@ -251,6 +336,12 @@ parse_args(int argc, char **argv, struct options *o)
     case OPT_EXIT_WHEN_IDLE:
       o->exit_when_idle = true;
       break;
+    case OPT_NO_SANDBOX:
+      o->no_sandbox = true;
+      break;
+    case OPT_USER:
+      o->user = optarg;
+      break;
     case 'v':
       o->verbose = true;
       break;
@@ -273,7 +364,11 @@ parse_args(int argc, char **argv, struct options *o)
     fail("nowhere to serve: use --unix, --tcp, --fd, --socket-activation or --fuse-file");
     return 1;
   }
-  return 0;
+  if (o->user && o->no_sandbox) {
+    fail("--user and --no-sandbox: the user switch is part of the sandbox");
+    return 1;
+  }
+  return check_tls_args(o);
 }
 
 /* systemd socket activation: fds 3.. when LISTEN_PID is us. */
@@ -327,20 +422,21 @@ open_image(const struct options *o, struct disk **out)
   return r;
 }
 
+/* The pid file is written under a temporary name during setup (the
+ * sandbox allows no new file afterwards) and renamed into place once the
+ * server serves: a reader never sees it empty, nor too early. */
 static int
-write_pidfile(const char *path)
+pidfile_prepare(const char *path, char *tmp, size_t tmpsize)
 {
-  char tmp[PATH_MAX];
   FILE *f;
 
-  /* Write then rename, so a reader never sees an empty file. */
-  if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int) sizeof tmp)
+  if (snprintf(tmp, tmpsize, "%s.tmp", path) >= (int) tmpsize)
     return -ENAMETOOLONG;
   f = fopen(tmp, "we");
   if (!f)
     return -errno;
   fprintf(f, "%ld\n", (long) getpid());
-  if (fclose(f) != 0 || rename(tmp, path) < 0) {
+  if (fclose(f) != 0) {
     int e = errno;
     unlink(tmp);
     return -e;
@@ -348,24 +444,70 @@ write_pidfile(const char *path)
   return 0;
 }
 
+/* The Landlock rules for what the server still does with paths once it is
+ * set up, and the FUSE unmount helper; then step 1 of the sandbox. */
+static int
+lock_down(const struct options *o, struct sandbox *sb, struct fuse_export *fuse)
+{
+  int r = 0;
+
+  if (o->unix_path)
+    r = sandbox_allow_remove(sb, o->unix_path);
+  if (r == 0 && o->control_path)
+    r = sandbox_allow_remove(sb, o->control_path);
+  if (r == 0 && o->pidfile)
+    r = sandbox_allow_replace(sb, o->pidfile);
+  /* nbd_server_new reads the TLS credentials after this. */
+  if (r == 0 && o->tls_certificates)
+    r = sandbox_allow_read(sb, o->tls_certificates);
+  if (r == 0 && o->tls_psk)
+    r = sandbox_allow_read(sb, o->tls_psk);
+  if (r == 0 && fuse) {
+    sandbox_allow_fuse(sb);
+    r = sandbox_start_unmount_helper(sb, o->fuse_file);
+    if (r == 0)
+      fuse_export_set_unmount(fuse, sandbox_unmount, sb);
+  }
+  if (r == 0)
+    r = sandbox_lock_down(sb);
+  return r;
+}
+
 int
 main(int argc, char **argv)
 {
-  struct options o = { .export_name = "", .description = "" };
+  struct options o = { .export_name = "", .description = "", .tls = -1 };
   struct nbd_server_config cfg = { 0 };
   struct nbd_server *srv = NULL;
   struct disk *disk = NULL;
   struct pollfd pfd[MAX_LISTENERS + 2];
   int listeners[MAX_LISTENERS];
-  int nlisteners = 0, sigfd = -1, status = 1, i, r;
-  bool unix_created = false, pidfile_written = false;
+  int nlisteners = 0, sigfd = -1, control_fd = -1, status = 1, i, r;
+  bool unix_created = false, control_created = false;
+  bool pidfile_prepared = false, pidfile_written = false, fuse_running = false;
+  bool selftest = getenv("DISM_SANDBOX_SELFTEST") != NULL;
+  char pidfile_tmp[PATH_MAX];
   struct fuse_export *fuse = NULL;
   struct control *control = NULL;
+  struct sandbox *sb = NULL;
   sigset_t stop_signals;
 
   r = parse_args(argc, argv, &o);
   if (r != 0)
     return r == 2 ? 0 : 1;
+
+  /* Sockets (between bind and chmod), the pid file, the FUSE file and the
+   * overlay: for their owner only. */
+  umask(077);
+  if (!o.no_sandbox) {
+    r = sandbox_new(&sb);
+    if (r == 0 && o.user)
+      r = sandbox_set_user(sb, o.user);
+    if (r < 0) {
+      fail("%s", r == -ENOMEM ? strerror(ENOMEM) : disk_last_error());
+      goto out;
+    }
+  }
 
   /* Fixed mmap threshold: big request buffers go back to the kernel on
    * free instead of growing per-thread arenas (peak RSS stays near the
@@ -393,19 +535,6 @@ main(int argc, char **argv)
   if (open_image(&o, &disk) < 0)
     goto out;
 
-  cfg.export_name = o.export_name;
-  cfg.description = o.description;
-  cfg.readonly = o.readonly;
-  cfg.no_multi_conn = o.no_multi_conn;
-  cfg.threads = o.threads;
-  cfg.log = log_to_stderr;
-  cfg.log_opaque = &o.verbose;
-  r = nbd_server_new(disk, &cfg, &srv);
-  if (r < 0) {
-    fail("%s", disk_last_error());
-    goto out;
-  }
-
   if (o.unix_path) {
     r = nbd_listen_unix(o.unix_path);
     if (r < 0) {
@@ -432,16 +561,76 @@ main(int argc, char **argv)
     nlisteners += r;
   }
   if (o.fuse_file) {
-    r = fuse_export_start(disk, o.fuse_file, o.readonly, &fuse);
+    r = fuse_export_mount(disk, o.fuse_file, o.readonly, &fuse);
     if (r < 0) {
       fail("%s", disk_last_error());
       goto out;
     }
   }
   if (o.control_path) {
-    r = control_start(o.control_path, disk, srv, &control);
-    if (r < 0) {
+    control_fd = nbd_listen_unix(o.control_path);
+    if (control_fd < 0) {
       fail("%s", disk_last_error());
+      goto out;
+    }
+    control_created = true;
+  }
+  if (o.pidfile) {
+    r = pidfile_prepare(o.pidfile, pidfile_tmp, sizeof pidfile_tmp);
+    if (r < 0) {
+      fail("%s: %s", o.pidfile, strerror(-r));
+      goto out;
+    }
+    pidfile_prepared = true;
+  }
+
+  /* Set up: give up what serving does not need, before any thread exists
+   * (sandbox.c; docs/nbd-server.md, PRIVILEGES). */
+  if (sb && lock_down(&o, sb, fuse) < 0) {
+    fail("%s (--no-sandbox turns the sandbox off)", disk_last_error());
+    goto out;
+  }
+
+  cfg.export_name = o.export_name;
+  cfg.description = o.description;
+  cfg.readonly = o.readonly;
+  cfg.no_multi_conn = o.no_multi_conn;
+  cfg.threads = o.threads;
+  cfg.log = log_to_stderr;
+  cfg.log_opaque = &o.verbose;
+  cfg.tls = (enum nbd_tls_mode) o.tls;
+  cfg.tls_certificates = o.tls_certificates;
+  cfg.tls_psk = o.tls_psk;
+  cfg.tls_verify_peer = o.tls_verify_peer;
+  r = nbd_server_new(disk, &cfg, &srv);
+  if (r < 0) {
+    fail("%s", disk_last_error());
+    goto out;
+  }
+  if (sb) {
+    r = sandbox_filter_syscalls(sb);
+    if (r < 0) {
+      fail("%s (--no-sandbox turns the sandbox off)", disk_last_error());
+      goto out;
+    }
+    if (o.verbose || selftest)
+      fail("%s", sandbox_describe(sb));
+  }
+  if (selftest)
+    sandbox_selftest(o.image);
+
+  if (fuse) {
+    r = fuse_export_serve(fuse);
+    if (r < 0) {
+      fail("%s: %s", o.fuse_file, disk_last_error());
+      goto out;
+    }
+  }
+  if (control_fd >= 0) {
+    r = control_start_fd(control_fd, disk, srv, &control);
+    control_fd = -1;
+    if (r < 0) {
+      fail("%s: %s", o.control_path, disk_last_error());
       goto out;
     }
   }
@@ -450,12 +639,12 @@ main(int argc, char **argv)
   for (i = 0; i < o.ntransmission_fds; i++)
     nbd_server_start_fd(srv, o.transmission_fds[i], true);
 
-  if (o.pidfile) {
-    r = write_pidfile(o.pidfile);
-    if (r < 0) {
-      fail("%s: %s", o.pidfile, strerror(-r));
+  if (pidfile_prepared) {
+    if (rename(pidfile_tmp, o.pidfile) < 0) {
+      fail("%s: %s", o.pidfile, strerror(errno));
       goto out;
     }
+    pidfile_prepared = false;
     pidfile_written = true;
   }
 
@@ -510,9 +699,15 @@ out:
   if (unix_created)
     unlink(o.unix_path);
   control_stop(control);
-  if (control)
+  if (control_fd >= 0)
+    close(control_fd);
+  if (control_created)
     unlink(o.control_path);
-  fuse_export_stop(fuse);
+  if (fuse_export_stop(fuse) < 0) {
+    fail("%s (its FUSE threads are left to the exit)", disk_last_error());
+    fuse_running = true;
+    status = 1;
+  }
   if (srv) {
     nbd_server_shutdown(srv);
     nbd_server_free(srv);
@@ -522,10 +717,14 @@ out:
       fail("%s", disk_last_error());
       status = 1;
     }
-    disk_close(disk);
+    if (!fuse_running)
+      disk_close(disk);
   }
   if (pidfile_written)
     unlink(o.pidfile);
+  if (pidfile_prepared)
+    unlink(pidfile_tmp);
+  sandbox_free(sb);
   if (sigfd >= 0)
     close(sigfd);
   return status;

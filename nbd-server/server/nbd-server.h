@@ -25,16 +25,26 @@ enum nbd_log_level { NBD_LOG_ERROR, NBD_LOG_INFO, NBD_LOG_DEBUG };
 typedef void (*nbd_log_fn)(void *opaque, enum nbd_log_level level,
                            const char *msg);
 
-/* Defaults and hard limits. */
+/* Defaults and hard limits.  Memory: requests in flight (data, replies,
+ * bookkeeping) are charged to the budget; each connection costs up to
+ * ~150 KiB besides; so 40 MiB + 64 connections + the process itself stay
+ * under 64 MiB RSS whatever clients do (tests/t/44-nbd-abuse.t). */
 #define NBD_SERVER_MAX_PAYLOAD       (32u << 20)    /* READ/WRITE accepted */
 #define NBD_SERVER_MAX_DRAIN         (64u << 20)    /* larger WRITE: disconnect */
 #define NBD_SERVER_MAX_OPTION_LEN    (64u << 10)    /* larger option: disconnect */
-#define NBD_SERVER_DEFAULT_BUDGET    (48u << 20)    /* in-flight payload bytes */
+#define NBD_SERVER_DEFAULT_BUDGET    (40u << 20)    /* in-flight request memory */
 #define NBD_SERVER_MAX_THREADS       64
 #define NBD_SERVER_CONN_QUEUE_DEPTH  128            /* requests per connection */
+#define NBD_SERVER_MAX_CONNECTIONS   64             /* more are closed at once */
 #define NBD_SERVER_MAX_EXTENTS       (1u << 20)     /* per BLOCK_STATUS chunk */
 #define NBD_SERVER_BLOCK_MIN         1
 #define NBD_SERVER_BLOCK_PREFERRED   4096
+
+/* TLS (NBD_OPT_STARTTLS) for connections that go through the handshake.
+ * ON: offered, not required.  REQUIRE: before STARTTLS only STARTTLS and
+ * ABORT are accepted (everything else: NBD_REP_ERR_TLS_REQD; EXPORT_NAME:
+ * disconnect). */
+enum nbd_tls_mode { NBD_TLS_OFF, NBD_TLS_ON, NBD_TLS_REQUIRE };
 
 struct nbd_server_config {
   const char *export_name;     /* NULL or "": the default export "" */
@@ -43,8 +53,17 @@ struct nbd_server_config {
   bool no_multi_conn;          /* do not advertise CAN_MULTI_CONN */
   unsigned threads;            /* worker threads; 0: 2 * CPUs (4..64) */
   size_t budget;               /* in-flight payload bytes; 0: default */
+  unsigned max_connections;    /* open at once; 0: NBD_SERVER_MAX_CONNECTIONS */
   nbd_log_fn log;              /* NULL: silent */
   void *log_opaque;
+  enum nbd_tls_mode tls;       /* default OFF: STARTTLS gets ERR_UNSUP */
+  /* With tls != OFF, exactly one of: a directory holding ca-cert.pem,
+   * server-cert.pem, server-key.pem (and optionally ca-crl.pem), or a PSK
+   * file of "username:hexkey" lines (psktool).  Read by nbd_server_new. */
+  const char *tls_certificates;
+  const char *tls_psk;
+  bool tls_verify_peer;        /* X.509: require a client certificate
+                                  signed by the CA */
 };
 
 /* Create a server for disk (borrowed: the caller closes it after
@@ -92,8 +111,10 @@ uint32_t nbd_errno_from_engine(int err, bool fast_zero);
 /* Listening sockets.  Return a listening fd or a negative errno (message in
  * disk_last_error()). */
 int nbd_listen_unix(const char *path);
-/* spec: "[HOST:]PORT" (host default 127.0.0.1; "[v6addr]:PORT" accepted).
- * Fills fds with up to max listening sockets; returns their count. */
+/* spec: "[HOST:]PORT" ("[v6addr]:PORT" accepted).  Without HOST (or with
+ * an empty one) only the loopback addresses are bound: 127.0.0.1, and ::1
+ * where IPv6 is available.  Fills fds with up to max listening sockets;
+ * returns their count. */
 int nbd_listen_tcp(const char *spec, int *fds, int max);
 
 #endif

@@ -12,6 +12,24 @@
 #include "nbd-server.h"
 
 struct nbd_conn;
+struct nbd_tls;        /* tls.c: credentials shared by all connections */
+struct conn_tls;       /* tls.c: one connection's TLS session */
+
+/* A connection's transport: the plain socket, or TLS over it once
+ * STARTTLS has succeeded (conn_tls_start switches it).  Only the receive
+ * thread reads; sends are serialised by send_lock / sender_busy. */
+struct conn_io_ops {
+  /* One read of at most len bytes: the count, 0 at EOF, a negative errno. */
+  ssize_t (*recv)(struct nbd_conn *c, void *buf, size_t len);
+  /* Send as much of iov[0..*iovcnt) as the transport takes, advancing
+   * *iov and *iovcnt.  flags: MSG_DONTWAIT or 0.  0 when all is sent,
+   * -EAGAIN when a MSG_DONTWAIT send would block, another negative errno
+   * on failure. */
+  int (*send)(struct nbd_conn *c, struct iovec **iov, int *iovcnt, int flags);
+  /* Before the socket is closed, with no send in progress; may be NULL. */
+  void (*close)(struct nbd_conn *c);
+};
+extern const struct conn_io_ops conn_plain_io;
 
 #define RECV_BUFFER_SIZE (64u << 10)   /* per-connection read buffer */
 
@@ -46,6 +64,8 @@ struct nbd_server {
   bool multi_conn;
   nbd_log_fn log;
   void *log_opaque;
+  enum nbd_tls_mode tls_mode;
+  struct nbd_tls *tls;         /* credentials; NULL when tls_mode is OFF */
 
   /* Worker pool: one FIFO of jobs for all connections. */
   pthread_mutex_t queue_lock;
@@ -66,6 +86,7 @@ struct nbd_server {
   pthread_cond_t conns_cond;
   struct nbd_conn *conns;
   unsigned nconns;
+  unsigned max_conns;
   unsigned long total_conns;
   bool shutting_down;
   int event_fd;
@@ -76,6 +97,8 @@ struct nbd_conn {
   struct nbd_conn *next;       /* in srv->conns */
   int fd;
   unsigned long id;            /* for log messages */
+  const struct conn_io_ops *io;  /* plain, or TLS after STARTTLS */
+  struct conn_tls *tls;        /* the TLS session, or NULL */
 
   /* Receive side: used only by the receive thread. */
   uint8_t *rbuf;
@@ -107,6 +130,11 @@ struct nbd_conn {
   pthread_cond_t cond;
   unsigned inflight;
   size_t budget_used;          /* this connection's share of the budget */
+  unsigned long finished;      /* jobs finished so far */
+  /* reclaim_stuck (server.c), under srv->conns_lock: finished at the last
+   * look, and since when (ms) it has not moved with replies pending. */
+  unsigned long reclaim_finished;
+  uint64_t reclaim_since;
 };
 
 #define META_CONTEXT_ID_ALLOCATION 1
@@ -126,6 +154,14 @@ void conn_mark_broken(struct nbd_conn *c);
 void conn_send_reply(struct nbd_job *job);
 int conn_sender_start(struct nbd_conn *c);
 void conn_sender_stop(struct nbd_conn *c);
+
+/* tls.c: credentials from cfg (tls_certificates or tls_psk), and the TLS
+ * handshake of one connection right after the ACK to NBD_OPT_STARTTLS:
+ * 0 with the connection's transport switched to TLS, or a negative errno
+ * (the handshake failed: drop the connection). */
+int nbd_tls_new(const struct nbd_server_config *cfg, struct nbd_tls **out);
+void nbd_tls_free(struct nbd_tls *t);
+int conn_tls_start(struct nbd_conn *c);
 
 /* handshake.c: returns 1 to enter transmission, 0 on a soft disconnect
  * (ABORT), a negative errno to drop the connection. */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nbd-protocol.h"
@@ -71,6 +72,70 @@ nbd_server_transmission_flags(const struct nbd_server *srv, bool structured)
 
 /* ---- budget ------------------------------------------------------------ */
 
+/* While a request waits for the server's budget, every RECLAIM_CHECK_MS
+ * the other connections are checked; one that has held budget with
+ * replies waiting to be sent and finished no request for RECLAIM_STUCK_MS
+ * is not reading its replies, and is dropped so the budget comes back.
+ * Without this, three clients that stop reading held the whole budget
+ * and every other connection waited forever. */
+#define RECLAIM_CHECK_MS 250
+#define RECLAIM_STUCK_MS 2000
+
+static uint64_t
+now_ms(void)
+{
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+}
+
+static void
+reclaim_stuck(struct nbd_server *srv, struct nbd_conn *self)
+{
+  struct nbd_conn *x, *victim = NULL;
+  size_t victim_used = 0;
+  uint64_t now = now_ms();
+
+  pthread_mutex_lock(&srv->conns_lock);
+  for (x = srv->conns; x; x = x->next) {
+    unsigned long finished;
+    size_t used;
+    bool pending;
+
+    if (x == self)
+      continue;
+    pthread_mutex_lock(&x->lock);
+    finished = x->finished;
+    used = x->budget_used;
+    pthread_mutex_unlock(&x->lock);
+    pthread_mutex_lock(&x->send_lock);
+    pending = (x->sendq_head || x->sender_busy) && !x->broken;
+    pthread_mutex_unlock(&x->send_lock);
+    /* reclaim_* fields are only used here, under conns_lock */
+    if (!pending || used == 0 || finished != x->reclaim_finished) {
+      x->reclaim_finished = finished;
+      x->reclaim_since = 0;
+      continue;
+    }
+    if (x->reclaim_since == 0)
+      x->reclaim_since = now;
+    else if (now - x->reclaim_since >= RECLAIM_STUCK_MS && used > victim_used) {
+      victim = x;
+      victim_used = used;
+    }
+  }
+  if (victim) {
+    nbd_log(srv, NBD_LOG_INFO, "connection %lu: replies not read for %d s "
+            "while others wait for memory: dropped", victim->id,
+            RECLAIM_STUCK_MS / 1000);
+    pthread_mutex_lock(&victim->send_lock);
+    conn_mark_broken(victim);   /* its blocked send fails, its jobs finish */
+    pthread_mutex_unlock(&victim->send_lock);
+  }
+  pthread_mutex_unlock(&srv->conns_lock);
+}
+
 /* Wait until cost fits this connection's share (half the budget, so one
  * client that stops reading its replies cannot hold all of it) and then
  * the server's budget.  A request larger than either is still admitted
@@ -89,8 +154,18 @@ budget_acquire(struct nbd_conn *c, size_t cost)
   pthread_mutex_unlock(&c->lock);
 
   pthread_mutex_lock(&srv->budget_lock);
-  while (srv->budget_used > 0 && srv->budget_used + cost > srv->budget)
-    pthread_cond_wait(&srv->budget_cond, &srv->budget_lock);
+  while (srv->budget_used > 0 && srv->budget_used + cost > srv->budget) {
+    uint64_t deadline = now_ms() + RECLAIM_CHECK_MS;
+    struct timespec ts = { (time_t) (deadline / 1000),
+                           (long) (deadline % 1000) * 1000000 };
+
+    if (pthread_cond_clockwait(&srv->budget_cond, &srv->budget_lock,
+                               CLOCK_MONOTONIC, &ts) == ETIMEDOUT) {
+      pthread_mutex_unlock(&srv->budget_lock);
+      reclaim_stuck(srv, c);
+      pthread_mutex_lock(&srv->budget_lock);
+    }
+  }
   srv->budget_used += cost;
   pthread_mutex_unlock(&srv->budget_lock);
 }
@@ -140,6 +215,7 @@ job_finish(struct nbd_job *job)
   pthread_mutex_lock(&c->lock);
   c->budget_used -= cost;
   c->inflight--;
+  c->finished++;
   pthread_cond_broadcast(&c->cond);
   pthread_mutex_unlock(&c->lock);
 }
@@ -226,11 +302,19 @@ nbd_server_new(struct disk *disk, const struct nbd_server_config *cfg,
   srv->multi_conn = !cfg->no_multi_conn;
   srv->log = cfg->log;
   srv->log_opaque = cfg->log_opaque;
+  srv->tls_mode = cfg->tls;
+  if (cfg->tls != NBD_TLS_OFF) {
+    r = nbd_tls_new(cfg, &srv->tls);
+    if (r < 0)
+      goto out;
+  }
   srv->budget = cfg->budget ? cfg->budget : NBD_SERVER_DEFAULT_BUDGET;
   srv->nthreads = cfg->threads ? cfg->threads : default_threads();
   if (srv->nthreads > NBD_SERVER_MAX_THREADS)
     srv->nthreads = NBD_SERVER_MAX_THREADS;
   srv->per_conn_limit = NBD_SERVER_CONN_QUEUE_DEPTH;
+  srv->max_conns = cfg->max_connections ? cfg->max_connections
+                                        : NBD_SERVER_MAX_CONNECTIONS;
   pthread_mutex_init(&srv->queue_lock, NULL);
   pthread_cond_init(&srv->queue_cond, NULL);
   pthread_mutex_init(&srv->budget_lock, NULL);
@@ -264,6 +348,7 @@ out:
     if (srv->event_fd >= 0)
       close(srv->event_fd);
     free(srv->threads);
+    nbd_tls_free(srv->tls);
     free(srv->export_name);
     free(srv->description);
     free(srv);
@@ -303,6 +388,7 @@ nbd_server_free(struct nbd_server *srv)
   pthread_cond_destroy(&srv->conns_cond);
   close(srv->event_fd);
   free(srv->threads);
+  nbd_tls_free(srv->tls);
   free(srv->export_name);
   free(srv->description);
   free(srv);
@@ -357,6 +443,7 @@ conn_new(struct nbd_server *srv, int fd, struct nbd_conn **out)
   }
   c->srv = srv;
   c->fd = fd;
+  c->io = &conn_plain_io;
   pthread_mutex_init(&c->send_lock, NULL);
   pthread_cond_init(&c->send_cond, NULL);
   pthread_mutex_init(&c->lock, NULL);
@@ -368,6 +455,11 @@ conn_new(struct nbd_server *srv, int fd, struct nbd_conn **out)
   pthread_mutex_lock(&srv->conns_lock);
   if (srv->shutting_down) {
     r = -ESHUTDOWN;
+  } else if (srv->nconns >= srv->max_conns) {
+    /* Every connection costs two threads and up to ~150 KiB of buffers:
+     * without a limit, a flood of connections grew the server past any
+     * memory bound.  Refused ones are closed before the greeting. */
+    r = -EMFILE;
   } else {
     c->id = ++srv->total_conns;
     c->next = srv->conns;
@@ -406,6 +498,8 @@ conn_free(struct nbd_conn *c)
     pthread_cond_wait(&c->cond, &c->lock);
   pthread_mutex_unlock(&c->lock);
   conn_sender_stop(c);
+  if (c->io->close)
+    c->io->close(c);   /* TLS close_notify: nothing else sends now */
 
   pthread_mutex_lock(&srv->conns_lock);
   for (pp = &srv->conns; *pp; pp = &(*pp)->next) {
@@ -438,8 +532,12 @@ conn_serve(struct nbd_server *srv, int fd, bool handshake_done)
   int r;
 
   r = conn_new(srv, fd, &c);
-  if (r < 0)
+  if (r < 0) {
+    if (r == -EMFILE)
+      nbd_log(srv, NBD_LOG_INFO, "connection refused: %u connections open",
+              srv->max_conns);
     return r;
+  }
   id = c->id;
   nbd_log(srv, NBD_LOG_DEBUG, "connection %lu: open%s", id,
           handshake_done ? " (transmission only)" : "");

@@ -515,16 +515,30 @@ validate_request(const struct nbd_conn *c, const struct nbd_job *job,
   return 0;
 }
 
-/* Bytes of memory a valid request will hold while in flight. */
+/* Memory every queued request holds besides its data: the job (with
+ * malloc's slack) and, for a structured READ, its chunk table and the
+ * iovecs over it. */
+#define JOB_OVERHEAD  (sizeof(struct nbd_job) + 64)
+#define READ_CHUNKS_OVERHEAD \
+  (READ_MAX_SEGMENTS * (sizeof(struct read_segment) + 3 * sizeof(struct iovec)))
+
+/* Bytes of memory a valid request will hold while in flight.  Every
+ * request is charged, not only the data: a flood of tiny pipelined READs
+ * from a client that does not read its replies once held ~9 KiB per
+ * request outside the budget (64 such clients: > 64 MiB RSS). */
 static size_t
-request_cost(const struct nbd_job *job)
+request_cost(const struct nbd_conn *c, const struct nbd_job *job)
 {
   uint64_t n;
 
   switch (job->type) {
   case NBD_CMD_READ:
   case NBD_CMD_WRITE:
-    return (size_t) job->length;
+    /* the buffer bufpool really allocates, in whole pages */
+    n = (bufpool_size((size_t) job->length) + 4095) & ~(uint64_t) 4095;
+    if (job->type == NBD_CMD_READ && c->structured)
+      n += READ_CHUNKS_OVERHEAD;
+    return (size_t) n + JOB_OVERHEAD;
   case NBD_CMD_BLOCK_STATUS:
     /* engine extent (24 bytes) + wire descriptor (16), at most one per
      * 512 bytes and at most NBD_SERVER_MAX_EXTENTS */
@@ -533,9 +547,9 @@ request_cost(const struct nbd_job *job)
       n = 1;
     if (n > NBD_SERVER_MAX_EXTENTS)
       n = NBD_SERVER_MAX_EXTENTS;
-    return (size_t) n * 40;
+    return (size_t) n * 40 + JOB_OVERHEAD;
   default:
-    return 0;
+    return JOB_OVERHEAD;
   }
 }
 
@@ -642,7 +656,7 @@ nbd_transmission(struct nbd_conn *c)
 
     conn_slot_acquire(c);
     if (!job->early_error) {
-      job->budget_cost = request_cost(job);
+      job->budget_cost = request_cost(c, job);
       budget_acquire(c, job->budget_cost);
     }
     if (payload_len > 0 && job->early_error) {

@@ -1,10 +1,12 @@
 #!/usr/bin/python3
-"""make-nbd-corpus.py - write the seed corpus for fuzz-nbd: the bytes a
-client sends in a few valid sessions, recorded from tests/lib/nbdclient.py.
-(The client's bytes do not depend on the server's replies: cookies are
-ours, so recording needs no server.)
+"""make-nbd-corpus.py - write the seed corpora for fuzz-nbd (the bytes a
+client sends in a few valid sessions) and, with a second directory, for
+fuzz-nbd-transmission (requests only, after a mode byte that picks the
+export), recorded from tests/lib/nbdclient.py.  (The client's bytes do not
+depend on the server's replies: cookies are ours, so recording needs no
+server.)
 
-usage: make-nbd-corpus.py OUTDIR"""
+usage: make-nbd-corpus.py OUTDIR [TRANSMISSION_OUTDIR]"""
 import os
 import struct
 import sys
@@ -93,6 +95,40 @@ def main():
     for name, data in seeds.items():
         with open(os.path.join(out, name), "wb") as f:
             f.write(data)
+
+    if len(sys.argv) > 2:
+        transmission(sys.argv[2])
+
+
+def transmission(out):
+    """Compact requests with no handshake, as the kernel sends them; byte 0
+    of each seed picks the export (0 read/write, 1 read-only, 2 overlay)."""
+    os.makedirs(out, exist_ok=True)
+    for mode, name in ((0, "rw"), (1, "ro"), (2, "overlay")):
+        c = N.Client.__new__(N.Client)
+        c.sock = Recorder()
+        c.structured = c.extended = False
+        c.cookie = 0
+        c.read_lengths = {}
+        requests(c)
+        with open(os.path.join(out, "requests-" + name), "wb") as f:
+            f.write(bytes([mode]) + c.sock.data)
+    # Overlapping partial writes, zeroes and trims over one granule, then
+    # reads across them: the overlay's copy-up paths.
+    c = N.Client.__new__(N.Client)
+    c.sock = Recorder()
+    c.structured = c.extended = False
+    c.cookie = 0
+    c.read_lengths = {}
+    c.request(N.CMD_WRITE, 4000, 700, payload=b"\xa5" * 700)
+    c.request(N.CMD_WRITE_ZEROES, 4500, 5000)
+    c.request(N.CMD_TRIM, 12288, 8192)
+    c.request(N.CMD_WRITE, 8190, 10, N.CMDF_FUA, payload=b"z" * 10)
+    c.request(N.CMD_READ, 0, 24576)
+    c.request(N.CMD_FLUSH)
+    c.request(N.CMD_DISC)
+    with open(os.path.join(out, "overlay-copy-up"), "wb") as f:
+        f.write(bytes([2]) + c.sock.data)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 # make install / uninstall honour PREFIX and DESTDIR, and the installed
 # binaries run from wherever they were installed.
 source "$(dirname "$0")/../lib/tap.sh"
+# make install with another PREFIX rebuilds the path-bearing files (generator,
+# units, rules) in $BUILD: rebuild them for the default paths afterwards.
+tap_cleanup "make -s -C '$ROOT' BUILD='$BUILD' all"
 stage=$TMPD/stage
-out=$(make -s -C "$ROOT" install PREFIX=/opt/dism-test DESTDIR="$stage" 2>&1)
+out=$(make -s -C "$ROOT" BUILD="$BUILD" install PREFIX=/opt/dism-test DESTDIR="$stage" 2>&1)
 check "make install into DESTDIR succeeds" test $? -eq 0
 for f in opt/dism-test/libexec/dism/dism-nbd-server opt/dism-test/bin/dism-imageinfo \
          opt/dism-test/sbin/dism-nbd-server opt/dism-test/sbin/dism \
@@ -18,7 +21,7 @@ check "installed dism-imageinfo runs" "$stage/opt/dism-test/bin/dism-imageinfo" 
 check "installed server runs" "$stage/opt/dism-test/libexec/dism/dism-nbd-server" --help
 check "installed server runs through its sbin link" "$stage/opt/dism-test/sbin/dism-nbd-server" --help
 check "installed dism runs" "$stage/opt/dism-test/sbin/dism" /?
-make -s -C "$ROOT" uninstall PREFIX=/opt/dism-test DESTDIR="$stage" >/dev/null 2>&1
+make -s -C "$ROOT" BUILD="$BUILD" uninstall PREFIX=/opt/dism-test DESTDIR="$stage" >/dev/null 2>&1
 left=$(find "$stage" -type f -o -type l)
 is "make uninstall removes every installed file" "$left" ""
 check "the ASan+UBSan build exists (make SANITIZE=1)" test -x "$ROOT/build-san/bin/dism-nbd-server"

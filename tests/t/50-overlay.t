@@ -13,36 +13,9 @@ need_file "$DT" "$TBIN/test-overlay-threads"
 need_cmd sha256sum cmp truncate
 need_file "$PY"
 
-# gen SEED SIZE NOPS FLUSHES KILL > script: random writes (any byte offset,
-# 1 byte .. 3 granules+), zeroes and trims, FLUSHES "f" lines at random
-# places, and a final "k" if KILL is 1.
-gen() {
-  "$PY" - "$@" <<'EOF'
-import random, sys
-seed, size, nops, nflush, kill = (int(a) for a in sys.argv[1:])
-r = random.Random(seed)
-flush_at = set(r.sample(range(nops), min(nflush, nops)))
-for i in range(nops):
-    kind = r.random()
-    if r.random() < 0.3:           # granule-aligned, like most guests
-        off = r.randrange(0, size // 4096) * 4096
-        ln = r.randrange(1, 8) * 4096
-    else:
-        off = r.randrange(0, size)
-        ln = r.randrange(1, 14000)
-    ln = max(1, min(ln, size - off))
-    if kind < 0.7:
-        print("w %d %d %d" % (off, ln, r.randrange(1, 1 << 30)))
-    elif kind < 0.85:
-        print("z %d %d" % (off, ln))
-    else:
-        print("t %d %d" % (off, ln))
-    if i in flush_at:
-        print("f")
-if kill:
-    print("k")
-EOF
-}
+# gen SEED SIZE NOPS FLUSHES KILL > script: random writes, zeroes, trims,
+# FLUSHES "f" lines, a final "k" if KILL is 1 (tests/lib/ovl-script.py).
+gen() { "$PY" "$ROOT/tests/lib/ovl-script.py" "$@"; }
 
 # granules OVL OLD NEW: every 4 KiB granule of OVL equals OLD's or NEW's.
 granules_old_or_new() {

@@ -62,8 +62,7 @@ declare -A seen=(); bad=0 olds=0 news=0 tried=0 unk=0
 for n in "${points[@]}"; do
   [ "$n" -ge 1 ] && [ -z "${seen[$n]:-}" ] || continue; seen[$n]=1; tried=$((tried+1))
   cp "$D/orig.wim" "$D/w.wim"
-  CRASH_SHIM_PATH=$D/w.wim CRASH_SHIM_AFTER=$n LD_PRELOAD=$SHIM "$CAP" "$D/w.wim" 1 "$D/vol" >/dev/null 2>&1
-  rc=$?
+  { CRASH_SHIM_PATH=$D/w.wim CRASH_SHIM_AFTER=$n LD_PRELOAD=$SHIM "$CAP" "$D/w.wim" 1 "$D/vol"; rc=$?; } >/dev/null 2>&1
   [ $rc -eq 137 ] || { bad=1; diag "kill point $n: exit $rc, not killed"; }
   if ! wimlib-imagex verify "$D/w.wim" >/dev/null 2>&1; then bad=1; diag "kill point $n: verify fails"; continue; fi
   got=$(image_manifest "$D/w.wim" 1)
@@ -88,9 +87,9 @@ cp "$D/orig.wim" "$D/e.wim"
 dism /Mount-Image /ImageFile:"$D/e.wim" /Index:1 /MountDir:"$M" >/dev/null 2>&1
 is "dism: mount read/write" "$?" 0
 head -c 3000000 /dev/urandom > "$M/e2e.bin"; E2E=$(sha256sum < "$M/e2e.bin")
-CRASH_SHIM_PATH=$D/e.wim CRASH_SHIM_AFTER=20 LD_PRELOAD=$SHIM \
-  "$DISM" /Unmount-Image /MountDir:"$M" /Commit >/dev/null 2>&1
-is "dism /Unmount-Image /Commit killed at its 20th write to the WIM" "$?" 137
+{ CRASH_SHIM_PATH=$D/e.wim CRASH_SHIM_AFTER=20 LD_PRELOAD=$SHIM \
+  "$DISM" /Unmount-Image /MountDir:"$M" /Commit; rc=$?; } >/dev/null 2>&1
+is "dism /Unmount-Image /Commit killed at its 20th write to the WIM" "$rc" 137
 check "  the WIM verifies" wimlib-imagex verify "$D/e.wim"
 is "  image 1 is still the old one" "$(image_manifest "$D/e.wim" 1)" "$OLD1"
 rec=$(grep -l "^image=$D/e.wim\$" "$DISM_STATE_DIR"/mounts/*.conf 2>/dev/null | head -1)

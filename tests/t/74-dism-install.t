@@ -3,9 +3,12 @@
 # DismApi.h, dism.pc, the dism command and the man pages; a program built
 # with `pkg-config dism` links and runs; uninstall removes them.
 source "$(dirname "$0")/../lib/tap.sh"
+# make install with another PREFIX rebuilds the path-bearing files (generator,
+# units, rules) in $BUILD: rebuild them for the default paths afterwards.
+tap_cleanup "make -s -C '$ROOT' BUILD='$BUILD' all"
 need_cmd pkg-config cc objdump nm
 stage=$TMPD/stage P=/opt/dism-api-test
-make -s -C "$ROOT" install PREFIX=$P DESTDIR="$stage" >/dev/null 2>&1
+make -s -C "$ROOT" BUILD="$BUILD" install PREFIX=$P DESTDIR="$stage" >/dev/null 2>&1
 check "make install succeeds" test $? -eq 0
 for f in sbin/dism lib/libdism.so.1 lib/libdism.so lib/libdism.a include/DismApi.h \
          lib/pkgconfig/dism.pc share/man/man8/dism.8 share/man/man3/DismApi.3; do
@@ -31,5 +34,5 @@ is "  and runs against the installed library" "$(LD_LIBRARY_PATH=$stage$P/lib "$
   "0xc0040001 DismInitialize has not been called in this process."
 is "the man pages are roff pages" "$(head -qn1 "$stage$P/share/man/man8/dism.8" "$stage$P/share/man/man3/DismApi.3" | cut -c1-3 | tr '\n' ' ')" ".TH .TH "
 like "the installed dism runs" "$("$stage$P/sbin/dism" /? 2>&1)" "Deployment Image Servicing and Management tool"
-make -s -C "$ROOT" uninstall PREFIX=$P DESTDIR="$stage" >/dev/null 2>&1
+make -s -C "$ROOT" BUILD="$BUILD" uninstall PREFIX=$P DESTDIR="$stage" >/dev/null 2>&1
 is "make uninstall removes every installed file" "$(find "$stage" -type f -o -type l)" ""

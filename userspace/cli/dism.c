@@ -20,36 +20,10 @@
 #include <wchar.h>
 
 #include "DismApi.h"
+#include "args.h"
 #include "dism-internal.h"
 
 #define DISM_TOOL_VERSION "10.0.0.1 (dism for Linux 1.0)"
-
-enum command {
-  CMD_NONE, CMD_HELP, CMD_MOUNT, CMD_UNMOUNT, CMD_COMMIT, CMD_REMOUNT,
-  CMD_GET_MOUNTED, CMD_GET_IMAGE_INFO, CMD_CLEANUP,
-};
-
-struct options {
-  enum command cmd;
-  const char *cmd_name;
-  bool help;
-  const char *image_file, *mount_dir, *name, *index;
-  const char *log_path, *scratch_dir, *log_level, *format;
-  bool read_only, optimize, check_integrity, commit, discard, append, quiet;
-};
-
-static const struct {
-  const char *name;
-  enum command cmd;
-} command_names[] = {
-  { "mount-image", CMD_MOUNT },           { "mount-wim", CMD_MOUNT },
-  { "unmount-image", CMD_UNMOUNT },       { "unmount-wim", CMD_UNMOUNT },
-  { "commit-image", CMD_COMMIT },         { "commit-wim", CMD_COMMIT },
-  { "remount-image", CMD_REMOUNT },       { "remount-wim", CMD_REMOUNT },
-  { "get-mountedimageinfo", CMD_GET_MOUNTED }, { "get-mountedwiminfo", CMD_GET_MOUNTED },
-  { "get-imageinfo", CMD_GET_IMAGE_INFO }, { "get-wiminfo", CMD_GET_IMAGE_INFO },
-  { "cleanup-mountpoints", CMD_CLEANUP }, { "cleanup-wim", CMD_CLEANUP },
-};
 
 static bool json_output, quiet;
 static HANDLE cancel_event;
@@ -156,7 +130,7 @@ json_wstr(PCWSTR s)
 
 /* ---- help ---------------------------------------------------------------- */
 static void
-help(enum command cmd)
+help(enum dism_cli_command cmd)
 {
   switch (cmd) {
   case CMD_MOUNT:
@@ -226,79 +200,11 @@ help(enum command cmd)
 
 /* ---- arguments ------------------------------------------------------------ */
 static int
-parse_args(int argc, char **argv, struct options *o)
+parse_args(int argc, char **argv, struct dism_cli_options *o)
 {
-  for (int i = 1; i < argc; i++) {
-    const char *arg = argv[i];
-    if (!strcmp(arg, "/?") || !strcmp(arg, "-?") || !strcmp(arg, "--help") || !strcmp(arg, "-h")) {
-      o->help = true;
-      continue;
-    }
-    if (arg[0] != '/')
-      return report_usage_error("The argument \"%s\" is not valid: options start with /.\n", arg);
-    const char *name = arg + 1, *colon = strchr(name, ':');
-    size_t name_len = colon ? (size_t) (colon - name) : strlen(name);
-    const char *value = colon ? colon + 1 : NULL;
-#define IS(s) (name_len == strlen(s) && strncasecmp(name, s, name_len) == 0)
-    bool matched = false;
-    for (size_t c = 0; c < sizeof command_names / sizeof command_names[0]; c++) {
-      if (IS(command_names[c].name)) {
-        if (o->cmd != CMD_NONE)
-          return report_usage_error("Only one command may be given (%s is the second).\n", arg);
-        o->cmd = command_names[c].cmd;
-        o->cmd_name = arg;
-        matched = true;
-      }
-    }
-    if (matched)
-      continue;
-    const char **slot = NULL;
-    bool *flag = NULL;
-    if (IS("ImageFile") || IS("WimFile"))
-      slot = &o->image_file;
-    else if (IS("MountDir"))
-      slot = &o->mount_dir;
-    else if (IS("Index"))
-      slot = &o->index;
-    else if (IS("Name"))
-      slot = &o->name;
-    else if (IS("LogPath"))
-      slot = &o->log_path;
-    else if (IS("ScratchDir"))
-      slot = &o->scratch_dir;
-    else if (IS("LogLevel"))
-      slot = &o->log_level;
-    else if (IS("Format"))
-      slot = &o->format;
-    else if (IS("ReadOnly"))
-      flag = &o->read_only;
-    else if (IS("Optimize"))
-      flag = &o->optimize;
-    else if (IS("CheckIntegrity"))
-      flag = &o->check_integrity;
-    else if (IS("Commit"))
-      flag = &o->commit;
-    else if (IS("Discard"))
-      flag = &o->discard;
-    else if (IS("Append"))
-      flag = &o->append;
-    else if (IS("Quiet"))
-      flag = &o->quiet;
-    else if (IS("English") || IS("NoRestart"))
-      continue;
-    else
-      return report_usage_error("The option %s is unknown.\n", arg);
-#undef IS
-    if (slot) {
-      if (!value || !*value)
-        return report_usage_error("The option %s needs a value (/Option:value).\n", arg);
-      *slot = value;
-    } else {
-      if (value)
-        return report_usage_error("The option %s takes no value.\n", arg);
-      *flag = true;
-    }
-  }
+  struct dism_cli_error err;
+  if (dism_cli_parse(argc, argv, o, &err) < 0)
+    return report_usage_error(err.fmt, err.arg);
   return 0;
 }
 
@@ -337,7 +243,7 @@ status_text(DismMountStatus s)
 
 /* ---- commands ------------------------------------------------------------- */
 static int
-cmd_mount(const struct options *o)
+cmd_mount(const struct dism_cli_options *o)
 {
   if (!o->image_file || !o->mount_dir)
     return report_usage_error("%s needs /ImageFile:<path> and /MountDir:<dir>.\n", o->cmd_name);
@@ -378,7 +284,7 @@ cmd_mount(const struct options *o)
 }
 
 static int
-cmd_unmount(const struct options *o)
+cmd_unmount(const struct dism_cli_options *o)
 {
   if (!o->mount_dir)
     return report_usage_error("%s needs /MountDir:<dir>.\n", o->cmd_name);
@@ -403,7 +309,7 @@ cmd_unmount(const struct options *o)
 }
 
 static int
-cmd_commit(const struct options *o)
+cmd_commit(const struct dism_cli_options *o)
 {
   if (!o->mount_dir)
     return report_usage_error("%s needs /MountDir:<dir>.\n", o->cmd_name);
@@ -427,7 +333,7 @@ cmd_commit(const struct options *o)
 }
 
 static int
-cmd_remount(const struct options *o)
+cmd_remount(const struct dism_cli_options *o)
 {
   if (!o->mount_dir)
     return report_usage_error("%s needs /MountDir:<dir>.\n", o->cmd_name);
@@ -547,7 +453,7 @@ print_wim_details(const DismImageInfo *i)
 }
 
 static int
-cmd_get_image_info(const struct options *o)
+cmd_get_image_info(const struct dism_cli_options *o)
 {
   if (!o->image_file)
     return report_usage_error("%s needs /ImageFile:<path>.\n", o->cmd_name);
@@ -646,7 +552,7 @@ main(int argc, char **argv)
   /* Wide strings go through the locale: make sure it is a UTF-8 one. */
   if (!setlocale(LC_ALL, "") || strcmp(nl_langinfo(CODESET), "UTF-8") != 0)
     setlocale(LC_CTYPE, "C.UTF-8");
-  struct options o = { 0 };
+  struct dism_cli_options o = { 0 };
   int rc = parse_args(argc, argv, &o);
   if (rc)
     return rc;

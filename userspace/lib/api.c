@@ -137,7 +137,8 @@ DismInitialize(DismLogLevel LogLevel, PCWSTR LogFilePath, PCWSTR ScratchDirector
   }
   if (geteuid() != 0) {
     hr = dism_api_fail(func, HRESULT_FROM_WIN32(ERROR_ELEVATION_REQUIRED),
-                       "Mounting images needs root: run as root (e.g. with sudo).");
+                       "Elevated permissions are required to run DISM: run it as root "
+                       "(e.g. with sudo).");
     goto out;
   }
   if ((int) LogLevel < DismLogErrors || LogLevel > DismLogErrorsWarningsInfoDebug) {

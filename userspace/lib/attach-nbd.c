@@ -8,6 +8,10 @@
  * (the kernel picks or creates a free device), our copies of the sockets
  * closed; then bigger requests, a change uevent (so udev sees `backend`) and
  * the partition scan the kernel only does on open.
+ *
+ * For the supervisor (dism-supervise): finding our device again by its
+ * backend id, NBD_CMD_RECONFIGURE with fresh connections to a restarted
+ * server (they replace the dead ones), and the kernel's LINK_DEAD notices.
  */
 #include <endian.h>
 #include <errno.h>
@@ -18,6 +22,7 @@
 #include <linux/nbd-netlink.h>
 #include <linux/nbd.h>
 #include <linux/netlink.h>
+#include <dirent.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,7 +59,8 @@
 #define MAX_CONNS           16
 #define IO_TIMEOUT_MS       30000    /* one handshake step or one read */
 #define PROBE_CHUNK         (1u << 20)
-#define REQ_TIMEOUT_S       120      /* kernel request timeout: longer than any flush */
+#define REQ_TIMEOUT_S       30       /* kernel request timeout (DISM_NBD_TIMEOUT): see
+                                      * nbd_connect */
 #define DEAD_CONN_DEFAULT_S 30
 #define CONNECT_TRIES       8        /* EBUSY: a prober held the device the kernel picked */
 #define MAX_SECTORS_KB      4096
@@ -364,6 +370,31 @@ nl_nest_end(struct nlbuf *m)
 /* Called for each attribute of each reply message. */
 typedef void (*nl_attr_fn)(void *arg, const struct nlattr *a);
 
+/* Call fn for each attribute in [p, p + rem). */
+static void
+nl_foreach(const uint8_t *p, size_t rem, nl_attr_fn fn, void *arg)
+{
+  while (rem >= NLA_HDRLEN) {
+    const struct nlattr *a = (const struct nlattr *) p;
+    if (a->nla_len < NLA_HDRLEN || a->nla_len > rem)
+      break;
+    fn(arg, a);
+    if ((size_t) NLA_ALIGN(a->nla_len) >= rem)
+      break;
+    rem -= (size_t) NLA_ALIGN(a->nla_len);
+    p += NLA_ALIGN(a->nla_len);
+  }
+}
+
+/* The attributes of a generic netlink message, if it has any. */
+static void
+nl_msg_foreach(const struct nlmsghdr *h, nl_attr_fn fn, void *arg)
+{
+  if (h->nlmsg_len >= NLMSG_LENGTH(GENL_HDRLEN))
+    nl_foreach((const uint8_t *) NLMSG_DATA(h) + GENL_HDRLEN,
+               h->nlmsg_len - NLMSG_LENGTH(GENL_HDRLEN), fn, arg);
+}
+
 static void
 nl_close(int fd)
 {
@@ -424,47 +455,114 @@ nl_call(int fd, struct nlbuf *m, nl_attr_fn fn, void *arg)
       }
       if (h->nlmsg_type == NLMSG_DONE)
         return 0;
-      if (fn && h->nlmsg_len >= NLMSG_LENGTH(GENL_HDRLEN)) {
-        const uint8_t *p = (const uint8_t *) NLMSG_DATA(h) + GENL_HDRLEN;
-        size_t rem = h->nlmsg_len - NLMSG_LENGTH(GENL_HDRLEN);
-        while (rem >= NLA_HDRLEN) {
-          const struct nlattr *a = (const struct nlattr *) p;
-          if (a->nla_len < NLA_HDRLEN || a->nla_len > rem)
-            break;
-          fn(arg, a);
-          if ((size_t) NLA_ALIGN(a->nla_len) >= rem)
-            break;
-          rem -= (size_t) NLA_ALIGN(a->nla_len);
-          p += NLA_ALIGN(a->nla_len);
-        }
-      }
+      if (fn)
+        nl_msg_foreach(h, fn, arg);
     }
   }
+}
+
+struct nbd_family_ids {
+  uint16_t id;
+  uint32_t mcast;                    /* nbd_mc_group, 0 if not found */
+};
+
+static const void *nla_data(const struct nlattr *a) { return (const uint8_t *) a + NLA_HDRLEN; }
+static size_t nla_len(const struct nlattr *a) { return a->nla_len - NLA_HDRLEN; }
+
+/* One entry of CTRL_ATTR_MCAST_GROUPS: a nest of name and id. */
+struct mcast_entry {
+  bool is_nbd;
+  uint32_t id;
+};
+
+static void
+mcast_entry_attr(void *arg, const struct nlattr *a)
+{
+  struct mcast_entry *e = arg;
+
+  if ((a->nla_type & NLA_TYPE_MASK) == CTRL_ATTR_MCAST_GRP_NAME)
+    e->is_nbd = strncmp(nla_data(a), NBD_GENL_MCAST_GROUP_NAME, nla_len(a)) == 0;
+  else if ((a->nla_type & NLA_TYPE_MASK) == CTRL_ATTR_MCAST_GRP_ID && nla_len(a) >= 4)
+    memcpy(&e->id, nla_data(a), 4);
+}
+
+static void
+mcast_group_attr(void *arg, const struct nlattr *a)
+{
+  struct mcast_entry e = { 0 };
+
+  nl_foreach(nla_data(a), nla_len(a), mcast_entry_attr, &e);
+  if (e.is_nbd)
+    ((struct nbd_family_ids *) arg)->mcast = e.id;
 }
 
 static void
 family_attr(void *arg, const struct nlattr *a)
 {
-  if ((a->nla_type & NLA_TYPE_MASK) == CTRL_ATTR_FAMILY_ID && a->nla_len >= NLA_HDRLEN + 2)
-    memcpy(arg, (const uint8_t *) a + NLA_HDRLEN, 2);
+  struct nbd_family_ids *f = arg;
+
+  if ((a->nla_type & NLA_TYPE_MASK) == CTRL_ATTR_FAMILY_ID && nla_len(a) >= 2)
+    memcpy(&f->id, nla_data(a), 2);
+  else if ((a->nla_type & NLA_TYPE_MASK) == CTRL_ATTR_MCAST_GROUPS)
+    nl_foreach(nla_data(a), nla_len(a), mcast_group_attr, f);
 }
 
 static int
-nbd_family(int fd, uint16_t *id)
+nbd_family_ids(int fd, struct nbd_family_ids *f)
 {
   struct nlbuf m;
   int r;
 
-  *id = 0;
+  memset(f, 0, sizeof *f);
   nl_init(&m, GENL_ID_CTRL, CTRL_CMD_GETFAMILY, 0);
   nl_put(&m, CTRL_ATTR_FAMILY_NAME, NBD_GENL_FAMILY_NAME, sizeof NBD_GENL_FAMILY_NAME);
-  r = nl_call(fd, &m, family_attr, id);
-  if (r == 0 && *id == 0)
+  r = nl_call(fd, &m, family_attr, f);
+  if (r == 0 && f->id == 0)
     r = -ENOENT;
   if (r < 0)
     dism_set_error("generic netlink family \"nbd\" not found (%s): is nbd.ko loaded?",
                    strerror(-r));
   return r;
+}
+
+/* A netlink socket (returned) and the nbd family's ids; -errno with a
+ * message. */
+static int
+nbd_nl_open(struct nbd_family_ids *f)
+{
+  int fd = nl_open(), r;
+
+  if (fd < 0) {
+    dism_set_error("netlink socket: %s", strerror(-fd));
+    return fd;
+  }
+  r = nbd_family_ids(fd, f);
+  if (r < 0) {
+    nl_close(fd);
+    return r;
+  }
+  return fd;
+}
+
+/* For one request: a netlink socket (returned), the nbd family id and a
+ * message buffer (*m, the caller frees it); -errno with a message. */
+static int
+nbd_genl_open(uint16_t *fam, struct nlbuf **m)
+{
+  struct nbd_family_ids f;
+  int fd = nbd_nl_open(&f);
+
+  *m = NULL;
+  if (fd < 0)
+    return fd;
+  *m = malloc(sizeof **m);
+  if (!*m) {
+    nl_close(fd);
+    dism_set_error("out of memory");
+    return -ENOMEM;
+  }
+  *fam = f.id;
+  return fd;
 }
 
 static void
@@ -480,23 +578,19 @@ index_attr(void *arg, const struct nlattr *a)
 static int
 nbd_disconnect_index(int index)
 {
-  struct nlbuf m;
+  struct nlbuf *m;
   uint16_t fam;
   int fd, r;
 
-  fd = nl_open();
-  if (fd < 0) {
-    dism_set_error("netlink socket: %s", strerror(-fd));
+  fd = nbd_genl_open(&fam, &m);
+  if (fd < 0)
     return fd;
-  }
-  r = nbd_family(fd, &fam);
-  if (r == 0) {
-    nl_init(&m, fam, NBD_CMD_DISCONNECT, 0);
-    nl_put_u32(&m, NBD_ATTR_INDEX, (uint32_t) index);
-    r = nl_call(fd, &m, NULL, NULL);
-    if (r < 0)
-      dism_set_error("/dev/nbd%d: NBD_CMD_DISCONNECT: %s", index, strerror(-r));
-  }
+  nl_init(m, fam, NBD_CMD_DISCONNECT, 0);
+  nl_put_u32(m, NBD_ATTR_INDEX, (uint32_t) index);
+  r = nl_call(fd, m, NULL, NULL);
+  if (r < 0)
+    dism_set_error("/dev/nbd%d: NBD_CMD_DISCONNECT: %s", index, strerror(-r));
+  free(m);
   nl_close(fd);
   return r;
 }
@@ -629,29 +723,47 @@ want_connections(const struct dism_attach_request *req)
   return n > MAX_CONNS ? MAX_CONNS : (unsigned) n;
 }
 
+/* NBD_ATTR_SOCKETS: one NBD_SOCK_ITEM { NBD_SOCK_FD } per socket. */
+static void
+nl_put_sockets(struct nlbuf *m, const int *fds, unsigned nfds)
+{
+  nl_nest_start(m, NBD_ATTR_SOCKETS);
+  for (unsigned i = 0; i < nfds; i++) {
+    nl_nest_start(m, NBD_SOCK_ITEM);
+    nl_put_u32(m, NBD_SOCK_FD, (uint32_t) fds[i]);
+    nl_nest_end(m);
+  }
+  nl_nest_end(m);
+}
+
+/* The kernel's request timeout.  With several connections an expired
+ * request marks its socket dead and is sent again on another one, so a
+ * slow server looks like a dead socket; the supervisor replaces dead
+ * sockets (LINK_DEAD), so that costs a resend, not an error.  And after
+ * a server crash the requests the dead server had not answered wait this
+ * long before they are sent again: the longest stall a crash causes. */
+static uint64_t
+request_timeout(void)
+{
+  const char *v = getenv("DISM_NBD_TIMEOUT");
+  long s = v && *v ? strtol(v, NULL, 10) : 0;
+
+  return s > 0 ? (uint64_t) s : REQ_TIMEOUT_S;
+}
+
 static int
 nbd_connect(const struct dism_attach_request *req, const int *fds, unsigned nfds,
             const struct export_info *ei, unsigned blksize, int *index)
 {
   struct nlbuf *m = NULL;
   uint16_t fam;
-  unsigned i, tries;
+  unsigned tries;
   int nl = -1, r;
   uint64_t flags = ei->flags | (req->readonly ? TF_READ_ONLY : 0);
 
-  nl = nl_open();
+  nl = nbd_genl_open(&fam, &m);
   if (nl < 0) {
     r = nl;
-    dism_set_error("netlink socket: %s", strerror(-r));
-    goto out;
-  }
-  r = nbd_family(nl, &fam);
-  if (r < 0)
-    goto out;
-  m = malloc(sizeof *m);
-  if (!m) {
-    r = -ENOMEM;
-    dism_set_error("out of memory");
     goto out;
   }
   for (tries = 0; tries < CONNECT_TRIES; tries++) {
@@ -659,20 +771,14 @@ nbd_connect(const struct dism_attach_request *req, const int *fds, unsigned nfds
     nl_put_u64(m, NBD_ATTR_SIZE_BYTES, ei->size);
     nl_put_u64(m, NBD_ATTR_BLOCK_SIZE_BYTES, blksize);
     nl_put_u64(m, NBD_ATTR_SERVER_FLAGS, flags);
-    nl_put_u64(m, NBD_ATTR_TIMEOUT, REQ_TIMEOUT_S);
+    nl_put_u64(m, NBD_ATTR_TIMEOUT, request_timeout());
     nl_put_u64(m, NBD_ATTR_DEAD_CONN_TIMEOUT,
                req->dead_conn_timeout ? req->dead_conn_timeout : DEAD_CONN_DEFAULT_S);
     /* on-demand devices vanish on disconnect: none pile up for udev to probe;
      * no DISCONNECT_ON_CLOSE: it races udev's probe open/close */
     nl_put_u64(m, NBD_ATTR_CLIENT_FLAGS, NBD_CFLAG_DESTROY_ON_DISCONNECT);
     nl_put(m, NBD_ATTR_BACKEND_IDENTIFIER, req->backend_id, strlen(req->backend_id) + 1);
-    nl_nest_start(m, NBD_ATTR_SOCKETS);
-    for (i = 0; i < nfds; i++) {
-      nl_nest_start(m, NBD_SOCK_ITEM);
-      nl_put_u32(m, NBD_SOCK_FD, (uint32_t) fds[i]);
-      nl_nest_end(m);
-    }
-    nl_nest_end(m);
+    nl_put_sockets(m, fds, nfds);
     *index = -1;
     r = nl_call(nl, m, index_attr, index);
     if (r != -EBUSY)
@@ -694,11 +800,42 @@ out:
   return r;
 }
 
+/* Up to *n handshaked connections to the server at path (one without
+ * CAN_MULTI_CONN), all seeing the same export; *n is set to how many.  On
+ * failure none is left open. */
+static int
+handshake_all(const char *path, int *fds, unsigned *n, struct export_info *ei)
+{
+  struct export_info ej;
+  unsigned i;
+  int r;
+
+  r = handshake(path, &fds[0], ei);
+  if (r < 0)
+    return r;
+  if (!(ei->flags & TF_CAN_MULTI_CONN))
+    *n = 1;                          /* the kernel refuses more without it */
+  for (i = 1; i < *n; i++) {
+    r = handshake(path, &fds[i], &ej);
+    if (r == 0 && (ej.size != ei->size || ej.flags != ei->flags)) {
+      close(fds[i]);
+      r = -EPROTO;
+      dism_set_error("%s: connection %u saw a different export (size or flags)", path, i + 1);
+    }
+    if (r < 0) {
+      while (i-- > 0)
+        close(fds[i]);
+      return r;
+    }
+  }
+  return 0;
+}
+
 int
 dism_attach_nbd(const struct dism_attach_request *req, struct dism_attach *out)
 {
   int fds[MAX_CONNS];
-  struct export_info ei, ej;
+  struct export_info ei;
   struct nbd_probe probe;
   struct dism_disk_io io;
   unsigned n, nfds = 0, i;
@@ -710,24 +847,10 @@ dism_attach_nbd(const struct dism_attach_request *req, struct dism_attach *out)
   snprintf(out->backend_id, sizeof out->backend_id, "%s", req->backend_id);
   n = want_connections(req);
 
-  r = handshake(req->nbd_socket, &fds[0], &ei);
+  r = handshake_all(req->nbd_socket, fds, &n, &ei);
   if (r < 0)
     goto out;
-  nfds = 1;
-  if (!(ei.flags & TF_CAN_MULTI_CONN))
-    n = 1;                           /* the kernel refuses more without it */
-  for (i = 1; i < n; i++) {
-    r = handshake(req->nbd_socket, &fds[i], &ej);
-    if (r < 0)
-      goto out;
-    nfds++;
-    if (ej.size != ei.size || ej.flags != ei.flags) {
-      r = -EPROTO;
-      dism_set_error("%s: connection %u saw a different export (size or flags)",
-                     req->nbd_socket, i + 1);
-      goto out;
-    }
-  }
+  nfds = n;
   if (req->readonly == false && (ei.flags & TF_READ_ONLY)) {
     r = -EROFS;
     dism_set_error("%s: read-write attach asked, but the server exports read-only",
@@ -820,4 +943,146 @@ dism_attach_alive_nbd(const struct dism_attach *a)
     return false;
   snprintf(path, sizeof path, "/sys/block/nbd%d/pid", a->nbd_index);
   return access(path, F_OK) == 0;
+}
+
+/* ---- after a server restart (dism-supervise) ----------------------------- */
+
+int
+dism_nbd_find(const char *backend_id)
+{
+  DIR *d = opendir("/sys/block");
+  struct dirent *de;
+  int found = -1;
+
+  if (!d)
+    return -1;
+  while (found < 0 && (de = readdir(d))) {
+    int index;
+    char end;
+    if (sscanf(de->d_name, "nbd%d%c", &index, &end) == 1 && nbd_backend_is(index, backend_id))
+      found = index;
+  }
+  closedir(d);
+  return found;
+}
+
+/* The number of connections of /dev/nbdN: one hardware queue each. */
+static unsigned
+nbd_connections(int index)
+{
+  char path[96];
+  DIR *d;
+  struct dirent *de;
+  unsigned n = 0;
+
+  snprintf(path, sizeof path, "/sys/block/nbd%d/mq", index);
+  d = opendir(path);
+  if (!d)
+    return 1;
+  while ((de = readdir(d)))
+    if (de->d_name[0] != '.')
+      n++;
+  closedir(d);
+  return n < 1 ? 1 : n > MAX_CONNS ? MAX_CONNS : n;
+}
+
+int
+dism_nbd_reconnect(const char *nbd_socket, const char *backend_id, int index)
+{
+  int fds[MAX_CONNS];
+  struct export_info ei;
+  struct nlbuf *m = NULL;
+  unsigned n = nbd_connections(index), i;
+  uint16_t fam;
+  char path[96], val[32];
+  int nl = -1, r;
+
+  r = handshake_all(nbd_socket, fds, &n, &ei);
+  if (r < 0)
+    return r;
+  /* The same disk, or nothing: a size the device does not have means the
+   * server behind the socket is serving something else. */
+  snprintf(path, sizeof path, "/sys/block/nbd%d/size", index);
+  if (attach_read_file(path, val, sizeof val) == 0 &&
+      strtoull(val, NULL, 10) * 512 != ei.size) {
+    r = -EPROTO;
+    dism_set_error("%s exports %" PRIu64 " bytes, but /dev/nbd%d has %s sectors",
+                   nbd_socket, ei.size, index, val);
+    goto out;
+  }
+  nl = nbd_genl_open(&fam, &m);
+  if (nl < 0) {
+    r = nl;
+    goto out;
+  }
+  /* Each socket replaces one dead connection; with none dead left the
+   * kernel ignores the rest.  The backend id must match the CONNECT's. */
+  nl_init(m, fam, NBD_CMD_RECONFIGURE, 0);
+  nl_put_u32(m, NBD_ATTR_INDEX, (uint32_t) index);
+  nl_put(m, NBD_ATTR_BACKEND_IDENTIFIER, backend_id, strlen(backend_id) + 1);
+  nl_put_sockets(m, fds, n);
+  r = nl_call(nl, m, NULL, NULL);
+  if (r < 0)
+    dism_set_error("/dev/nbd%d: NBD_CMD_RECONFIGURE with %u connection%s to %s: %s", index, n,
+                   n == 1 ? "" : "s", nbd_socket, strerror(-r));
+out:
+  for (i = 0; i < n; i++)
+    close(fds[i]);                   /* the kernel holds its own references */
+  free(m);
+  nl_close(nl);
+  return r;
+}
+
+int
+dism_nbd_monitor_open(void)
+{
+  struct nbd_family_ids f;
+  int fd = nbd_nl_open(&f), r = 0;
+
+  if (fd < 0)
+    return fd;
+  if (f.mcast == 0) {
+    r = -ENOENT;
+    dism_set_error("the nbd netlink family has no multicast group \"%s\"",
+                   NBD_GENL_MCAST_GROUP_NAME);
+  }
+  if (r == 0 && setsockopt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &f.mcast,
+                           sizeof f.mcast) < 0) {
+    r = -errno;
+    dism_set_error("joining the nbd multicast group: %s", strerror(-r));
+  }
+  if (r < 0) {
+    nl_close(fd);
+    return r;
+  }
+  return fd;
+}
+
+int
+dism_nbd_monitor_read(int fd, int index)
+{
+  uint8_t buf[8192] __attribute__((aligned(4)));
+  int count = 0;
+
+  for (;;) {
+    ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    struct nlmsghdr *h;
+
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && errno == ENOBUFS)
+      return count + 1;              /* notices were lost: assume one was ours */
+    if (n < 0)
+      return errno == EAGAIN ? count : -errno;
+    for (h = (struct nlmsghdr *) buf; NLMSG_OK(h, (size_t) n); h = NLMSG_NEXT(h, n)) {
+      const struct genlmsghdr *g = NLMSG_DATA(h);
+      int dead = -1;
+
+      if (h->nlmsg_type < NLMSG_MIN_TYPE || h->nlmsg_len < NLMSG_LENGTH(GENL_HDRLEN) ||
+          g->cmd != NBD_CMD_LINK_DEAD)
+        continue;
+      nl_msg_foreach(h, index_attr, &dead);
+      count += dead >= 0 && (index < 0 || dead == index);
+    }
+  }
 }

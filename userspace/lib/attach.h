@@ -76,6 +76,25 @@ bool dism_attach_alive(const struct dism_attach *a);
  * the mount opens it.  NBD: nothing to do (0). */
 int dism_attach_autoclear(const struct dism_attach *a);
 
+/* ---- NBD: keeping a device across a restart of its server --------------
+ * (dism-supervise).  The kernel keeps /dev/nbdN while its connections are
+ * dead: new requests wait up to the dead-connection timeout for a
+ * reconnect, requests the dead server never answered are sent again when
+ * their request timeout expires. */
+
+/* The /dev/nbdN whose backend is backend_id, or -1. */
+int dism_nbd_find(const char *backend_id);
+/* Handshake fresh connections to the server at nbd_socket (as many as the
+ * device has) and hand them to /dev/nbd<index> with NBD_CMD_RECONFIGURE
+ * (and the backend id); each replaces one dead connection, the rest are
+ * ignored.  Refused if the export's size differs from the device's. */
+int dism_nbd_reconnect(const char *nbd_socket, const char *backend_id, int index);
+/* A netlink socket that receives the kernel's LINK_DEAD notices (one per
+ * connection that died); read it with dism_nbd_monitor_read, which returns
+ * how many were for index (any device if index < 0) without blocking. */
+int dism_nbd_monitor_open(void);
+int dism_nbd_monitor_read(int fd, int index);
+
 /* Serialise to/from "key=value" lines (the mount registry).  format returns
  * the length written, or -ENOSPC.  parse_kv returns 0 (used), 1 (a key this
  * version does not know: ignored), or -EINVAL (bad value). */

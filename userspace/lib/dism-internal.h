@@ -69,6 +69,11 @@ size_t dism_utf8_wide_len(const char *s);
 int dism_write_file_atomic(const char *path, const char *data, size_t len, mode_t mode);
 /* mkdir -p with mode for the created parts. */
 int dism_mkdir_p(const char *path, mode_t mode);
+/* A directory only its owner may enter: created 0700 (with its missing
+ * parents) when create is set; an existing one must be a directory owned
+ * by the caller (else -EPERM with a message) and loses any group/other
+ * permission.  A missing one is left alone when create is not set. */
+int dism_private_dir(const char *path, bool create);
 /* Remove a directory and the regular files/sockets directly inside it. */
 int dism_remove_flat_dir(const char *path);
 /* Absolute, canonical path of an existing file (realpath). */
@@ -133,6 +138,7 @@ struct dism_live {
   char nbd_sock[4200];
   char control_sock[4200];
   char pidfile[4200];
+  char sup_pidfile[4200];    /* supervisor.pid: dism-supervise, the server's parent */
   char server_log[4200];
   char fuse_file[4200];
   char live_conf[4200];
@@ -147,14 +153,21 @@ DismMountStatus dism_record_status(const struct dism_record *r);
 bool dism_record_mounted(const struct dism_record *r);
 
 /* ---- the server (server.c) ---------------------------------------------- */
-/* Start dism-nbd-server for a record; waits for its pidfile.  cmd_out gets
- * the command line.  fuse: pass --fuse-file (LOOP attach). */
+/* Start dism-nbd-server for a record, under dism-supervise (which restarts
+ * it if it dies; $DISM_SUPERVISE names it, "off" runs the server alone);
+ * waits for its pidfile.  cmd_out gets the server's command line.  fuse:
+ * pass --fuse-file (LOOP attach). */
 int dism_server_start(const struct dism_record *r, const struct dism_live *l, bool fuse,
                       pid_t *pid_out, char *cmd_out, size_t cmd_cap);
 /* The pid of the record's live server, or 0 if none runs. */
 pid_t dism_server_pid(const struct dism_live *l);
-/* Stop the server: SHUTDOWN on the control socket, else SIGTERM, then wait;
- * SIGKILL after a timeout. */
+/* The same, but if the server is down while its supervisor (dism-supervise)
+ * restarts it, wait for the new one (DISM_SERVER_TIMEOUT_MS at most). */
+pid_t dism_server_pid_wait(const struct dism_live *l);
+/* The pid of the server's supervisor, or 0 if none runs. */
+pid_t dism_supervisor_pid(const struct dism_live *l);
+/* Stop the server: its supervisor told to stop restarting it, SHUTDOWN on
+ * the control socket, else SIGTERM, then wait; SIGKILL after a timeout. */
 int dism_server_stop(const struct dism_live *l);
 /* COMMIT over the control socket; progress(cur, total, opaque) per PROGRESS
  * line.  Returns 0 or a negative errno with the server's message. */

@@ -21,6 +21,7 @@
 
 #include "disk.h"
 #include "dism-internal.h"
+#include "overlay.h"
 #include "wim.h"
 
 #define PROGRESS_TOTAL 100
@@ -95,6 +96,10 @@ ntfs3g_path(void)
 /* The ntfs-3g options (docs/dism-api.md explains each):
  *  - no permissions/acl/uid/gid mapping: ownership and ACLs stay as Windows
  *    wrote them (security descriptors are not rewritten);
+ *  - umask=077: the files show as root's alone.  Windows ACLs are not
+ *    mapped to local users, so anything wider would open the image (its
+ *    registry hives too) to every user; umask only sets the modes shown
+ *    (new files still inherit their descriptors as without it);
  *  - streams_interface=xattr: alternate data streams as user.* xattrs;
  *  - windows_names: refuse names Windows cannot open (the image must boot);
  *  - noatime: reading must not change the image;
@@ -103,8 +108,9 @@ ntfs3g_path(void)
 static const char *
 ntfs3g_options(enum dism_mode mode)
 {
-  return mode == DISM_MODE_RO ? "ro,streams_interface=xattr,noatime,nodev,nosuid"
-                              : "windows_names,streams_interface=xattr,noatime,nodev,nosuid";
+  return mode == DISM_MODE_RO ? "ro,streams_interface=xattr,noatime,nodev,nosuid,umask=077"
+                              : "windows_names,streams_interface=xattr,noatime,nodev,nosuid,"
+                                "umask=077";
 }
 
 static int
@@ -158,11 +164,12 @@ ntfs_mount(const struct dism_record *r, const struct dism_live *l)
 /* ---- undoing live state ----------------------------------------------------- */
 /* A mount whose server died: its NBD device would hold every request (the
  * syncfs, ntfs-3g's flush at umount) for the dead-connection timeout before
- * failing it.  Fail them now; nothing can reach the image any more anyway. */
+ * failing it.  Fail them now; nothing can reach the image any more anyway.
+ * (A server its supervisor is restarting is waited for, not given up.) */
 static void
 abort_if_server_dead(const struct dism_record *r, const struct dism_live *l)
 {
-  if (r->have_attach && dism_server_pid(l) == 0 && dism_attach_alive(&r->attach)) {
+  if (r->have_attach && dism_server_pid_wait(l) == 0 && dism_attach_alive(&r->attach)) {
     if (dism_attach_abort(&r->attach) < 0)
       dism_log(DISM_LOG_WARN, "cannot abort %s: %s", r->attach.disk_dev, dism_last_error());
     else
@@ -209,6 +216,27 @@ dism_teardown_live(const struct dism_record *r, bool force)
   if (dism_is_mountpoint(l.fuse_file, NULL, 0) && dism_server_pid(&l) == 0)
     umount2(l.fuse_file, MNT_DETACH);
   return first_error;
+}
+
+/* udev names our devices from live.conf (udev/60-dism.rules, dism-udev-id).
+ * An NBD device needs nothing more: live.conf named the image before the
+ * attach, and its partitions are the kernel's own.  A loop device holds one
+ * partition's byte range, and which partition that is only the attach record
+ * says, written after the kernel's change event for the loop: ask udev to
+ * look again now.  Best effort (no udev, read-only sysfs: nothing lost). */
+static void
+udev_announce(const struct dism_attach *a)
+{
+  char path[128];
+  if (a->method != DISM_ATTACH_LOOP || strncmp(a->fs_dev, "/dev/", 5) != 0 ||
+      snprintf(path, sizeof path, "/sys/class/block/%s/uevent", a->fs_dev + 5) >=
+          (int) sizeof path)
+    return;
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0 || write(fd, "change", 6) != 6)
+    dism_log(DISM_LOG_DEBUG, "cannot send a change event for %s: %s", a->fs_dev, strerror(errno));
+  if (fd >= 0)
+    close(fd);
 }
 
 /* Start the server, attach, mount: the live part of a mount.  On failure
@@ -259,6 +287,8 @@ bring_up(struct op *o, struct dism_record *r, const struct dism_live *l)
   /* live.conf now names the device, so a crash from here on is cleanable. */
   if (dism_record_write_path(l->live_conf, r) < 0)
     dism_log(DISM_LOG_WARN, "cannot update %s: %s", l->live_conf, dism_last_error());
+  else
+    udev_announce(&r->attach);
   if (op_cancelled(o)) {
     hr = op_cancel_result(o, "after the disk was attached");
     goto out;
@@ -675,7 +705,7 @@ out:
       dism_teardown_live(r, true);
     if (live_made) {
       if (r->overlay[0])
-        unlink(r->overlay);
+        overlay_remove(r->overlay);
       if (r->volume[0])
         unlink(r->volume);
       dism_remove_flat_dir(l.dir);
@@ -891,8 +921,9 @@ DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
   dism_live_paths(r->id, &l);
   dism_server_stop(&l);
   op_progress(&o, 95);
-  if (r->overlay[0] && unlink(r->overlay) < 0 && errno != ENOENT)
-    dism_log(DISM_LOG_WARN, "cannot remove %s: %s", r->overlay, strerror(errno));
+  int orc = r->overlay[0] ? overlay_remove(r->overlay) : 0;   /* and its live map */
+  if (orc < 0)
+    dism_log(DISM_LOG_WARN, "cannot remove %s: %s", r->overlay, strerror(-orc));
   if (r->volume[0] && unlink(r->volume) < 0 && errno != ENOENT)
     dism_log(DISM_LOG_WARN, "cannot remove %s: %s", r->volume, strerror(errno));
   dism_remove_flat_dir(l.dir);
@@ -1109,7 +1140,7 @@ remove_mount_leftovers(const struct dism_record *r, bool remove_overlay)
 {
   dism_teardown_live(r, true);
   if (remove_overlay && r->overlay[0])
-    unlink(r->overlay);
+    overlay_remove(r->overlay);
   if (remove_overlay && r->volume[0])
     unlink(r->volume);
   char dir[4200];

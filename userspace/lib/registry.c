@@ -52,6 +52,7 @@ dism_live_paths(const char *id, struct dism_live *l)
   snprintf(l->nbd_sock, sizeof l->nbd_sock, "%s/nbd.sock", l->dir);
   snprintf(l->control_sock, sizeof l->control_sock, "%s/control.sock", l->dir);
   snprintf(l->pidfile, sizeof l->pidfile, "%s/server.pid", l->dir);
+  snprintf(l->sup_pidfile, sizeof l->sup_pidfile, "%s/supervisor.pid", l->dir);
   snprintf(l->server_log, sizeof l->server_log, "%s/server.log", l->dir);
   snprintf(l->fuse_file, sizeof l->fuse_file, "%s/disk", l->dir);
   snprintf(l->live_conf, sizeof l->live_conf, "%s/live.conf", l->dir);
@@ -61,7 +62,11 @@ int
 dism_registry_lock(void)
 {
   char path[4200];
-  int r = dism_mkdir_p(dism_run_dir(), 0755);
+  /* Both state directories are root's alone (0700): what is inside (the
+   * records, the servers' sockets, the lock) needs no further guard. */
+  int r = dism_private_dir(dism_run_dir(), true);
+  if (r == 0)
+    r = dism_private_dir(dism_state_dir(), false);
   if (r < 0)
     return r;
   snprintf(path, sizeof path, "%s/lock", dism_run_dir());
@@ -96,7 +101,9 @@ dism_record_write(const struct dism_record *r)
 {
   char dir[4200], path[4200];
   snprintf(dir, sizeof dir, "%s/mounts", dism_state_dir());
-  int rc = dism_mkdir_p(dir, 0700);
+  int rc = dism_private_dir(dism_state_dir(), true);
+  if (rc == 0)
+    rc = dism_private_dir(dir, true);
   if (rc < 0)
     return rc;
   dism_record_path(r->id, path, sizeof path);

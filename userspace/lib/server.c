@@ -1,9 +1,12 @@
 /* server.c - start, find, stop and talk to one mount's dism-nbd-server.
  *
  * The server is started detached (double fork, new session) so it outlives
- * the calling process: mounts are system-wide state.  Its stdout and stderr
- * go to server.log in the mount's live directory; the text is quoted when
- * the server fails to come up. */
+ * the calling process: mounts are system-wide state.  It runs as the child
+ * of dism-supervise (userspace/cli/dism-supervise.c), which starts it again
+ * if it dies and reconnects the NBD device to the new one; the
+ * supervisor's pid is in supervisor.pid, the server's in server.pid.
+ * Their stdout and stderr go to server.log in the mount's live directory;
+ * the text is quoted when the server fails to come up. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -29,6 +32,30 @@ is_executable(const char *path)
   return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
 }
 
+/* A helper program: next to the running program (installed layout, then
+ * the build tree: bin/ and tests/ side by side), else in LIBEXECDIR. */
+static int
+helper_path(const char *name, char *out, size_t cap)
+{
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) {
+      *slash = '\0';
+      static const char *const rel[] = { "../libexec/dism/", "", "../bin/" };
+      for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
+        snprintf(out, cap, "%s/%s%s", exe, rel[i], name);
+        if (is_executable(out))
+          return 0;
+      }
+    }
+  }
+  snprintf(out, cap, "%s/%s", LIBEXECDIR, name);
+  return is_executable(out) ? 0 : -ENOENT;
+}
+
 int
 dism_server_path(char *out, size_t cap)
 {
@@ -41,29 +68,35 @@ dism_server_path(char *out, size_t cap)
     snprintf(out, cap, "%s", env);
     return 0;
   }
-  char exe[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0) {
-    exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (slash) {
-      *slash = '\0';
-      /* installed layout, then the build tree (bin/ and tests/ side by side) */
-      static const char *const rel[] = { "../libexec/dism/dism-nbd-server",
-                                         "dism-nbd-server", "../bin/dism-nbd-server" };
-      for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
-        snprintf(out, cap, "%s/%s", exe, rel[i]);
-        if (is_executable(out))
-          return 0;
-      }
-    }
-  }
-  snprintf(out, cap, "%s/dism-nbd-server", LIBEXECDIR);
-  if (is_executable(out))
+  if (helper_path("dism-nbd-server", out, cap) == 0)
     return 0;
   dism_set_error("dism-nbd-server not found (set DISM_NBD_SERVER, or install it in %s)",
                  LIBEXECDIR);
   return -ENOENT;
+}
+
+/* The supervisor: $DISM_SUPERVISE ("off": none), else found like the
+ * server.  Without one the server runs alone (a crash then leaves the
+ * mount NeedsRemount, as before). */
+static bool
+supervisor_path(char *out, size_t cap)
+{
+  const char *env = getenv("DISM_SUPERVISE");
+  if (env && (strcmp(env, "off") == 0 || strcmp(env, "0") == 0))
+    return false;
+  if (env && *env) {
+    snprintf(out, cap, "%s", env);
+    if (is_executable(out))
+      return true;
+    dism_log(DISM_LOG_WARN, "DISM_SUPERVISE=%s is not an executable file: the image server "
+             "runs unsupervised", env);
+    return false;
+  }
+  if (helper_path("dism-supervise", out, cap) == 0)
+    return true;
+  dism_log(DISM_LOG_WARN, "dism-supervise not found: the image server runs unsupervised "
+           "(it is not restarted if it dies)");
+  return false;
 }
 
 /* Does the server's --help mention opt?  Lets libdism work with a server
@@ -99,11 +132,13 @@ server_has_option(const char *server, const char *opt)
   return strstr(buf, opt) != NULL;
 }
 
-pid_t
-dism_server_pid(const struct dism_live *l)
+/* The pid in pidfile, if that process still runs and its command line
+ * names pidfile (no recycled pids; a zombie has an empty command line). */
+static pid_t
+pid_from_file(const char *pidfile)
 {
   char buf[64], path[64], cmdline[8192];
-  int fd = open(l->pidfile, O_RDONLY | O_CLOEXEC);
+  int fd = open(pidfile, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return 0;
   ssize_t n = read(fd, buf, sizeof buf - 1);
@@ -114,8 +149,6 @@ dism_server_pid(const struct dism_live *l)
   long pid = strtol(buf, NULL, 10);
   if (pid <= 0 || pid > INT_MAX)
     return 0;
-  /* The pid must still be our server (not a recycled pid): its command line
-   * names this pid file.  A zombie has an empty command line. */
   snprintf(path, sizeof path, "/proc/%ld/cmdline", pid);
   fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
@@ -128,7 +161,19 @@ dism_server_pid(const struct dism_live *l)
     if (cmdline[i] == '\0')
       cmdline[i] = ' ';
   cmdline[n] = '\0';
-  return strstr(cmdline, l->pidfile) ? (pid_t) pid : 0;
+  return strstr(cmdline, pidfile) ? (pid_t) pid : 0;
+}
+
+pid_t
+dism_server_pid(const struct dism_live *l)
+{
+  return pid_from_file(l->pidfile);
+}
+
+pid_t
+dism_supervisor_pid(const struct dism_live *l)
+{
+  return pid_from_file(l->sup_pidfile);
 }
 
 static bool
@@ -169,6 +214,20 @@ env_ms(const char *name, long dflt)
 {
   const char *v = getenv(name);
   return v && *v ? strtol(v, NULL, 10) : dflt;
+}
+
+pid_t
+dism_server_pid_wait(const struct dism_live *l)
+{
+  pid_t pid = dism_server_pid(l);
+  long timeout = env_ms("DISM_SERVER_TIMEOUT_MS", 20000);
+  for (long waited = 0; pid == 0 && waited < timeout; waited += 20) {
+    if (dism_supervisor_pid(l) == 0)
+      break;
+    sleep_ms(20);
+    pid = dism_server_pid(l);
+  }
+  return pid;
 }
 
 int
@@ -218,7 +277,29 @@ dism_server_start(const struct dism_record *r, const struct dism_live *l, bool f
   for (int i = 0; i < argc && used < cmd_cap; i++)
     used += (size_t) snprintf(cmd_out + used, cmd_cap - used, "%s%s", i ? " " : "", argv[i]);
 
+  /* Under the supervisor: dism-supervise OPTIONS -- SERVER ARGS.  The
+   * backend id is the attach's (mount.c), how it finds the device again. */
+  char supervisor[PATH_MAX], backend_id[64];
+  const char *full[sizeof argv / sizeof argv[0] + 8];
+  const char *const *exec_argv = argv;
+  if (supervisor_path(supervisor, sizeof supervisor)) {
+    int n = 0;
+    snprintf(backend_id, sizeof backend_id, "dism:%s", r->id);
+    full[n++] = supervisor;
+    full[n++] = "--pidfile";
+    full[n++] = l->sup_pidfile;
+    full[n++] = "--backend";
+    full[n++] = backend_id;
+    full[n++] = "--socket";
+    full[n++] = l->nbd_sock;
+    full[n++] = "--";
+    for (int i = 0; i <= argc; i++)
+      full[n++] = argv[i];
+    exec_argv = full;
+  }
+
   unlink(l->pidfile);
+  unlink(l->sup_pidfile);
   unlink(l->nbd_sock);
   unlink(l->control_sock);
   int log_fd = open(l->server_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -247,7 +328,7 @@ dism_server_start(const struct dism_record *r, const struct dism_live *l, bool f
       dup2(log_fd, 1);
       dup2(log_fd, 2);
       syscall(SYS_close_range, 3U, ~0U, 0U);
-      execv(argv[0], (char *const *) argv);
+      execv(exec_argv[0], (char *const *) exec_argv);
       static const char msg[] = "libdism: cannot execute the server\n";
       ssize_t w = write(2, msg, sizeof msg - 1);
       (void) w;
@@ -271,18 +352,30 @@ dism_server_start(const struct dism_record *r, const struct dism_live *l, bool f
     dism_set_error("cannot start %s: fork failed", server);
     return -EAGAIN;
   }
-  *pid_out = srv;
+  /* srv is the supervisor if there is one: the server is its child. */
+  bool supervised = exec_argv != argv;
+  pid_t sup = supervised ? srv : 0;
 
   long timeout = env_ms("DISM_SERVER_TIMEOUT_MS", 20000);
   for (long waited = 0;; waited += 20) {
-    if (dism_server_pid(l) == srv && (!have_control || access(l->control_sock, F_OK) == 0))
+    pid_t up = dism_server_pid(l);
+    if (up > 0 && (supervised || up == srv) &&
+        (!have_control || access(l->control_sock, F_OK) == 0)) {
+      srv = up;
       break;
+    }
     if (pid_gone(srv) || waited >= timeout) {
       char tail[1024];
       bool died = pid_gone(srv);
       if (!died) {
+        /* the supervisor first, so that it restarts nothing */
+        pid_t child = supervised ? dism_server_pid(l) : 0;
         kill(srv, SIGKILL);
         wait_gone(srv, 2000);
+        if (child > 0) {
+          kill(child, SIGKILL);
+          wait_gone(child, 2000);
+        }
       }
       dism_read_tail(l->server_log, tail, sizeof tail);
       dism_set_error("the image server for %s %s: %s", r->image,
@@ -292,8 +385,13 @@ dism_server_start(const struct dism_record *r, const struct dism_live *l, bool f
     }
     sleep_ms(20);
   }
-  dism_log(DISM_LOG_INFO, "Image server started for mount %s: PID %d: %s", r->id, (int) srv,
-           cmd_out);
+  *pid_out = srv;
+  if (supervised)
+    dism_log(DISM_LOG_INFO, "Image server started for mount %s: PID %d (supervisor PID %d): %s",
+             r->id, (int) srv, (int) sup, cmd_out);
+  else
+    dism_log(DISM_LOG_INFO, "Image server started for mount %s: PID %d: %s", r->id, (int) srv,
+             cmd_out);
   return 0;
 }
 
@@ -365,6 +463,7 @@ read_line(int fd, char *buf, size_t cap, int timeout_ms)
 int
 dism_server_commit(const struct dism_live *l, dism_commit_progress_fn fn, void *opaque)
 {
+  dism_server_pid_wait(l);           /* a server being restarted: its successor */
   if (access(l->control_sock, F_OK) < 0) {
     dism_set_error("the image server has no control socket (%s): this dism-nbd-server "
                    "cannot commit while serving", l->control_sock);
@@ -414,9 +513,19 @@ out:
 int
 dism_server_stop(const struct dism_live *l)
 {
+  /* The supervisor first: it restarts nothing from now on, passes SIGTERM
+   * to the server and exits after it. */
+  pid_t sup = dism_supervisor_pid(l);
+  if (sup > 0)
+    kill(sup, SIGTERM);
   pid_t pid = dism_server_pid(l);
-  if (pid <= 0)
+  if (pid <= 0) {
+    if (sup > 0 && !wait_gone(sup, 5000)) {
+      kill(sup, SIGKILL);
+      wait_gone(sup, 5000);
+    }
     return 0;
+  }
   bool asked = false;
   if (access(l->control_sock, F_OK) == 0) {
     int fd = control_connect(l);
@@ -439,6 +548,10 @@ dism_server_stop(const struct dism_live *l)
       kill(pid, SIGKILL);
       wait_gone(pid, 5000);
     }
+  }
+  if (sup > 0 && !wait_gone(sup, 5000)) {
+    kill(sup, SIGKILL);
+    wait_gone(sup, 5000);
   }
   dism_log(DISM_LOG_INFO, "Image server PID %d stopped", (int) pid);
   return 0;

@@ -198,6 +198,40 @@ dism_mkdir_p(const char *path, mode_t mode)
 }
 
 int
+dism_private_dir(const char *path, bool create)
+{
+  struct stat st;
+  int r;
+
+  if (create && (r = dism_mkdir_p(path, 0700)) < 0)
+    return r;
+  if (stat(path, &st) < 0) {
+    if (errno == ENOENT && !create)
+      return 0;
+    r = -errno;
+    dism_set_error("%s: %s", path, strerror(-r));
+    return r;
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    dism_set_error("%s is not a directory", path);
+    return -ENOTDIR;
+  }
+  /* State another user owns could be forged: refuse it.  One created by
+   * an older version with mode 0755 is tightened. */
+  if (st.st_uid != geteuid()) {
+    dism_set_error("%s is owned by uid %u, not by uid %u: refusing to keep state there",
+                   path, (unsigned) st.st_uid, (unsigned) geteuid());
+    return -EPERM;
+  }
+  if ((st.st_mode & 077) && chmod(path, st.st_mode & 07700) < 0) {
+    r = -errno;
+    dism_set_error("cannot make %s private: %s", path, strerror(-r));
+    return r;
+  }
+  return 0;
+}
+
+int
 dism_remove_flat_dir(const char *path)
 {
   DIR *d = opendir(path);

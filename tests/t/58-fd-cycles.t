@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Resources over many mounts: one long-lived libdism process
+# (tests/unit/test-fd-cycles.c) mounts and unmounts a tiny VHDX 200 times
+# and, spread among those, a small WIM 40 times, read-only and read/write
+# alternating; its open descriptors, threads and child processes must not grow, and
+# after DismShutdown its descriptors are those it had before DismInitialize.
+# Afterwards nothing is left: no mount, loop device, server process, record,
+# overlay, volume or live state.  The same program then runs fewer cycles
+# under ASan+UBSan (SAN_BUILD, default build-san) with LeakSanitizer on:
+# no leak, no error.
+#   FD_CYCLES_VHDX / FD_CYCLES_WIM (default 200 / 40), FD_CYCLES_SAN_VHDX /
+#   FD_CYCLES_SAN_WIM (default 60 / 12) change the counts.  About 0.2 s a
+#   VHDX cycle, 0.4 s a WIM one: some 80 s in all.
+source "$(dirname "$0")/../lib/tap.sh"
+source "$(dirname "$0")/../lib/dism-img.sh"
+need_cmd wimlib-imagex pgrep
+need_file "$TBIN/test-fd-cycles"
+SAN=$ROOT/${SAN_BUILD:-build-san}
+need_file "$SAN/tests/test-fd-cycles" "$SAN/bin/dism-nbd-server"
+N_VHDX=${FD_CYCLES_VHDX:-200} N_WIM=${FD_CYCLES_WIM:-40}
+N_SAN_VHDX=${FD_CYCLES_SAN_VHDX:-60} N_SAN_WIM=${FD_CYCLES_SAN_WIM:-12}
+
+# A tiny VHDX (16 MiB disk, MBR + NTFS holding \Windows) and a small WIM
+# whose synthesized volume gets little room beyond its data.
+make_windows_disk "$TMPD/disk.raw" 16 || { not_ok "build the test disk"; exit 1; }
+make_vhdx "$TMPD/disk.raw" "$TMPD/tiny.vhdx"
+mkdir -p "$TMPD/wimsrc/Windows/System32"
+echo "hello from the WIM" > "$TMPD/wimsrc/hello.txt"
+head -c 65536 /dev/urandom > "$TMPD/wimsrc/Windows/System32/data.bin"
+wimlib-imagex capture "$TMPD/wimsrc" "$TMPD/small.wim" Small --compress=none >/dev/null 2>&1
+check "a small WIM for the cycles" test -s "$TMPD/small.wim"
+export DISM_WIM_EXTRA_BYTES=$((8 << 20))
+mkdir -p "$TMPD/m1"
+
+# nothing_left WHAT: no mount, loop device, server, record, overlay, volume
+# or live state of this test remains.
+nothing_left() {
+  local left
+  left=$(grep -F " $TMPD/" /proc/mounts || true)
+  is "$1: no mount under the test's folders" "$left" ""
+  left=$(losetup -a 2>/dev/null | grep -F "$TMPD/" || true)
+  is "$1: no loop device over the test's files" "$left" ""
+  left=$(pgrep -af "dism-nbd-server.*$DISM_RUN_DIR" || true)
+  is "$1: no server process" "$left" ""
+  left=$(find "$DISM_STATE_DIR/mounts" "$DISM_STATE_DIR/scratch" "$DISM_RUN_DIR/mounts" \
+           -mindepth 1 2>/dev/null || true)
+  is "$1: no record, overlay, volume or live state" "$left" ""
+  is "$1: the mount folder is empty" "$(ls -A "$TMPD/m1")" ""
+}
+
+start=$(date +%s)
+"$TBIN/test-fd-cycles" "$TMPD/tiny.vhdx" "$TMPD/small.wim" "$TMPD/m1" "$N_VHDX" "$N_WIM" \
+  "$TMPD/cycles.log" > "$TMPD/out" 2>&1
+rc=$?
+relay < "$TMPD/out"
+is "test-fd-cycles: exit status" "$rc" 0
+diag "$((N_VHDX + N_WIM)) cycles in $(( $(date +%s) - start )) s"
+nothing_left "after $((N_VHDX + N_WIM)) cycles"
+check "the VHDX is still consistent (qemu-img check)" qemu-img check -q "$TMPD/tiny.vhdx"
+
+# The same under ASan+UBSan: the library, the program and the servers it
+# starts (SAN/bin, beside SAN/tests) are all instrumented.
+# Every process's reports go to files (the servers' stderr is a log file
+# removed at unmount): $TMPD/san/report.PID.
+mkdir -p "$TMPD/san"
+start=$(date +%s)
+ASAN_OPTIONS=detect_leaks=1:log_path=$TMPD/san/report \
+UBSAN_OPTIONS=print_stacktrace=1:log_path=$TMPD/san/report \
+  "$SAN/tests/test-fd-cycles" "$TMPD/tiny.vhdx" "$TMPD/small.wim" "$TMPD/m1" \
+  "$N_SAN_VHDX" "$N_SAN_WIM" "$TMPD/cycles-san.log" > "$TMPD/out-san" 2> "$TMPD/err-san"
+rc=$?
+relay < "$TMPD/out-san"
+is "ASan: test-fd-cycles exit status" "$rc" 0
+diag "ASan: $((N_SAN_VHDX + N_SAN_WIM)) cycles in $(( $(date +%s) - start )) s"
+reports=$(cat "$TMPD/err-san" "$TMPD"/san/report.* 2>/dev/null |
+          grep -E "LeakSanitizer|AddressSanitizer|runtime error" || true)
+if [ -n "$reports" ]; then
+  not_ok "ASan: no leak or error reported (the program and its servers)"
+  diag "$(cat "$TMPD"/san/report.* "$TMPD/err-san" 2>/dev/null | head -80)"
+else
+  ok "ASan: no leak or error reported (the program and its servers)"
+fi
+nothing_left "after the ASan cycles"
