@@ -57,7 +57,7 @@ stat() {  # stat LOG NAME: a value of libFuzzer's -print_final_stats
   sed -n "s/^stat::$2: *//p" "$1" | tail -1
 }
 status=0
-table="| target | result | executions | exec/s | cov (edges) | of | ft (features) | corpus (inputs) | findings |"
+table="| target | result | executions | exec/s | cov (edges) | edges instrumented | ft (features) | corpus (inputs) | findings |"
 table+=$'\n'"|---|---|---:|---:|---:|---:|---:|---:|---|"
 for kind in "${targets[@]}"; do
   log=$camp/$kind.log rc=$(cat "$camp/$kind.rc")
