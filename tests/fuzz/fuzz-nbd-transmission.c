@@ -21,6 +21,7 @@
 
 #include "disk.h"
 #include "nbd-server.h"
+#include "fuzz-serve.h"
 #include "overlay.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -82,63 +83,16 @@ setup(void)
   }
 }
 
-static void *
-drain_main(void *arg)
-{
-  int fd = *(int *) arg;
-  char buf[65536];
-
-  while (read(fd, buf, sizeof buf) > 0)
-    ;
-  return NULL;
-}
-
-struct feeder {
-  int fd;
-  const uint8_t *data;
-  size_t size;
-};
-
-static void *
-feed_main(void *arg)
-{
-  struct feeder *f = arg;
-  size_t off = 0;
-
-  while (off < f->size) {
-    ssize_t n = send(f->fd, f->data + off, f->size - off, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      break;   /* the server hung up: fine */
-    }
-    off += (size_t) n;
-  }
-  shutdown(f->fd, SHUT_WR);
-  return NULL;
-}
-
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
   static const int exports[4] = { EXP_RW, EXP_RO, EXP_OVERLAY, EXP_RW };
-  struct feeder feeder;
-  pthread_t drainer, feed;
-  int sv[2];
 
   if (size < 1)
     return 0;
   if (!servers[0])
     setup();
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-    abort();
-  feeder = (struct feeder) { sv[0], data + 1, size - 1 };
-  if (pthread_create(&feed, NULL, feed_main, &feeder) != 0 ||
-      pthread_create(&drainer, NULL, drain_main, &sv[0]) != 0)
-    abort();
-  nbd_server_serve_fd_transmission(servers[exports[data[0] & 3]], sv[1]);   /* closes sv[1] */
-  pthread_join(feed, NULL);
-  pthread_join(drainer, NULL);
-  close(sv[0]);
+  fuzz_serve_input(servers[exports[data[0] & 3]], nbd_server_serve_fd_transmission,
+                   data + 1, size - 1);
   return 0;
 }
