@@ -26,6 +26,14 @@ CC      ?= cc
 CLANG   ?= clang
 PKG_CONFIG ?= pkg-config
 
+# A build directory named *-san is a sanitizer build whoever calls make (the
+# suite's `make install` tests run with BUILD=build-san in the ASan pass).
+ifeq ($(SANITIZE),)
+ifneq ($(filter %-san,$(BUILD)),)
+SANITIZE := 1
+endif
+endif
+
 ifeq ($(SANITIZE),1)
 BUILD   ?= build-san
 SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -131,7 +139,7 @@ $(LIBDISM_A): $(LIBDISM_OBJ) $(ENGINE_OBJ)
 # dism.pc names PREFIX: written again by install, for the PREFIX given there.
 WRITE_DISM_PC = printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
 	  'Name: dism' 'Description: DISM image-mount API (DismApi.h) for Linux' 'Version: 1.0.0' \
-	  'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -ldism' \
+	  'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -ldism $(SANFLAGS)' \
 	  'Libs.private: $(NTFS_LIBS) $(WIM_LIBS) -lpthread'
 $(DISM_PC): Makefile
 	@mkdir -p $(dir $@)

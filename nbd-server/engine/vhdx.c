@@ -620,68 +620,114 @@ out:
   return r;
 }
 
+/* Open one parent candidate and check that it is the image the child was
+ * made from.  Returns 0 with *out set, or a negative errno with the reason
+ * in why; a rejected parent is closed here. */
+static int
+try_parent(struct vhdx *v, const char *cand, const struct disk_open_opts *opts,
+           struct disk **out, char *why, size_t whysize)
+{
+  struct disk *p = NULL;
+  struct vhdx *pv;
+  struct stat st;
+  int r;
+
+  if (stat(cand, &st) < 0) {
+    r = -errno;
+    snprintf(why, whysize, "%s", errno == ENOENT ? "not found" : strerror(errno));
+    return r;
+  }
+  r = disk_open_parent(cand, opts, v->fd, &p);
+  if (r < 0) {
+    /* The parent's message starts with its own path, already shown. */
+    const char *msg = disk_last_error();
+    size_t n = strlen(cand);
+    if (strncmp(msg, cand, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ')
+      msg += n + 2;
+    snprintf(why, whysize, "%s", msg);
+    return r;
+  }
+  r = -EINVAL;
+  if (p->ops != &vx_ops) {
+    snprintf(why, whysize, "a %s image, not VHDX", p->ops->name);
+    goto reject;
+  }
+  pv = p->priv;
+  if (!guid_equal(&pv->data_write_guid, &v->parent_linkage) &&
+      !(v->have_linkage2 && !guid_is_zero(&v->parent_linkage2) &&
+        guid_equal(&pv->data_write_guid, &v->parent_linkage2))) {
+    char a[37], b[37], alt[48] = "";
+    guid_to_string(&pv->data_write_guid, b);
+    guid_to_string(&v->parent_linkage, a);
+    if (v->have_linkage2 && !guid_is_zero(&v->parent_linkage2)) {
+      char a2[37];
+      guid_to_string(&v->parent_linkage2, a2);
+      snprintf(alt, sizeof alt, " or {%s}", a2);
+    }
+    snprintf(why, whysize, "DataWriteGuid {%s} does not match the expected {%s}%s", b, a,
+             alt);
+    goto reject;
+  }
+  if (p->logical_sector != v->lss) {
+    snprintf(why, whysize, "%u-byte logical sectors, the child has %u", p->logical_sector,
+             v->lss);
+    goto reject;
+  }
+  *out = p;
+  return 0;
+
+reject:
+  disk_close(p);
+  return r;
+}
+
+/* Hyper-V's search: each locator path in turn, skipping a file that exists
+ * but is not the parent (another image of the same name, a stale copy).
+ * Only when none fits is it an error, listing why each was refused. */
 static int
 open_parent(struct disk *d, struct vhdx *v, const struct disk_open_opts *opts)
 {
   const char *rec[3] = { v->loc_relative, v->loc_abswin32, v->loc_volume };
-  char cand[3][4096], tried[1024] = "";
-  struct disk *p = NULL;
+  char cand[3][4096], tried[1024] = "", why[320];
   size_t tl = 0;
   int r = -ENOENT;
 
   for (int k = 0; k < 3; k++) {
     bool dup = false;
-    if (!rec[k] || !rec[k][0] ||
-        resolve_parent_path(v->path, rec[k], k > 0, cand[k], sizeof cand[k]) < 0) {
+    int e;
+
+    cand[k][0] = 0;             /* never equal to a later candidate */
+    if (!rec[k] || !rec[k][0])
+      continue;
+    e = resolve_parent_path(v->path, rec[k], k > 0, cand[k], sizeof cand[k]);
+    if (e < 0) {
       cand[k][0] = 0;
-      continue;
+      snprintf(why, sizeof why, "%s", strerror(-e));
+    } else {
+      for (int j = 0; j < k; j++)
+        dup = dup || strcmp(cand[j], cand[k]) == 0;
+      if (dup)
+        continue;               /* already tried and listed */
+      e = try_parent(v, cand[k], opts, &d->parent, why, sizeof why);
+      if (e == 0) {
+        v->loc_found = rec[k];
+        return 0;
+      }
     }
-    for (int j = 0; j < k; j++)
-      dup = dup || strcmp(cand[j], cand[k]) == 0;
-    if (dup)
-      continue;
-    r = disk_open_parent(cand[k], opts, v->fd, &p);
-    if (r == 0)
-      break;
-    if (r != -ENOENT) {
-      /* The parent's own message (loop, corrupt...) names only the
-       * parent: say whose parent it is. */
-      char msg[1024];
-      snprintf(msg, sizeof msg, "%s", disk_last_error());
-      disk_set_error("%s: parent %s: %s", v->path, cand[k], msg);
-      return r;
-    }
+    /* Report the first failure other than "no such file". */
+    if (r == -ENOENT)
+      r = e;
+    /* "recorded -> resolved: why"; paths cut short so that every
+     * candidate fits in the message. */
+    bool show = cand[k][0] && strcmp(rec[k], cand[k]) != 0;
     if (tl < sizeof tried)
-      tl += (size_t) snprintf(tried + tl, sizeof tried - tl, "%s%s", tl ? ", " : "",
-                              cand[k]);
+      tl += (size_t) snprintf(tried + tl, sizeof tried - tl, "%s%.200s%s%.200s: %s",
+                              tl ? "; " : "", rec[k], show ? " -> " : "",
+                              show ? cand[k] : "", why);
   }
-  if (!p) {
-    disk_set_error("%s: parent not found (tried %s)", v->path,
-                   tl ? tried : "nothing: the parent locator has no paths");
-    return -ENOENT;
-  }
-  d->parent = p;
-  if (p->ops != &vx_ops) {
-    disk_set_error("%s: parent %s is a %s image, not VHDX", v->path, p->path, p->ops->name);
-    return -EINVAL;
-  }
-  struct vhdx *pv = p->priv;
-  if (!guid_equal(&pv->data_write_guid, &v->parent_linkage) &&
-      !(v->have_linkage2 && !guid_is_zero(&v->parent_linkage2) &&
-        guid_equal(&pv->data_write_guid, &v->parent_linkage2))) {
-    char a[37], b[37];
-    guid_to_string(&v->parent_linkage, a);
-    guid_to_string(&pv->data_write_guid, b);
-    disk_set_error("%s: parent %s does not match: the child expects DataWriteGuid {%s}, "
-                   "the parent has {%s}", v->path, p->path, a, b);
-    return -EINVAL;
-  }
-  if (p->logical_sector != v->lss) {
-    disk_set_error("%s: parent %s has %u-byte sectors, the child %u-byte", v->path,
-                   p->path, p->logical_sector, v->lss);
-    return -EINVAL;
-  }
-  return 0;
+  disk_set_error("%s: no parent found: %s", v->path,
+                 tl ? tried : "the parent locator has no paths");
+  return r;
 }
 
 /* ---- reads -------------------------------------------------------------- */
@@ -1381,8 +1427,7 @@ vx_info(struct disk *d, struct disk_info *info)
     guid_to_string(&v->page83, info->unique_id);
   else
     guid_to_string(&v->data_write_guid, info->unique_id);
-  hint = v->loc_relative ? v->loc_relative : v->loc_abswin32 ? v->loc_abswin32 :
-         v->loc_volume ? v->loc_volume : "";
+  hint = v->loc_found ? v->loc_found : "";
   snprintf(info->parent_hint, sizeof info->parent_hint, "%s", hint);
   /* Truncate the creator at a UTF-8 character boundary. */
   size_t cl = strlen(v->creator);

@@ -77,6 +77,7 @@ struct vhdx {
   struct guid parent_linkage, parent_linkage2;
   bool have_linkage, have_linkage2;
   char *loc_relative, *loc_volume, *loc_abswin32;
+  const char *loc_found;        /* the one of the three that found the parent */
   char creator[260];
 
   /* Log state. */

@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "server-internal.h"
@@ -32,6 +33,42 @@ plain_recv(struct nbd_conn *c, void *buf, size_t len)
   }
 }
 
+int
+conn_deadline_arm(struct nbd_conn *c, int sockopt)
+{
+  struct timeval left;
+  uint64_t now, ms;
+
+  if (c->handshake_deadline_ms == 0)
+    return 0;
+  now = server_now_ms();
+  if (now >= c->handshake_deadline_ms)
+    return -ETIMEDOUT;
+  ms = c->handshake_deadline_ms - now;
+  left.tv_sec = (time_t) (ms / 1000);
+  left.tv_usec = (suseconds_t) (ms % 1000) * 1000;
+  /* Fails harmlessly on a pipe handed to --fd. */
+  setsockopt(c->fd, SOL_SOCKET, sockopt, &left, sizeof left);
+  return 0;
+}
+
+/* One receive, within the handshake's deadline: a receive that timed out
+ * (EAGAIN on this blocking socket) is tried again until the deadline. */
+static ssize_t
+recv_some(struct nbd_conn *c, void *buf, size_t len)
+{
+  for (;;) {
+    int r = conn_deadline_arm(c, SO_RCVTIMEO);
+    ssize_t n;
+
+    if (r < 0)
+      return r;
+    n = c->io->recv(c, buf, len);
+    if (n != -EAGAIN || c->handshake_deadline_ms == 0)
+      return n;
+  }
+}
+
 /* Read exactly len bytes.  -ECONNRESET at EOF (also at EOF before the
  * first byte: callers that accept a clean EOF check for it themselves). */
 int
@@ -53,14 +90,14 @@ conn_read(struct nbd_conn *c, void *buf, size_t len)
       continue;
     }
     if (len >= DIRECT_READ_MIN) {
-      n = c->io->recv(c, dst, len);
+      n = recv_some(c, dst, len);
       if (n <= 0)
         return n == 0 ? -ECONNRESET : (int) n;
       dst += n;
       len -= (size_t) n;
       continue;
     }
-    n = c->io->recv(c, c->rbuf, RECV_BUFFER_SIZE);
+    n = recv_some(c, c->rbuf, RECV_BUFFER_SIZE);
     if (n <= 0)
       return n == 0 ? -ECONNRESET : (int) n;
     c->rbuf_pos = 0;
@@ -179,7 +216,7 @@ conn_send(struct nbd_conn *c, struct iovec *iov, int iovcnt)
   int r = -EPIPE;
 
   pthread_mutex_lock(&c->send_lock);
-  if (!c->broken) {
+  if (!c->broken && (r = conn_deadline_arm(c, SO_SNDTIMEO)) == 0) {
     r = c->io->send(c, &iov, &iovcnt, 0);
     if (r < 0)
       conn_mark_broken(c);

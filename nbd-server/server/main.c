@@ -62,6 +62,7 @@ struct options {
   bool no_sandbox;
   const char *user;
   unsigned threads;
+  unsigned handshake_timeout;
   int tls;                     /* enum nbd_tls_mode, or -1: not given */
   const char *tls_certificates;
   const char *tls_psk;
@@ -113,6 +114,9 @@ usage(FILE *f)
 "  -e, --export-name NAME     export name (default \"\")\n"
 "  -d, --description TEXT     export description\n"
 "      --no-multi-conn        do not advertise multi-connection support\n"
+"      --handshake-timeout S  close a client that has not finished negotiating\n"
+"                             (NBD_OPT_GO, TLS included) S s after connecting\n"
+"                             (default 10)\n"
 "\n"
 "The process:\n"
 "  -t, --threads N            worker threads (default 2 x CPUs, 4..64)\n"
@@ -165,7 +169,7 @@ parse_uint(const char *s, unsigned long max, unsigned long *out)
 
 enum {
   OPT_FD = 256, OPT_FD_TRANSMISSION, OPT_SOCKET_ACTIVATION, OPT_EXIT_WHEN_IDLE,
-  OPT_NO_MULTI_CONN, OPT_ALLOW_BAD_CHECKSUM, OPT_FUSE_FILE, OPT_CONTROL,
+  OPT_NO_MULTI_CONN, OPT_HANDSHAKE_TIMEOUT, OPT_ALLOW_BAD_CHECKSUM, OPT_FUSE_FILE, OPT_CONTROL,
   OPT_TLS, OPT_TLS_CERTIFICATES, OPT_TLS_VERIFY_PEER, OPT_TLS_PSK,
   OPT_NO_SANDBOX, OPT_USER,
 };
@@ -228,6 +232,7 @@ parse_args(int argc, char **argv, struct options *o)
     { "export-name", required_argument, NULL, 'e' },
     { "description", required_argument, NULL, 'd' },
     { "no-multi-conn", no_argument, NULL, OPT_NO_MULTI_CONN },
+    { "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
     { "threads", required_argument, NULL, 't' },
     { "pidfile", required_argument, NULL, 'P' },
     { "exit-when-idle", no_argument, NULL, OPT_EXIT_WHEN_IDLE },
@@ -322,6 +327,13 @@ parse_args(int argc, char **argv, struct options *o)
       break;
     case OPT_NO_MULTI_CONN:
       o->no_multi_conn = true;
+      break;
+    case OPT_HANDSHAKE_TIMEOUT:
+      if (!parse_uint(optarg, 3600, &v) || v == 0) {
+        fail("--handshake-timeout %s: expected 1..3600 seconds", optarg);
+        return 1;
+      }
+      o->handshake_timeout = (unsigned) v;
       break;
     case 't':
       if (!parse_uint(optarg, NBD_SERVER_MAX_THREADS, &v) || v == 0) {
@@ -596,6 +608,7 @@ main(int argc, char **argv)
   cfg.readonly = o.readonly;
   cfg.no_multi_conn = o.no_multi_conn;
   cfg.threads = o.threads;
+  cfg.handshake_timeout = o.handshake_timeout;
   cfg.log = log_to_stderr;
   cfg.log_opaque = &o.verbose;
   cfg.tls = (enum nbd_tls_mode) o.tls;

@@ -36,6 +36,7 @@ typedef void (*nbd_log_fn)(void *opaque, enum nbd_log_level level,
 #define NBD_SERVER_MAX_THREADS       64
 #define NBD_SERVER_CONN_QUEUE_DEPTH  128            /* requests per connection */
 #define NBD_SERVER_MAX_CONNECTIONS   64             /* more are closed at once */
+#define NBD_SERVER_HANDSHAKE_TIMEOUT 10             /* s from accept to GO (qemu-nbd's) */
 #define NBD_SERVER_MAX_EXTENTS       (1u << 20)     /* per BLOCK_STATUS chunk */
 #define NBD_SERVER_BLOCK_MIN         1
 #define NBD_SERVER_BLOCK_PREFERRED   4096
@@ -54,6 +55,8 @@ struct nbd_server_config {
   unsigned threads;            /* worker threads; 0: 2 * CPUs (4..64) */
   size_t budget;               /* in-flight payload bytes; 0: default */
   unsigned max_connections;    /* open at once; 0: NBD_SERVER_MAX_CONNECTIONS */
+  unsigned handshake_timeout;  /* s to finish negotiating (TLS included), or
+                                  the connection is closed; 0: the default */
   nbd_log_fn log;              /* NULL: silent */
   void *log_opaque;
   enum nbd_tls_mode tls;       /* default OFF: STARTTLS gets ERR_UNSUP */

@@ -76,6 +76,17 @@
 #endif
 #endif
 
+#ifdef SANDBOX_ASAN
+/* What the ASan/LSan runtime calls beyond the serving loop (reports, the
+ * stop-the-world tracer, /proc/self reads); clone is checked separately. */
+static const char *const sanitizer_calls[] = {
+  "ptrace", "prctl", "open", "stat", "lstat", "access", "getdents",
+  "getdents64", "sigaltstack", "readlink", "readlinkat",
+  "getrlimit", "prlimit64", "mincore", "uname", "dup", "dup2", "dup3", "getppid",
+  NULL,
+};
+#endif
+
 /* Landlock constants newer than this system's <linux/landlock.h>. */
 #ifndef LANDLOCK_ACCESS_FS_REFER
 #define LANDLOCK_ACCESS_FS_REFER (1ULL << 13)
@@ -362,6 +373,14 @@ helper_main(int rfd, const char *path)
     "read", "write", "umount2", "close", "exit", "exit_group", "rt_sigreturn",
     "restart_syscall", "brk", "mmap", "munmap", NULL,
   };
+#ifdef SANDBOX_ASAN
+  /* ASan's runtime needs more than these calls, even here (a report). */
+  static const char *const helper_sanitizer_calls[] = {
+    "openat", "fstat", "newfstatat", "getpid", "gettid", "futex", "sched_yield",
+    "madvise", "mprotect", "rt_sigaction", "rt_sigprocmask", "pread64",
+    "sched_getaffinity", NULL,
+  };
+#endif
   bool root = geteuid() == 0;
   sigset_t none;
   char c;
@@ -381,18 +400,18 @@ helper_main(int rfd, const char *path)
   syscall(SYS_close_range, (unsigned) rfd + 1, ~0U, 0U);
   prctl(PR_SET_NAME, "dism-fuse-umnt", 0, 0, 0);   /* 15 characters at most */
   if (root) {
-#ifdef SANDBOX_ASAN
-    /* ASan's runtime needs more than these calls, even here. */
-    scmp_filter_ctx ctx = NULL;
-#else
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ERRNO(EPERM));
-#endif
     int count = 0;
 
     if (drop_bounding_set(1ULL << CAP_SYS_ADMIN) < 0 ||
         set_capabilities(1ULL << CAP_SYS_ADMIN) < 0 ||
         prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
-        (ctx && (allow_list(ctx, calls, &count) < 0 || seccomp_load(ctx) < 0)))
+        (ctx && (allow_list(ctx, calls, &count) < 0 ||
+#ifdef SANDBOX_ASAN
+                 allow_list(ctx, sanitizer_calls, &count) < 0 ||
+                 allow_list(ctx, helper_sanitizer_calls, &count) < 0 ||
+#endif
+                 seccomp_load(ctx) < 0)))
       dprintf(2, "dism-nbd-server: FUSE unmount helper: cannot restrict itself "
               "(continuing)\n");
     if (ctx)
@@ -567,6 +586,27 @@ out:
   return r;
 }
 
+#ifdef SANDBOX_ASAN
+/* The directory of log_path=PREFIX in a sanitizer's option string. */
+static void
+allow_sanitizer_log(struct sandbox *sb, const char *options)
+{
+  const char *p = options ? strstr(options, "log_path=") : NULL;
+  char prefix[PATH_MAX];
+  size_t len;
+
+  if (!p)
+    return;
+  p += strlen("log_path=");
+  len = strcspn(p, ": ,\t");
+  if (len == 0 || len >= sizeof prefix || p[0] != '/')
+    return;
+  memcpy(prefix, p, len);
+  prefix[len] = '\0';
+  add_parent_rule(sb, prefix, LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_MAKE_REG);
+}
+#endif
+
 int
 sandbox_lock_down(struct sandbox *sb)
 {
@@ -581,6 +621,10 @@ sandbox_lock_down(struct sandbox *sb)
   if (add_rule(sb, "/proc/self", LANDLOCK_ACCESS_FS_READ_FILE |
                LANDLOCK_ACCESS_FS_READ_DIR) == 0)
     sb->rules[sb->nrules - 1].keep_open = true;
+  /* Reports go to log_path.<pid> when asked (the suite's sanitizer pass
+   * collects them): the file is created only when there is a report. */
+  allow_sanitizer_log(sb, getenv("ASAN_OPTIONS"));
+  allow_sanitizer_log(sb, getenv("UBSAN_OPTIONS"));
 #endif
   /* glibc's get_nprocs (thread count, malloc arenas) reads it; without it
    * glibc falls back to sched_getaffinity, but the refused open is noise. */
@@ -636,13 +680,6 @@ sandbox_filter_syscalls(struct sandbox *sb)
     NULL,
   };
   static const char *const fuse_calls[] = { "splice", "pipe2", NULL };
-#ifdef SANDBOX_ASAN
-  static const char *const asan_calls[] = {
-    "clone", "ptrace", "prctl", "open", "stat", "lstat", "access", "getdents",
-    "getdents64", "sigaltstack", "readlink", "readlinkat",
-    "getrlimit", "prlimit64", "mincore", "uname", "dup", "dup2", "dup3", "getppid", NULL,
-  };
-#endif
   scmp_filter_ctx ctx;
   pid_t pid = getpid();
   int r, count = 0;
@@ -666,14 +703,18 @@ sandbox_filter_syscalls(struct sandbox *sb)
   if (sb->fuse && (r = allow_list(ctx, fuse_calls, &count)) < 0)
     goto out;
 #ifdef SANDBOX_ASAN
-  if ((r = allow_list(ctx, asan_calls, &count)) < 0)
+  if ((r = allow_list(ctx, sanitizer_calls, &count)) < 0)
     goto out;
+  /* Threads and LeakSanitizer's tracer (CLONE_VM without CLONE_THREAD):
+   * still no fork, no new process. */
+  r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
+                       SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_VM, CLONE_VM));
 #else
   /* Threads only: no fork, no new process. */
   r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
                        SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
-  count++;
 #endif
+  count++;
   /* clone3's flags are in memory a filter cannot read: ENOSYS makes glibc
    * fall back to clone, which is checked above. */
   if (r == 0)

@@ -87,6 +87,7 @@ struct nbd_server {
   struct nbd_conn *conns;
   unsigned nconns;
   unsigned max_conns;
+  unsigned handshake_timeout_ms;
   unsigned long total_conns;
   bool shutting_down;
   int event_fd;
@@ -97,6 +98,10 @@ struct nbd_conn {
   struct nbd_conn *next;       /* in srv->conns */
   int fd;
   unsigned long id;            /* for log messages */
+  /* Until negotiation ends (ms, CLOCK_MONOTONIC; 0 afterwards): a client
+   * that has not reached GO by then is dropped, so idle or trickling
+   * clients cannot hold every connection slot. */
+  uint64_t handshake_deadline_ms;
   const struct conn_io_ops *io;  /* plain, or TLS after STARTTLS */
   struct conn_tls *tls;        /* the TLS session, or NULL */
 
@@ -145,6 +150,12 @@ void nbd_log(struct nbd_server *srv, enum nbd_log_level level,
 
 /* conn-io.c: exact reads through the connection's buffer, whole sends. */
 int conn_read(struct nbd_conn *c, void *buf, size_t len);
+/* CLOCK_MONOTONIC in milliseconds. */
+uint64_t server_now_ms(void);
+/* Before a blocking receive or send of the handshake: -ETIMEDOUT once its
+ * deadline has passed, else the socket's timeout (SO_RCVTIMEO or
+ * SO_SNDTIMEO) set to what is left of it; 0 outside the handshake. */
+int conn_deadline_arm(struct nbd_conn *c, int sockopt);
 int conn_at_eof(struct nbd_conn *c);
 /* Bytes received and not yet consumed. */
 size_t conn_buffered(const struct nbd_conn *c);

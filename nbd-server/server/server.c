@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -81,8 +82,8 @@ nbd_server_transmission_flags(const struct nbd_server *srv, bool structured)
 #define RECLAIM_CHECK_MS 250
 #define RECLAIM_STUCK_MS 2000
 
-static uint64_t
-now_ms(void)
+uint64_t
+server_now_ms(void)
 {
   struct timespec ts;
 
@@ -95,7 +96,7 @@ reclaim_stuck(struct nbd_server *srv, struct nbd_conn *self)
 {
   struct nbd_conn *x, *victim = NULL;
   size_t victim_used = 0;
-  uint64_t now = now_ms();
+  uint64_t now = server_now_ms();
 
   pthread_mutex_lock(&srv->conns_lock);
   for (x = srv->conns; x; x = x->next) {
@@ -155,7 +156,7 @@ budget_acquire(struct nbd_conn *c, size_t cost)
 
   pthread_mutex_lock(&srv->budget_lock);
   while (srv->budget_used > 0 && srv->budget_used + cost > srv->budget) {
-    uint64_t deadline = now_ms() + RECLAIM_CHECK_MS;
+    uint64_t deadline = server_now_ms() + RECLAIM_CHECK_MS;
     struct timespec ts = { (time_t) (deadline / 1000),
                            (long) (deadline % 1000) * 1000000 };
 
@@ -315,6 +316,8 @@ nbd_server_new(struct disk *disk, const struct nbd_server_config *cfg,
   srv->per_conn_limit = NBD_SERVER_CONN_QUEUE_DEPTH;
   srv->max_conns = cfg->max_connections ? cfg->max_connections
                                         : NBD_SERVER_MAX_CONNECTIONS;
+  srv->handshake_timeout_ms = (cfg->handshake_timeout ? cfg->handshake_timeout
+                               : NBD_SERVER_HANDSHAKE_TIMEOUT) * 1000u;
   pthread_mutex_init(&srv->queue_lock, NULL);
   pthread_cond_init(&srv->queue_cond, NULL);
   pthread_mutex_init(&srv->budget_lock, NULL);
@@ -545,9 +548,19 @@ conn_serve(struct nbd_server *srv, int fd, bool handshake_done)
     c->tflags = nbd_server_transmission_flags(srv, false);
     r = nbd_transmission(c);
   } else {
+    c->handshake_deadline_ms = server_now_ms() + srv->handshake_timeout_ms;
     r = nbd_handshake(c);
-    if (r == 1)
+    if (r == -ETIMEDOUT)
+      nbd_log(srv, NBD_LOG_INFO, "connection %lu: no NBD_OPT_GO within %u s: "
+              "dropped", id, srv->handshake_timeout_ms / 1000);
+    if (r == 1) {
+      static const struct timeval forever = { 0, 0 };
+
+      c->handshake_deadline_ms = 0;
+      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &forever, sizeof forever);
+      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &forever, sizeof forever);
       r = nbd_transmission(c);
+    }
   }
   nbd_log(srv, r < 0 ? NBD_LOG_INFO : NBD_LOG_DEBUG,
           "connection %lu: closing%s%s", id, r < 0 ? ": " : "",

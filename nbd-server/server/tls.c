@@ -390,6 +390,10 @@ tls_recv(struct nbd_conn *c, void *buf, size_t len)
               "connection %lu: TLS renegotiation refused: disconnecting", c->id);
       return -ECONNABORTED;
     }
+    /* The negotiation's deadline (SO_RCVTIMEO) expired: the caller
+     * decides whether time is left. */
+    if (n == GNUTLS_E_AGAIN && c->handshake_deadline_ms)
+      return -EAGAIN;
     if (!gnutls_error_is_fatal((int) n))
       continue;   /* AGAIN, INTERRUPTED, a warning alert */
     nbd_log(c->srv, NBD_LOG_INFO, "connection %lu: TLS receive: %s", c->id,
@@ -498,6 +502,8 @@ conn_tls_start(struct nbd_conn *c)
   const struct nbd_tls *t = c->srv->tls;
   struct conn_tls *ct;
   gnutls_session_t s;
+  unsigned timeout_ms;
+  uint64_t left_ms;
   int e, tries = 0;
 
   ct = calloc(1, sizeof *ct);
@@ -534,7 +540,15 @@ conn_tls_start(struct nbd_conn *c)
   gnutls_transport_set_vec_push_function(s, tls_push);
   gnutls_transport_set_pull_function(s, tls_pull);
   gnutls_transport_set_pull_timeout_function(s, tls_pull_timeout);
-  gnutls_handshake_set_timeout(s, TLS_HANDSHAKE_TIMEOUT_MS);
+  timeout_ms = TLS_HANDSHAKE_TIMEOUT_MS;
+  if (c->handshake_deadline_ms) {   /* within the negotiation's deadline */
+    uint64_t now = server_now_ms();
+
+    left_ms = c->handshake_deadline_ms > now ? c->handshake_deadline_ms - now : 1;
+    if (left_ms < timeout_ms)
+      timeout_ms = (unsigned) left_ms;
+  }
+  gnutls_handshake_set_timeout(s, timeout_ms);
   c->tls = ct;   /* the transport functions reach the socket through c */
 
   do

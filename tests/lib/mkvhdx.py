@@ -9,6 +9,7 @@ then payload blocks and sector bitmaps.
   mkvhdx.py create OUT --size N [--block-size N] [--lss 512|4096] [--pss N]
             [--fixed] [--data RAW] [--zero-blocks I,J] [--creator S]
             [--parent P | --parent-path REL --linkage GUID] [--present OFF:LEN,...]
+            [--abs-path WINPATH] [--volume-path WINPATH]
             [--dirty-log] [--log-extend N]
   mkvhdx.py corrupt FILE WHAT    hdr1 | hdr2 | rt1 | rt-both | bat-eof |
                                  meta-required | blocksize | bat-overlap
@@ -119,7 +120,8 @@ def ranges_arg(s):
 def create(args):
     opts = {"size": None, "block-size": "32M", "lss": "512", "pss": "4096", "data": None,
             "parent": None, "parent-path": None, "linkage": None, "present": "",
-            "creator": "dism mkvhdx.py", "zero-blocks": "", "log-extend": "0"}
+            "creator": "dism mkvhdx.py", "zero-blocks": "", "log-extend": "0",
+            "abs-path": None, "volume-path": None}
     flags = set()
     out = args[0]
     i = 1
@@ -219,8 +221,9 @@ def create(args):
         items.append((PLOC, locator([
             ("parent_linkage", link),
             ("relative_path", ".\\" + rel.replace("/", "\\")),
-            ("volume_path", "\\\\?\\Volume{2a9e1e4b-0000-0000-0000-100000000000}\\vms\\" + name),
-            ("absolute_win32_path", "C:\\vms\\" + name)]), 4))
+            ("volume_path", opts["volume-path"] or
+             "\\\\?\\Volume{2a9e1e4b-0000-0000-0000-100000000000}\\vms\\" + name),
+            ("absolute_win32_path", opts["abs-path"] or "C:\\vms\\" + name)]), 4))
     off = 64 * KiB
     struct.pack_into("<H", meta, 10, len(items))
     for i, (gd, data, fl) in enumerate(items):

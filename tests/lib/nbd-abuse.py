@@ -935,6 +935,37 @@ def _():
             c.close()
 
 
+@scenario("hs: every free slot held by a silent client: new ones refused until the "
+          "handshake deadline frees the slots, then served")
+def _():
+    t0 = time.time()
+    room = A.max_conns - BASE["conns"]
+    greeted, refused = open_many(room)
+    try:
+        expect(len(greeted) == room and not refused,
+               "%d greeted, %d refused, room %d" % (len(greeted), len(refused), room))
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(A.rw)
+        s.settimeout(5)
+        expect(s.recv(1) == b"", "a client past the limit was greeted")
+        s.close()
+        # the silent ones are closed at the deadline, the slots come back
+        for c in greeted:
+            closed, _ = drain(c, A.handshake_timeout + 5 - (time.time() - t0))
+            expect(closed, "a silent client was kept past the deadline")
+        took = time.time() - t0
+        expect(took >= A.handshake_timeout - 0.5, "dropped early, after %.1f s" % took)
+        c = tx()
+        in_sync(c)
+        c.disc()
+        c.close()
+        for b in BYSTANDERS:
+            expect(not b.errors, b.errors)
+    finally:
+        for c in greeted + refused:
+            c.close()
+
+
 @scenario("hs: every free connection holds a 64 KiB option (all but its last byte)")
 def _():
     def fill(c):
@@ -1520,16 +1551,38 @@ def trickle(c, data, interval):
         time.sleep(interval)
 
 
+def trickle_until_dropped(c, data, interval):
+    """Send data a byte at a time; the time at which the server turned out
+    to have closed the connection (None: it never did)."""
+    try:
+        for b in data:
+            c.sock.sendall(bytes([b]))
+            time.sleep(interval)
+        c.no_zeroes = True
+        c.recv_option_reply()
+    except (BrokenPipeError, ConnectionResetError, N.Disconnected):
+        return time.time()
+    return None
+
+
+def expect_handshake_deadline(t_connect, t_dropped):
+    """Dropped once --handshake-timeout passed (1 s of slack for the trickle)."""
+    expect(t_dropped is not None, "a handshake trickling past the deadline was finished")
+    took = t_dropped - t_connect
+    expect(A.handshake_timeout - 0.5 <= took <= A.handshake_timeout + 3,
+           "dropped after %.1f s, deadline %d s" % (took, A.handshake_timeout))
+
+
 def slow_handshake():
+    t0 = time.time()
     c = client(A.ro, timeout=120)
     c.greeting()
-    trickle(c, struct.pack(">I", FN | NZ) + opt_raw(c, N.OPT_GO, c.info_data()), 1.0)
-    c.no_zeroes = True
-    while True:
-        ropt, rtype, rdata = c.recv_option_reply()
-        if rtype == N.REP_ACK or rtype & N.REP_ERR:
-            break
-    expect(rtype == N.REP_ACK, "%#x" % rtype)
+    t = trickle_until_dropped(c, struct.pack(">I", FN | NZ) +
+                              opt_raw(c, N.OPT_GO, c.info_data()), 1.0)
+    c.close()
+    expect_handshake_deadline(t0, t)
+    # the slot is free again: a client that negotiates at once gets in
+    c = tx(A.ro)
     in_sync(c)
     c.close()
 
@@ -1559,31 +1612,49 @@ def slow_write_payload():
 
 
 def slow_crowd():
+    t0 = time.time()
     cs = [client(A.ro, timeout=120) for _ in range(20)]
     for c in cs:
         c.greeting()
     msg = struct.pack(">I", FN | NZ) + opt_raw(cs[0], N.OPT_GO, cs[0].info_data())
+    dropped = [None] * len(cs)
     for b in msg:
-        for c in cs:
-            c.sock.sendall(bytes([b]))
+        for i, c in enumerate(cs):
+            if dropped[i] is None:
+                try:
+                    c.sock.sendall(bytes([b]))
+                except (BrokenPipeError, ConnectionResetError):
+                    dropped[i] = time.time()
+        if all(dropped):
+            break
         time.sleep(1.0)
-    for c in cs:
-        c.no_zeroes = True
-        while True:
-            ropt, rtype, rdata = c.recv_option_reply()
-            if rtype == N.REP_ACK or rtype & N.REP_ERR:
-                break
-        expect(rtype == N.REP_ACK, "%#x" % rtype)
-        in_sync(c)
+    for i, c in enumerate(cs):
+        if dropped[i] is None:
+            dropped[i] = trickle_until_dropped(c, b"", 0)
         c.close()
+        expect_handshake_deadline(t0, dropped[i])
 
 
-SLOW = [("slowloris: handshake at one byte per second (ro server)", slow_handshake),
+def idle_after_go():
+    """The deadline ends with the negotiation: a client idle after GO for
+    longer than it is served as usual."""
+    c = tx(A.ro)
+    c.sock.settimeout(60)
+    time.sleep(A.handshake_timeout + 2)
+    in_sync(c)
+    c.disc()
+    c.close()
+
+
+SLOW = [("slowloris: handshake at one byte per second (ro server): dropped at the "
+         "handshake deadline, then a fresh client gets in", slow_handshake),
         ("slowloris: READ header at one byte per second (ro server)", slow_request),
         ("slowloris: WRITE payload at 128 bytes per second (ro server): EPERM after it",
          slow_write_payload),
-        ("slowloris: 20 clients handshaking at one byte per second together (ro server)",
-         slow_crowd)]
+        ("slowloris: 20 clients handshaking at one byte per second together (ro server): "
+         "all dropped at the deadline", slow_crowd),
+        ("a client idle after GO for longer than the handshake deadline is still served "
+         "(ro server)", idle_after_go)]
 
 
 # =============================================================================
@@ -1610,6 +1681,8 @@ def main():
     ap.add_argument("--ro-pid", type=int, required=True)
     ap.add_argument("--rss-limit", type=int, default=64, help="MiB; 0: no check")
     ap.add_argument("--max-conns", type=int, default=64)
+    ap.add_argument("--handshake-timeout", type=int, default=10,
+                    help="the servers' --handshake-timeout, s")
     ap.add_argument("--only", default="")
     A = ap.parse_args()
     SIZE = os.path.getsize(A.image)

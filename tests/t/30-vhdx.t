@@ -4,15 +4,21 @@
 # and on disk), qemu-made images against qemu-img and libvhdi, the write
 # paths against a model file and qemu-img check, 4Kn and differencing images
 # made by tests/lib/mkvhdx.py, crashes (kill -9), and malformed images (also
-# under ASan).
+# under ASan).  The ASan build is SAN_BUILD, by default $BUILD-san if it
+# exists, else build-san.
 source "$(dirname "$0")/../lib/tap.sh"
+if [ -z "${SAN_BUILD:-}" ]; then
+  SAN_BUILD=build-san
+  [ -d "$ROOT/$BUILD-san" ] && SAN_BUILD=$BUILD-san
+fi
+SAN=$ROOT/$SAN_BUILD
 need_cmd qemu-img qemu-io sha256sum cmp gzip bzip2
-need_file "$TBIN/disk-tool" "$TBIN/test-vhdx-threads" "$PY" "$ROOT/build-san/tests/disk-tool" \
-  "$ROOT/build-san/tests/test-vhdx-threads"
+need_file "$TBIN/disk-tool" "$TBIN/test-vhdx-threads" "$PY" "$SAN/tests/disk-tool" \
+  "$SAN/tests/test-vhdx-threads"
 "$PY" -c 'import pyvhdi' 2>/dev/null || { not_ok "python3 module pyvhdi is missing (run tests/deps.sh)"; exit 1; }
 
 DT=$TBIN/disk-tool
-DTSAN=$ROOT/build-san/tests/disk-tool
+DTSAN=$SAN/tests/disk-tool
 MK="$PY $ROOT/tests/lib/mkvhdx.py"
 W=$TMPD/w
 mkdir -p "$W"
@@ -136,7 +142,7 @@ rm -f "$W/d2.vhdx" "$W/d2q.vhdx"
 # The orphan checkpoint: its parent was never published.
 orphan=$(corpus_file vhdx/dissect-win10-differencing-orphan.avhdx.gz)
 out=$("$DT" -r "$orphan" info 2>&1); rc=$?
-[ $rc -ne 0 ] && [[ $out == *"parent not found"* ]] && \
+[ $rc -ne 0 ] && [[ $out == *"no parent found"* ]] && \
   [[ $out == *"Generation 1_49C4BAF3-4B25-4406-8C4B-D39E65C32385.avhdx"* ]] && \
   [[ $out == *"dissect-win10-differencing-orphan.avhdx"* ]] && [[ $out == *"No such file"* ]] \
   && ok "orphan avhdx: missing-parent error names child and parent" \
@@ -242,8 +248,63 @@ out=$("$DT" -r "$D/bad.vhdx" info 2>&1)
 # Missing parent.
 mkdir -p "$D/lonely"; cp "$D/child.vhdx" "$D/lonely/"
 out=$("$DT" -r "$D/lonely/child.vhdx" info 2>&1)
-[[ $out == *"lonely/child.vhdx: parent not found"*"lonely/base.vhdx"* ]] && ok "diff: missing parent names child and tried path" \
+[[ $out == *"lonely/child.vhdx: no parent found"*"lonely/base.vhdx: not found"* ]] && ok "diff: missing parent names child and tried path" \
   || { not_ok "diff: missing parent names child and tried path"; diag "$out"; }
+# A locator path that names the wrong file does not end the search (as in
+# Hyper-V): a valid VHDX with another DataWriteGuid or a damaged one is
+# passed over for the next path (sub/base.vhdx has other data, so the bytes
+# read show the right parent won).  When no path fits, one error names each
+# path and why: another DataWriteGuid, missing, raw, VHD, 4Kn, the child.
+mkdir -p "$D/sub" "$D/far"
+head -c 32M /dev/urandom > "$D/other.raw"
+$MK create "$D/sub/base.vhdx" --size 32M --block-size 1M --data "$D/other.raw"
+$MK create "$D/sub/bad.vhdx" --size 32M --block-size 1M --data "$D/other.raw"
+$MK corrupt "$D/sub/bad.vhdx" rt-both
+$MK create "$D/k4.vhdx" --size 32M --block-size 1M --lss 4096
+head -c 1M /dev/urandom > "$D/far/raw.img"
+$MK create "$D/wrongrel.vhdx" --size 32M --block-size 1M --parent "$D/base.vhdx" --parent-path sub/base.vhdx
+$MK create "$D/badrel.vhdx" --size 32M --block-size 1M --parent "$D/base.vhdx" --parent-path sub/bad.vhdx \
+  --abs-path 'C:\vms\base.vhdx'
+# Only a damaged file: its own error is kept in the list.
+$MK create "$D/far/dmg.vhdx" --size 32M --block-size 1M --parent "$D/base.vhdx" --parent-path ../sub/bad.vhdx \
+  --abs-path 'C:\vms\gone.vhdx' --volume-path 'C:\vms\gone.vhdx'
+# Every path wrong: another VHDX, nothing, a raw file.
+$MK create "$D/far/none.vhdx" --size 32M --block-size 1M --parent "$D/base.vhdx" \
+  --parent-path ../sub/base.vhdx --abs-path 'C:\vms\missing.vhdx' --volume-path '\\?\Volume{1}\vms\raw.img'
+# The expected DataWriteGuid, but 4096-byte sectors (and a VHD parent).
+qemu-img create -q -f vpc "$D/far/v.vhd" 32M
+$MK create "$D/far/k4.vhdx" --size 32M --block-size 1M --parent-path ../k4.vhdx \
+  --linkage "$($MK guid "$D/k4.vhdx")" --abs-path 'C:\vms\v.vhd' --volume-path 'D:\k4.vhdx'
+for t in "$DT" "$DTSAN"; do
+  tag=$(basename "$(dirname "$(dirname "$t")")")
+  # Exit status 0 too, and no sanitizer report on the refusals: under ASan
+  # a leaked (rejected) parent fails the run.
+  out=$("$t" -r "$D/wrongrel.vhdx" info 2>&1); rc=$?
+  [ $rc -eq 0 ] && [[ $out == *"parent=C:\vms\base.vhdx"* ]] && ok "diff: wrong relative_path passed over, absolute_win32_path found ($tag)" \
+    || { not_ok "diff: wrong relative_path passed over, absolute_win32_path found ($tag)"; diag "rc=$rc $out"; }
+  want=$(psha < "$D/base.raw"; echo rc=0)
+  is "diff: the right parent's bytes are read ($tag)" \
+    "$("$t" -r "$D/wrongrel.vhdx" cat | psha; echo "rc=${PIPESTATUS[0]}")" "$want"
+  is "diff: a damaged candidate is passed over too ($tag)" \
+    "$("$t" -r "$D/badrel.vhdx" cat | psha; echo "rc=${PIPESTATUS[0]}")" "$want"
+  out=$("$t" -r "$D/far/none.vhdx" info 2>&1); rc=$?
+  [ $rc -eq 1 ] && [[ $out != *Sanitizer* ]] && [[ $out == *"far/none.vhdx: no parent found: "* ]] &&
+    [[ $out == *'..\sub\base.vhdx -> '*"/far/../sub/base.vhdx: DataWriteGuid {"*"} does not match the expected {"* ]] &&
+    [[ $out == *'C:\vms\missing.vhdx -> '*"/far/missing.vhdx: not found"* ]] &&
+    [[ $out == *'\vms\raw.img -> '*"/far/raw.img: a raw image, not VHDX"* ]] &&
+    ok "diff: no locator fits: one error naming each path and why ($tag)" \
+    || { not_ok "diff: no locator fits: one error naming each path and why ($tag)"; diag "rc=$rc $out"; }
+  out=$("$t" -r "$D/far/k4.vhdx" info 2>&1); rc=$?
+  [ $rc -eq 1 ] && [[ $out != *Sanitizer* ]] && [[ $out == *"/far/../k4.vhdx: 4096-byte logical sectors, the child has 512"* ]] &&
+    [[ $out == *"/far/v.vhd: a vhd image, not VHDX"* ]] && [[ $out == *"/far/k4.vhdx: parent loop"* ]] &&
+    ok "diff: sector size, format and self-parent each named ($tag)" \
+    || { not_ok "diff: sector size, format and self-parent each named ($tag)"; diag "rc=$rc $out"; }
+  out=$("$t" -r "$D/far/dmg.vhdx" info 2>&1); rc=$?
+  [ $rc -eq 1 ] && [[ $out != *Sanitizer* ]] && [[ $out == *"far/dmg.vhdx: no parent found: "*"/sub/bad.vhdx: both region tables are invalid"* ]] &&
+    [ "$(grep -o 'far/gone.vhdx: not found' <<< "$out" | wc -l)" -eq 1 ] &&
+    ok "diff: a damaged candidate's own error is listed, a repeated path once ($tag)" \
+    || { not_ok "diff: a damaged candidate's own error is listed, a repeated path once ($tag)"; diag "rc=$rc $out"; }
+done
 # Loop: a -> b -> a.
 $MK create "$D/a.vhdx" --size 32M --block-size 1M --parent-path b.vhdx --linkage "{01234567-89ab-cdef-0123-456789abcdef}"
 $MK create "$D/b.vhdx" --size 32M --block-size 1M --parent "$D/a.vhdx"
@@ -258,7 +319,7 @@ qemu-img create -q -f vhdx -o block_size=1M "$W/t.vhdx" 64M
 check "threads: concurrent writes/reads on a dynamic image" "$TBIN/test-vhdx-threads" "$W/t.vhdx"
 check "threads: qemu-img check clean" qemu-img check -q "$W/t.vhdx"
 $MK create "$D/tc.vhdx" --size 32M --block-size 1M --parent "$D/base.vhdx"
-check "threads: differencing child under ASan" "$ROOT/build-san/tests/test-vhdx-threads" "$D/tc.vhdx"
+check "threads: differencing child under ASan" "$SAN/tests/test-vhdx-threads" "$D/tc.vhdx"
 is "threads: the parent is byte-identical" "$(fsha "$D/base.vhdx")" "$PSUM"
 
 # ---- generated dirty log ----------------------------------------------------

@@ -37,9 +37,11 @@ serve_pair() {   # serve_pair BINDIR TAG: rw + ro servers of $TMPD/TAG.img
   RO_PID=$SERVER_PID RO_SOCK=$SOCK
 }
 
-# -- the normal build, with the memory check
+# -- the normal build, with the memory check (none in the suite's sanitizer
+#    pass, where $BIN is an ASan build too)
 serve_pair "$BIN" plain
-run_checks plain --rw "$RW_SOCK" --ro "$RO_SOCK" --image "$TMPD/plain.img" --pid "$RW_PID"
+run_checks plain --rw "$RW_SOCK" --ro "$RO_SOCK" --image "$TMPD/plain.img" --pid "$RW_PID" \
+  $([ "$SANITIZED" = 1 ] && echo --no-rss)
 kill -TERM "$RW_PID" "$RO_PID"
 wait "$RW_PID"; is "plain: rw server exits 0 on SIGTERM" "$?" 0
 wait "$RO_PID"; is "plain: ro server exits 0 on SIGTERM" "$?" 0
@@ -47,7 +49,7 @@ wait "$RO_PID"; is "plain: ro server exits 0 on SIGTERM" "$?" 0
 
 # -- the sanitizer build: same checks (no RSS limit under ASan), then a clean
 #    exit with no sanitizer report (LeakSanitizer runs at exit).
-serve_pair "$ROOT/build-san/bin" san
+serve_pair "$ROOT/${SAN_BUILD:-build-san}/bin" san
 run_checks san --rw "$RW_SOCK" --ro "$RO_SOCK" --image "$TMPD/san.img" --pid "$RW_PID" --no-rss
 kill -TERM "$RW_PID" "$RO_PID"
 wait "$RW_PID"; is "san: rw server exits 0 on SIGTERM" "$?" 0

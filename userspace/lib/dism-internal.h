@@ -87,6 +87,23 @@ bool dism_is_mountpoint(const char *path, char *source, size_t cap);
 /* Read up to cap-1 bytes of a file's tail (for error messages). */
 void dism_read_tail(const char *path, char *out, size_t cap);
 
+/* ---- helper programs (util.c) ------------------------------------------- */
+/* A tool's path: $env if set and not empty (taken as is: exec reports a bad
+ * one), else the first executable of candidates (NULL-terminated), else
+ * NULL.  The result is borrowed (the environment or candidates). */
+const char *dism_find_tool(const char *env, const char *const candidates[]);
+/* Which part of a longer output dism_run_capture keeps. */
+enum dism_capture_keep {
+  DISM_KEEP_HEAD,   /* the first cap-1 bytes; reading stops there */
+  DISM_KEEP_TAIL,   /* the last bytes: messages end with the reason */
+};
+/* Run argv[0] (a path) with stdin on /dev/null and no other descriptors,
+ * stdout and stderr captured into out (cap >= 1; always NUL-terminated).
+ * Waits for it.  Returns its exit status (128 + signal if killed), or
+ * -errno if it could not be started (out is then ""). */
+int dism_run_capture(const char *const argv[], char *out, size_t cap,
+                     enum dism_capture_keep keep);
+
 /* ---- the mount registry (registry.c) ------------------------------------ */
 enum dism_mode { DISM_MODE_RW = 0, DISM_MODE_RO = 1 };
 

@@ -82,15 +82,9 @@ op_cancel_result(struct op *o, const char *stage)
 static const char *
 ntfs3g_path(void)
 {
-  const char *env = getenv("DISM_NTFS3G");
-  if (env && *env)
-    return env;
   static const char *const candidates[] = { "/usr/bin/ntfs-3g", "/bin/ntfs-3g",
-                                            "/usr/local/bin/ntfs-3g" };
-  for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++)
-    if (access(candidates[i], X_OK) == 0)
-      return candidates[i];
-  return NULL;
+                                            "/usr/local/bin/ntfs-3g", NULL };
+  return dism_find_tool("DISM_NTFS3G", candidates);
 }
 
 /* The ntfs-3g options (docs/dism-api.md explains each):

@@ -104,31 +104,9 @@ supervisor_path(char *out, size_t cap)
 static bool
 server_has_option(const char *server, const char *opt)
 {
-  int pipefd[2];
-  if (pipe2(pipefd, O_CLOEXEC) < 0)
-    return false;
-  pid_t pid = fork();
-  if (pid == 0) {
-    int devnull = open("/dev/null", O_RDWR);
-    dup2(devnull, 0);
-    dup2(pipefd[1], 1);
-    dup2(pipefd[1], 2);
-    execl(server, server, "--help", (char *) NULL);
-    _exit(127);
-  }
-  close(pipefd[1]);
+  const char *const argv[] = { server, "--help", NULL };
   char buf[16384];
-  size_t len = 0;
-  ssize_t n;
-  while (len < sizeof buf - 1 && ((n = read(pipefd[0], buf + len, sizeof buf - 1 - len)) > 0 ||
-                                  (n < 0 && errno == EINTR)))
-    if (n > 0)
-      len += (size_t) n;
-  buf[len] = '\0';
-  close(pipefd[0]);
-  if (pid > 0)
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-      ;
+  (void) dism_run_capture(argv, buf, sizeof buf, DISM_KEEP_HEAD);
   return strstr(buf, opt) != NULL;
 }
 

@@ -1,4 +1,5 @@
-/* util.c - wide strings, files written atomically, paths, mount table. */
+/* util.c - wide strings, files written atomically, paths, mount table,
+ * helper programs (found and run). */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -9,6 +10,8 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "dism-internal.h"
@@ -355,4 +358,70 @@ dism_read_tail(const char *path, char *out, size_t cap)
   /* Trim the trailing newline so the text fits in one message. */
   while (n > 0 && (out[n - 1] == '\n' || isspace((unsigned char) out[n - 1])))
     out[--n] = '\0';
+}
+
+const char *
+dism_find_tool(const char *env, const char *const candidates[])
+{
+  const char *e = env ? getenv(env) : NULL;
+  if (e && *e)
+    return e;
+  for (size_t i = 0; candidates[i]; i++)
+    if (access(candidates[i], X_OK) == 0)
+      return candidates[i];
+  return NULL;
+}
+
+int
+dism_run_capture(const char *const argv[], char *out, size_t cap,
+                 enum dism_capture_keep keep)
+{
+  int pipefd[2];
+  out[0] = '\0';
+  if (pipe2(pipefd, O_CLOEXEC) < 0)
+    return -errno;
+  pid_t pid = fork();
+  if (pid == 0) {
+    int devnull = open("/dev/null", O_RDWR);
+    dup2(devnull, 0);
+    dup2(pipefd[1], 1);
+    dup2(pipefd[1], 2);
+    syscall(SYS_close_range, 3U, ~0U, 0U);
+    execv(argv[0], (char *const *) argv);
+    _exit(127);
+  }
+  int e = errno;
+  close(pipefd[1]);
+  if (pid < 0) {
+    close(pipefd[0]);
+    return -e;
+  }
+  size_t len = 0;
+  char buf[4096];
+  ssize_t n;
+  /* The head stops reading once full (the child may then die of SIGPIPE);
+   * the tail reads to the end. */
+  while (!(keep == DISM_KEEP_HEAD && len + 1 >= cap) &&
+         (n = read(pipefd[0], buf, sizeof buf)) != 0) {
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      break;
+    }
+    for (ssize_t i = 0; i < n; i++) {
+      if (len + 1 >= cap) {
+        if (keep == DISM_KEEP_HEAD)
+          break;
+        memmove(out, out + cap / 2, len - cap / 2);
+        len -= cap / 2;
+      }
+      out[len++] = buf[i];
+    }
+  }
+  out[len] = '\0';
+  close(pipefd[0]);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    ;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }

@@ -8,8 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <wimlib.h>
 
@@ -259,68 +257,14 @@ dism_wim_volume_size(const struct dism_wim_image *image, bool optimize)
 }
 
 /* ---- synthesis ---------------------------------------------------------------- */
+/* $DISM_MKNTFS, else where the distributions install it. */
 static const char *
 mkntfs_path(void)
 {
-  const char *env = getenv("DISM_MKNTFS");
-  if (env && *env)
-    return env;
   static const char *const candidates[] = { "/sbin/mkntfs", "/usr/sbin/mkntfs",
-                                            "/usr/local/sbin/mkntfs", "/usr/bin/mkntfs" };
-  for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++)
-    if (access(candidates[i], X_OK) == 0)
-      return candidates[i];
-  return NULL;
-}
-
-/* Run argv, its output (stdout+stderr, the tail) into out; the exit status
- * or -errno. */
-static int
-run_capture(const char *const argv[], char *out, size_t cap)
-{
-  int pipefd[2];
-  out[0] = '\0';
-  if (pipe2(pipefd, O_CLOEXEC) < 0)
-    return -errno;
-  pid_t pid = fork();
-  if (pid == 0) {
-    int devnull = open("/dev/null", O_RDWR);
-    dup2(devnull, 0);
-    dup2(pipefd[1], 1);
-    dup2(pipefd[1], 2);
-    syscall(SYS_close_range, 3U, ~0U, 0U);
-    execv(argv[0], (char *const *) argv);
-    _exit(127);
-  }
-  int e = errno;
-  close(pipefd[1]);
-  if (pid < 0) {
-    close(pipefd[0]);
-    return -e;
-  }
-  size_t len = 0;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(pipefd[0], buf, sizeof buf)) != 0) {
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      break;
-    }
-    for (ssize_t i = 0; i < n; i++) {
-      if (len + 1 >= cap) { /* keep the tail: messages end with the reason */
-        memmove(out, out + cap / 2, len - cap / 2);
-        len -= cap / 2;
-      }
-      out[len++] = buf[i];
-    }
-  }
-  out[len] = '\0';
-  close(pipefd[0]);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-    ;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+                                            "/usr/local/sbin/mkntfs", "/usr/bin/mkntfs",
+                                            NULL };
+  return dism_find_tool("DISM_MKNTFS", candidates);
 }
 
 static HRESULT
@@ -350,7 +294,7 @@ make_volume(const char *volume, uint64_t size, const char *wim)
   /* -F: a file, not a block device; -Q: no zeroing (the file is sparse). */
   const char *argv[] = { mkntfs, "-F", "-Q", "-q", volume, NULL };
   char output[1024];
-  rc = run_capture(argv, output, sizeof output);
+  rc = dism_run_capture(argv, output, sizeof output, DISM_KEEP_TAIL);
   if (rc != 0) {
     unlink(volume);
     dism_set_error("mkntfs could not format the volume file %s for %s (exit %d): %s", volume,
