@@ -2,6 +2,7 @@
 #
 #   make                build everything into build/ (SANITIZE=1: ASan+UBSan into build-san/)
 #   make check          install test dependencies (root), build, run the whole suite (TAP)
+#                       twice: on build/, then on build-san/ (ASan+UBSan+LSan)
 #   make demo           the README's first command
 #   make bench          benchmarks beside qemu-nbd and nbdkit (not part of check)
 #   make fuzz           run every libFuzzer target for FUZZ_SECONDS each (FUZZ_JOBS at

@@ -40,10 +40,30 @@ echo "DISM-VM: modules loaded at $(cut -d' ' -f1 /proc/uptime)s"
 # Keep kernel messages off the console while the script runs (they would
 # split its lines); they are dumped after the end marker.
 echo 1 > /proc/sys/kernel/printk
+# ASan builds of our binaries (the suite's sanitizer pass): every process's
+# reports go to one directory, which must be empty at the end (a TAP line).
+SAN_REPORTS=
+for b in /usr/bin/dism /usr/bin/dism-nbd-server; do
+  if [ -x "$b" ] && grep -q __asan_init "$b"; then
+    SAN_REPORTS=/run/san-reports
+    mkdir -m 1777 -p "$SAN_REPORTS"
+    export ASAN_OPTIONS="detect_leaks=1:log_path=$SAN_REPORTS/asan:log_exe_name=1"
+    export UBSAN_OPTIONS="print_stacktrace=1:log_path=$SAN_REPORTS/ubsan:log_exe_name=1"
+    break
+  fi
+done
 cd /test || echo "DISM-VM: no /test"
 echo "===DISM-VM-BEGIN==="
 sh /test/run.sh </dev/null 2>&1
 rc=$?
+if [ -n "$SAN_REPORTS" ]; then
+  if [ -z "$(ls -A "$SAN_REPORTS")" ]; then
+    echo "ok - guest: no sanitizer report from any process (ASan build)"
+  else
+    echo "not ok - guest: no sanitizer report from any process (ASan build)"
+    for f in "$SAN_REPORTS"/*; do echo "# == $f"; head -n 40 "$f" | sed 's/^/# /'; done
+  fi
+fi
 echo "===DISM-VM-END rc=$rc uptime=$(cut -d' ' -f1 /proc/uptime)==="
 echo "===DISM-VM-DMESG==="
 dmesg | tail -n 150
