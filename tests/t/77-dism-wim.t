@@ -113,6 +113,17 @@ run /Mount-Image /ImageFile:"$W/wimlib-mwl-VerifySuccess.wim" /Index:1 /MountDir
 is "VerifySuccess /CheckIntegrity: mounts" "$RC" 0
 is "  and its tree is right" "$(listing "$M" 1)" "$(expected wimlib-mwl-VerifySuccess 1)"
 dism /Unmount-Image /MountDir:"$M" /Discard >/dev/null 2>&1
+# A WIM whose XML claims more than the scratch directory can hold (a lie, or a
+# real image too big for it): refused before anything is built or mounted.
+mkdir -p "$TMPD/big/src"; echo small > "$TMPD/big/src/a.txt"
+wimlib-imagex capture "$TMPD/big/src" "$TMPD/big/big.wim" big >/dev/null
+wimlib-imagex info "$TMPD/big/big.wim" 1 --image-property TOTALBYTES=9000000000000000 >/dev/null
+big_sum=$(sha256sum < "$TMPD/big/big.wim")
+run /Mount-Image /ImageFile:"$TMPD/big/big.wim" /Index:1 /MountDir:"$M" /ReadOnly
+like "an image larger than the scratch space -> ERROR_DISK_FULL, sizes named" "$OUT" \
+  "Error: 0x80070070.*not enough space in the scratch directory.*big.wim: its files take about 85830688[0-9]{2} MiB"
+nothing_left "too big for the scratch directory"
+is "  the WIM is untouched" "$(sha256sum < "$TMPD/big/big.wim")" "$big_sum"
 run /Mount-Image /ImageFile:"$W/wimlib-mwl-split/Split.swm" /Index:1 /MountDir:"$M" /ReadOnly
 like "a .swm is refused: split WIM" "$OUT" "Error: 0x80070057.*split WIM"
 cp "$W/wimlib-mwl-split/Split.swm" "$TMPD/split-part.wim"

@@ -15,6 +15,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -560,6 +561,20 @@ static HRESULT
 synthesize(struct op *o, struct dism_record *r, const struct dism_wim_image *wi, bool optimize)
 {
   uint64_t size = dism_wim_volume_size(wi, optimize);
+  uint64_t need = dism_wim_volume_need(wi);
+  struct statvfs fs;
+
+  /* The volume is sparse, but the image's files will take real space:
+   * refuse now rather than after minutes of extraction (and a WIM whose
+   * XML claims terabytes gets no terabyte volume). */
+  if (statvfs(dism_config()->scratch_dir, &fs) == 0 &&
+      need > (uint64_t) fs.f_bavail * fs.f_frsize)
+    return dism_api_fail(o->func, HRESULT_FROM_WIN32(ERROR_DISK_FULL),
+                         "There is not enough space in the scratch directory %s for image "
+                         "%u of %s: its files take about %llu MiB (by the WIM's XML), "
+                         "%llu MiB are free.", dism_config()->scratch_dir, r->index, r->image,
+                         (unsigned long long) (need >> 20),
+                         (unsigned long long) (((uint64_t) fs.f_bavail * fs.f_frsize) >> 20));
   dism_log(DISM_LOG_INFO, "%s: building the NTFS volume %s (%llu bytes%s) from image %u (%s) "
            "of %s", o->func, r->volume, (unsigned long long) size,
            optimize ? ", /Optimize: no servicing room" : "", r->index, r->image_name, r->image);

@@ -241,11 +241,21 @@ out:
 }
 
 uint64_t
-dism_wim_volume_size(const struct dism_wim_image *image, bool optimize)
+dism_wim_volume_need(const struct dism_wim_image *image)
 {
   /* Data, plus a cluster and an MFT record per file or directory (small
-   * files and cluster rounding), plus room for servicing. */
-  uint64_t need = image->total_bytes + (image->file_count + image->dir_count) * 5120;
+   * files and cluster rounding).  The figures come from the XML: saturate
+   * (at 2^62, so the size below cannot wrap) rather than overflow. */
+  unsigned __int128 need = (unsigned __int128) image->total_bytes +
+                           ((unsigned __int128) image->file_count + image->dir_count) * 5120;
+  return need > (1ULL << 62) ? 1ULL << 62 : (uint64_t) need;
+}
+
+uint64_t
+dism_wim_volume_size(const struct dism_wim_image *image, bool optimize)
+{
+  /* What the image takes, plus room for servicing. */
+  uint64_t need = dism_wim_volume_need(image);
   uint64_t extra = need / 2 > GIB ? need / 2 : GIB;
   const char *env = getenv("DISM_WIM_EXTRA_BYTES");
   if (env && *env)

@@ -48,6 +48,8 @@ typedef bool (*dism_wim_progress_fn)(unsigned percent, void *opaque);
 /* The size of the volume for an image: see dism-api.md "WIM" (optimize:
  * /Optimize, no servicing room). */
 uint64_t dism_wim_volume_size(const struct dism_wim_image *image, bool optimize);
+/* The part of it the image's own files take (from the WIM's XML). */
+uint64_t dism_wim_volume_need(const struct dism_wim_image *image);
 
 /* Build the NTFS volume file `volume` (must not exist) holding image `index`
  * of `wim`.  Cancellable (-> HRESULT_FROM_WIN32(ERROR_CANCELLED)); on any
