@@ -688,7 +688,7 @@ static int
 open_parent(struct disk *d, struct vhdx *v, const struct disk_open_opts *opts)
 {
   const char *rec[3] = { v->loc_relative, v->loc_abswin32, v->loc_volume };
-  char cand[3][4096], tried[1024] = "", why[320];
+  char cand[3][4096], tried[2560] = "", why[320];
   size_t tl = 0;
   int r = -ENOENT;
 

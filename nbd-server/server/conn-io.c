@@ -175,6 +175,9 @@ plain_send(struct nbd_conn *c, struct iovec **iovp, int *iovcnt, int flags)
     struct msghdr msg = { 0 };
     ssize_t n;
 
+    /* A client reading slowly must not stretch the negotiation. */
+    if (!flags && (r = conn_deadline_arm(c, SO_SNDTIMEO)) < 0)
+      break;
     msg.msg_iov = iov;
     msg.msg_iovlen = (size_t) (*iovcnt < IOV_MAX ? *iovcnt : IOV_MAX);
     n = sendmsg(fd, &msg, MSG_NOSIGNAL | flags);
@@ -218,6 +221,8 @@ conn_send(struct nbd_conn *c, struct iovec *iov, int iovcnt)
   pthread_mutex_lock(&c->send_lock);
   if (!c->broken && (r = conn_deadline_arm(c, SO_SNDTIMEO)) == 0) {
     r = c->io->send(c, &iov, &iovcnt, 0);
+    if (r == -EAGAIN)
+      r = -ETIMEDOUT;   /* blocking: only the negotiation's deadline */
     if (r < 0)
       conn_mark_broken(c);
   }

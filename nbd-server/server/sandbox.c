@@ -591,19 +591,23 @@ out:
 static void
 allow_sanitizer_log(struct sandbox *sb, const char *options)
 {
-  const char *p = options ? strstr(options, "log_path=") : NULL;
+  const char *p = NULL, *q = options;
   char prefix[PATH_MAX];
   size_t len;
 
+  /* The last one counts, as for the sanitizer's own parser. */
+  while (q && (q = strstr(q, "log_path=")) != NULL)
+    p = q++;
   if (!p)
     return;
   p += strlen("log_path=");
-  len = strcspn(p, ": ,\t");
+  len = strcspn(p, ": ,\t\r\n");
   if (len == 0 || len >= sizeof prefix || p[0] != '/')
     return;
   memcpy(prefix, p, len);
   prefix[len] = '\0';
-  add_parent_rule(sb, prefix, LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_MAKE_REG);
+  add_parent_rule(sb, prefix, LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_MAKE_REG |
+                  LANDLOCK_ACCESS_FS_TRUNCATE);
 }
 #endif
 
@@ -625,6 +629,7 @@ sandbox_lock_down(struct sandbox *sb)
    * collects them): the file is created only when there is a report. */
   allow_sanitizer_log(sb, getenv("ASAN_OPTIONS"));
   allow_sanitizer_log(sb, getenv("UBSAN_OPTIONS"));
+  allow_sanitizer_log(sb, getenv("LSAN_OPTIONS"));
 #endif
   /* glibc's get_nprocs (thread count, malloc arenas) reads it; without it
    * glibc falls back to sched_getaffinity, but the refused open is noise. */

@@ -316,8 +316,8 @@ nbd_server_new(struct disk *disk, const struct nbd_server_config *cfg,
   srv->per_conn_limit = NBD_SERVER_CONN_QUEUE_DEPTH;
   srv->max_conns = cfg->max_connections ? cfg->max_connections
                                         : NBD_SERVER_MAX_CONNECTIONS;
-  srv->handshake_timeout_ms = (cfg->handshake_timeout ? cfg->handshake_timeout
-                               : NBD_SERVER_HANDSHAKE_TIMEOUT) * 1000u;
+  srv->handshake_timeout_ms = (cfg->handshake_timeout && cfg->handshake_timeout <= 86400
+                               ? cfg->handshake_timeout : NBD_SERVER_HANDSHAKE_TIMEOUT) * 1000u;
   pthread_mutex_init(&srv->queue_lock, NULL);
   pthread_cond_init(&srv->queue_cond, NULL);
   pthread_mutex_init(&srv->budget_lock, NULL);

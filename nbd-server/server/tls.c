@@ -337,6 +337,12 @@ tls_push(gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
   bool nonblock = c->tls->nonblock;
   ssize_t n;
 
+  /* In the negotiation every blocking send is bounded by its deadline
+   * (GnuTLS retries a timed-out push itself). */
+  if (!nonblock && conn_deadline_arm(c, SO_SNDTIMEO) < 0) {
+    errno = ETIMEDOUT;
+    return -1;
+  }
   n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | (nonblock ? MSG_DONTWAIT : 0));
   if (n < 0 && errno == ENOTSOCK && !nonblock)   /* a pipe handed to --fd */
     n = writev(c->fd, iov, iovcnt);
@@ -349,8 +355,15 @@ static ssize_t
 tls_pull(gnutls_transport_ptr_t ptr, void *buf, size_t len)
 {
   struct nbd_conn *c = ptr;
-  ssize_t n = recv(c->fd, buf, len, 0);
+  ssize_t n;
 
+  /* One TLS record may take many receives: each is bounded by the
+   * negotiation's deadline, not only the first. */
+  if (conn_deadline_arm(c, SO_RCVTIMEO) < 0) {
+    errno = ETIMEDOUT;
+    return -1;
+  }
+  n = recv(c->fd, buf, len, 0);
   if (n < 0 && errno == ENOTSOCK)
     n = read(c->fd, buf, len);
   return n;

@@ -7,6 +7,7 @@ checked, and things libnbd never does can be sent (data behind STARTTLS, a
 second STARTTLS, READs pipelined while not reading replies).
 
   nbd-tls-checks.py --require PORT --on PORT --off PORT --certs DIR --image FILE
+                    [--deadline-port PORT --deadline SECONDS]
 
 --require: a --tls=require --tls-verify-peer X.509 server; --on: a --tls=on
 X.509 server, read-only; --off: a server without TLS.  All three serve
@@ -32,6 +33,9 @@ ap.add_argument("--on", type=int, required=True)
 ap.add_argument("--off", type=int, required=True)
 ap.add_argument("--certs", required=True)
 ap.add_argument("--image", required=True)
+ap.add_argument("--deadline-port", type=int, default=0,
+                help="a --tls=on X.509 server run with --handshake-timeout DEADLINE")
+ap.add_argument("--deadline", type=int, default=3)
 args = ap.parse_args()
 IMAGE = open(args.image, "rb").read()
 failures = 0
@@ -251,6 +255,83 @@ def _():
     c.go()
     assert c.read(0, 512)["data"] == IMAGE[:512]
     c.close()
+
+
+# -- the negotiation's deadline under TLS (--handshake-timeout) ----------------
+def dropped_within(c, t0, what):
+    """The server closes c at the deadline (1 s early .. 4 s late)."""
+    end = t0 + args.deadline + 6
+    c.sock.settimeout(0.5)
+    while time.time() < end:
+        try:
+            data = c.sock.recv(65536)
+            if not data:
+                break
+        except (socket.timeout, TimeoutError):
+            continue
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError, OSError):
+            break
+    else:
+        raise AssertionError("%s: still open %d s after connecting" % (what, args.deadline + 6))
+    took = time.time() - t0
+    assert took >= args.deadline - 1, "%s: closed after %.1f s" % (what, took)
+
+
+if args.deadline_port:
+    @check("deadline: STARTTLS acknowledged, then no TLS handshake: closed at the deadline")
+    def _():
+        t0 = time.time()
+        c = connect(args.deadline_port)
+        r = c.option(N.OPT_STARTTLS)
+        assert r[-1][0] == N.REP_ACK
+        dropped_within(c, t0, "a stalled TLS handshake")
+
+    @check("deadline: over TLS, options sent and their replies never read: closed at the deadline")
+    def _():
+        t0 = time.time()
+        c = connect(args.deadline_port)
+        starttls(c, with_cert=False)
+        opt = struct.pack(">QII", N.IHAVEOPT, N.OPT_LIST, 0)
+        c.sock.settimeout(0.2)
+        # Options, and never a reply read, until past the deadline (the
+        # server blocks on its replies once the buffers are full) ...
+        while time.time() - t0 < args.deadline + 1:
+            try:
+                c.sock.sendall(opt * 64)
+            except (socket.timeout, TimeoutError, ssl.SSLWantWriteError):
+                continue
+            except (ConnectionResetError, BrokenPipeError, ssl.SSLError, OSError):
+                break
+        # ... then the replies: they must end (EOF or reset), the server
+        # having hung up; without the deadline it would wait for more options.
+        dropped_within(c, t0, "a client not reading its option replies")
+
+    @check("deadline: over TLS, an option trickled a byte every 0.5 s: closed at the deadline")
+    def _():
+        t0 = time.time()
+        c = connect(args.deadline_port)
+        starttls(c, with_cert=False)
+        msg = struct.pack(">QII", N.IHAVEOPT, N.OPT_GO, 64) + bytes(64)
+        try:
+            for b in msg:
+                c.sock.sendall(bytes([b]))
+                time.sleep(0.5)
+            raise AssertionError("the whole option went through (%.1f s)" % (time.time() - t0))
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError, OSError) as e:
+            if isinstance(e, AssertionError):
+                raise
+        took = time.time() - t0
+        assert args.deadline - 1 <= took <= args.deadline + 4, "closed after %.1f s" % took
+
+    @check("deadline: a TLS client that negotiates at once is served, and stays idle past it")
+    def _():
+        c = connect(args.deadline_port)
+        starttls(c, with_cert=False)
+        c.go()
+        time.sleep(args.deadline + 1)
+        assert c.read(0, 512)["data"] == IMAGE[:512]
+        c.disc()
+        c.close()
 
 
 sys.exit(1 if failures else 0)

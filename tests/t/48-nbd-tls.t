@@ -262,10 +262,13 @@ RPORT=$(free_port); start_tcp req "$RPORT" --tls=require --tls-certificates "$PK
 OPORT=$(free_port); start_tcp on "$OPORT" --tls=on --tls-certificates "$PKI/server" \
   -r "$TMPD/ref.raw" || not_ok "on server starts"
 NPORT=$(free_port); start_tcp off "$NPORT" -r "$TMPD/ref.raw" || not_ok "off server starts"
+DPORT=$(free_port); start_tcp deadline "$DPORT" --tls=on --tls-certificates "$PKI/server" \
+  --handshake-timeout 3 -r "$TMPD/ref.raw" || not_ok "deadline server starts"
 check "--tls=on: a client without TLS is served (nbdinfo)" nbdinfo --size "nbd://127.0.0.1:$OPORT/"
 check "--tls=on: a TLS client is served (nbdinfo)" nbdinfo --size "nbds://127.0.0.1:$OPORT/?tls-certificates=$PKI/nocert"
 timeout 180 "$PY" "$ROOT/tests/lib/nbd-tls-checks.py" --require "$RPORT" --on "$OPORT" --off "$NPORT" \
-  --certs "$PKI/client" --image "$TMPD/ref.raw" >"$TMPD/checks.out" 2>&1
+  --certs "$PKI/client" --image "$TMPD/ref.raw" --deadline-port "$DPORT" --deadline 3 \
+  >"$TMPD/checks.out" 2>&1
 rc=$?
 while IFS= read -r line; do
   case "$line" in
@@ -275,6 +278,7 @@ while IFS= read -r line; do
   esac
 done <"$TMPD/checks.out"
 is "the byte-level checks ran to the end" "$rc" 0
+[ "$rc" -ne 0 ] && diag "deadline server's log: $(grep -v ': option ' "$TMPD/deadline.log" | tail -n 20)"
 
 # -- the sanitizer build: TLS reads, writes, refusals; no reports ------------
 SPORT=$(free_port)

@@ -142,6 +142,7 @@ image_details(WIMStruct *w, int image, struct dism_wim_image *out)
   snprintf(out->name, sizeof out->name, "%s", prop(w, image, "NAME"));
   snprintf(out->description, sizeof out->description, "%s", prop(w, image, "DESCRIPTION"));
   out->total_bytes = prop_num(w, image, "TOTALBYTES", 10);
+  out->hardlink_bytes = prop_num(w, image, "HARDLINKBYTES", 10);
   out->file_count = prop_num(w, image, "FILECOUNT", 10);
   out->dir_count = prop_num(w, image, "DIRCOUNT", 10);
   const char *arch = wimlib_get_image_property(w, image, "WINDOWS/ARCH");
@@ -240,22 +241,30 @@ out:
   return hr;
 }
 
+/* The figures come from the XML: saturate (at 2^62, so the sizes below
+ * cannot wrap) rather than overflow. */
+static uint64_t
+xml_sum(uint64_t bytes, const struct dism_wim_image *image, unsigned per_entry)
+{
+  unsigned __int128 sum = (unsigned __int128) bytes +
+                          ((unsigned __int128) image->file_count + image->dir_count) * per_entry;
+  return sum > (1ULL << 62) ? 1ULL << 62 : (uint64_t) sum;
+}
+
 uint64_t
 dism_wim_volume_need(const struct dism_wim_image *image)
 {
-  /* Data, plus a cluster and an MFT record per file or directory (small
-   * files and cluster rounding).  The figures come from the XML: saturate
-   * (at 2^62, so the size below cannot wrap) rather than overflow. */
-  unsigned __int128 need = (unsigned __int128) image->total_bytes +
-                           ((unsigned __int128) image->file_count + image->dir_count) * 5120;
-  return need > (1ULL << 62) ? 1ULL << 62 : (uint64_t) need;
+  uint64_t data = image->total_bytes > image->hardlink_bytes
+                  ? image->total_bytes - image->hardlink_bytes : 0;
+  return xml_sum(data, image, 1024);
 }
 
 uint64_t
 dism_wim_volume_size(const struct dism_wim_image *image, bool optimize)
 {
-  /* What the image takes, plus room for servicing. */
-  uint64_t need = dism_wim_volume_need(image);
+  /* Data, plus a cluster and an MFT record per file or directory (small
+   * files and cluster rounding), plus room for servicing. */
+  uint64_t need = xml_sum(image->total_bytes, image, 5120);
   uint64_t extra = need / 2 > GIB ? need / 2 : GIB;
   const char *env = getenv("DISM_WIM_EXTRA_BYTES");
   if (env && *env)

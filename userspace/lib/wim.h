@@ -22,6 +22,7 @@ struct dism_wim_image {
   unsigned index;
   char name[512], description[1024];
   uint64_t total_bytes, file_count, dir_count;
+  uint64_t hardlink_bytes;       /* of total_bytes, counted again for each extra link */
   unsigned arch;                 /* PROCESSOR_ARCHITECTURE_*; 0xFFFF if not in the XML */
   char edition[128], product_name[256], installation_type[64], product_type[64];
   char product_suite[128], hal[64], system_root[64];
@@ -48,7 +49,8 @@ typedef bool (*dism_wim_progress_fn)(unsigned percent, void *opaque);
 /* The size of the volume for an image: see dism-api.md "WIM" (optimize:
  * /Optimize, no servicing room). */
 uint64_t dism_wim_volume_size(const struct dism_wim_image *image, bool optimize);
-/* The part of it the image's own files take (from the WIM's XML). */
+/* The least the image's files take once applied (from the WIM's XML: data
+ * once per hard-linked file, an MFT record each). */
 uint64_t dism_wim_volume_need(const struct dism_wim_image *image);
 
 /* Build the NTFS volume file `volume` (must not exist) holding image `index`
