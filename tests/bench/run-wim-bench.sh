@@ -9,8 +9,9 @@
 #          wimlib-imagex apply into a directory, wimlib-imagex mount
 #          (wimmount, FUSE): time to mount and to read the whole tree
 # Reads are `tar -cf - . | cat >/dev/null` with a cold page cache.  Each step
-# runs twice, alternating, the WIM fresh for each commit; the table shows the
-# better run.  Not a test: prints figures for docs/benchmarks.md.
+# runs twice (WIM_BENCH_ROUNDS=N: N times), alternating, the WIM fresh for
+# each commit; the table shows the best run.  Not a test: prints figures for
+# docs/benchmarks.md.
 set -euo pipefail
 BUILD=${1:-build}
 SRC=${WIM_BENCH_SRC:-/usr/share}
@@ -97,7 +98,7 @@ run_peers() {
 }
 d_ro=() d_read=() d_rw=() d_commit=() d_grow=()
 p_ntfs=() p_dir=() p_wm=() p_wmread=()
-for round in 1 2; do
+for round in $(seq "${WIM_BENCH_ROUNDS:-2}"); do
   echo "== round $round: wimlib apply (NTFS, directory), wimmount"
   run_peers
   echo "== round $round: dism"
@@ -115,7 +116,7 @@ echo "runs (s): dism ro mount ${d_ro[*]} | rw mount ${d_rw[*]} | read ${d_read[*
      "wimmount ${p_wm[*]} | wimmount read ${p_wmread[*]}"
 echo "WIM growth by the one-file commit: ${d_grow[*]} bytes"
 echo
-printf '%-40s %10s %10s %10s %10s\n' "best of 2, seconds" "dism" "apply NTFS" "apply dir" "wimmount"
+printf '%-40s %10s %10s %10s %10s\n' "best of ${WIM_BENCH_ROUNDS:-2}, seconds" "dism" "apply NTFS" "apply dir" "wimmount"
 printf '%-40s %10s %10s %10s %10s\n' "call to usable mount, read-only" "$(r "$b_ro")" \
   "$(r "$b_ntfs")" "$(r "$b_dir")" "$(r "$b_wm")"
 printf '%-40s %10s\n' "call to usable mount, read/write" "$(r "$b_rw")"
