@@ -35,7 +35,7 @@ if [ "$passes" = both ] || [ "$passes" = sanitizers ]; then
   log=$(mktemp /tmp/dism-prove.XXXXXX)
   # 90-fuzz-smoke runs the (already ASan) fuzzers: once is enough.
   tests=$(ls tests/t/*.t | grep -v '/90-fuzz-smoke\.t$')
-  BUILD=$SAN_BUILD SAN_BUILD=$SAN_BUILD SANBUILD=$SAN_BUILD \
+  BUILD=$SAN_BUILD SAN_BUILD=$SAN_BUILD \
   DISM_SANITIZER_REPORTS=$reports \
   ASAN_OPTIONS="detect_leaks=1:log_path=$reports/asan:log_exe_name=1" \
   UBSAN_OPTIONS="print_stacktrace=1:log_path=$reports/ubsan:log_exe_name=1" \

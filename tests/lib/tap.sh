@@ -11,6 +11,14 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CORPUS=${CORPUS:-$ROOT/../shared/corpus}
 BIN=$ROOT/$BUILD/bin
 TBIN=$ROOT/$BUILD/tests
+# The ASan+UBSan build the tests also run beside $BUILD: SAN_BUILD, else
+# $BUILD-san or ${BUILD}san if it is built (build-h4 -> build-h4san), else
+# build-san.  SAN is its directory.
+if [ -z "${SAN_BUILD:-}" ]; then
+  SAN_BUILD=build-san
+  for _b in "$BUILD-san" "${BUILD}san"; do [ -d "$ROOT/$_b" ] && SAN_BUILD=$_b && break; done
+fi
+SAN=$ROOT/$SAN_BUILD
 PY=/usr/bin/python3
 # 1 when $BUILD holds ASan builds (the suite's sanitizer pass, run-tests.sh):
 # memory bounds are not asserted on them (ASan's shadow and quarantine).

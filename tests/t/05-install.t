@@ -24,4 +24,4 @@ check "installed dism runs" "$stage/opt/dism-test/sbin/dism" /?
 make -s -C "$ROOT" BUILD="$BUILD" uninstall PREFIX=/opt/dism-test DESTDIR="$stage" >/dev/null 2>&1
 left=$(find "$stage" -type f -o -type l)
 is "make uninstall removes every installed file" "$left" ""
-check "the ASan+UBSan build exists (make SANITIZE=1)" test -x "$ROOT/build-san/bin/dism-nbd-server"
+check "the ASan+UBSan build exists (make SANITIZE=1)" test -x "$SAN/bin/dism-nbd-server"

@@ -5,13 +5,12 @@
 # tests/lib/mkvhd.py, and malformed images (also under ASan).
 source "$(dirname "$0")/../lib/tap.sh"
 need_cmd qemu-img qemu-io vhdiinfo sha256sum cmp truncate gzip bzip2
-SANB=${SAN_BUILD:-build-san}   # the ASan+UBSan build (make SANITIZE=1)
 need_file "$TBIN/disk-tool" "$TBIN/test-vhd-threads" "$BIN/dism-imageinfo" "$PY" \
-  "$ROOT/$SANB/tests/disk-tool" "$ROOT/$SANB/tests/test-vhd-threads"
+  "$SAN/tests/disk-tool" "$SAN/tests/test-vhd-threads"
 "$PY" -c 'import pyvhdi' 2>/dev/null || { not_ok "python3 module pyvhdi is missing (run tests/deps.sh)"; exit 1; }
 
 DT=$TBIN/disk-tool
-DTSAN=$ROOT/$SANB/tests/disk-tool
+DTSAN=$SAN/tests/disk-tool
 MK=$ROOT/tests/lib/mkvhd.py
 W=$TMPD/w
 mkdir -p "$W"
@@ -264,7 +263,7 @@ like "diff: missing parent names the child and the paths tried" "$out" \
   "orphan\.vhd: parent image .*not found; tried W2ru .*missing-parent\.vhd"
 
 # ---- 6. threads: concurrent unaligned writes on shared blocks ----------
-for b in "$BUILD" "$SANB"; do
+for b in "$BUILD" "$SAN_BUILD"; do
   img=$W/th-$b.vhd
   qemu-img create -q -f vpc -o subformat=dynamic "$img" 24M
   check "threads ($b): dynamic, 8 writers on the same blocks" "$ROOT/$b/tests/test-vhd-threads" "$img" 8 300

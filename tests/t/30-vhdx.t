@@ -4,14 +4,8 @@
 # and on disk), qemu-made images against qemu-img and libvhdi, the write
 # paths against a model file and qemu-img check, 4Kn and differencing images
 # made by tests/lib/mkvhdx.py, crashes (kill -9), and malformed images (also
-# under ASan).  The ASan build is SAN_BUILD, by default $BUILD-san if it
-# exists, else build-san.
+# under ASan; the ASan build is $SAN, see tests/lib/tap.sh).
 source "$(dirname "$0")/../lib/tap.sh"
-if [ -z "${SAN_BUILD:-}" ]; then
-  SAN_BUILD=build-san
-  [ -d "$ROOT/$BUILD-san" ] && SAN_BUILD=$BUILD-san
-fi
-SAN=$ROOT/$SAN_BUILD
 need_cmd qemu-img qemu-io sha256sum cmp gzip bzip2
 need_file "$TBIN/disk-tool" "$TBIN/test-vhdx-threads" "$PY" "$SAN/tests/disk-tool" \
   "$SAN/tests/test-vhdx-threads"

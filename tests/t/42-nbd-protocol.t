@@ -4,7 +4,7 @@
 # and again against the ASan/UBSan build (build-san, `make SANITIZE=1`).
 source "$(dirname "$0")/../lib/tap.sh"
 need_cmd "$PY" truncate
-need_file "$BIN/dism-nbd-server" "$ROOT/build-san/bin/dism-nbd-server"
+need_file "$BIN/dism-nbd-server" "$SAN/bin/dism-nbd-server"
 
 MiB=$((1024 * 1024))
 make_image() {   # 64 MiB, sparse, data only in [8 MiB, 12 MiB)
@@ -49,7 +49,7 @@ wait "$RO_PID"; is "plain: ro server exits 0 on SIGTERM" "$?" 0
 
 # -- the sanitizer build: same checks (no RSS limit under ASan), then a clean
 #    exit with no sanitizer report (LeakSanitizer runs at exit).
-serve_pair "$ROOT/${SAN_BUILD:-build-san}/bin" san
+serve_pair "$SAN/bin" san
 run_checks san --rw "$RW_SOCK" --ro "$RO_SOCK" --image "$TMPD/san.img" --pid "$RW_PID" --no-rss
 kill -TERM "$RW_PID" "$RO_PID"
 wait "$RW_PID"; is "san: rw server exits 0 on SIGTERM" "$?" 0

@@ -7,12 +7,11 @@
 # servers live, that nothing leaked (connections, threads, fds), that the
 # well-behaved clients still get correct data, and that the rw server's
 # peak RSS stays <= 64 MiB.  Then the same against the ASan/UBSan build
-# ($SANBUILD, default build-san; no RSS limit there) and its log is checked
+# ($SAN_BUILD, see tests/lib/tap.sh; no RSS limit there) and its log is checked
 # for sanitizer reports.
 source "$(dirname "$0")/../lib/tap.sh"
 need_cmd "$PY" truncate timeout
-SANBUILD=${SANBUILD:-build-san}
-need_file "$BIN/dism-nbd-server" "$ROOT/$SANBUILD/bin/dism-nbd-server"
+need_file "$BIN/dism-nbd-server" "$SAN/bin/dism-nbd-server"
 
 MiB=$((1024 * 1024))
 make_image() {   # 64 MiB, sparse, data only in [8 MiB, 12 MiB)
@@ -69,7 +68,7 @@ run_abuse() {
 
 # In the suite's sanitizer pass $BIN is an ASan build too: no RSS bound.
 run_abuse plain "$BIN" $([ "$SANITIZED" = 1 ] && echo 0 || echo 64)
-run_abuse san "$ROOT/$SANBUILD/bin" 0
+run_abuse san "$SAN/bin" 0
 if grep -qE 'Sanitizer|runtime error' "$TMPD/san-rw.log" "$TMPD/san-ro.log"; then
   not_ok "san: no sanitizer reports in the server logs"
   diag "$(grep -hE -A30 'Sanitizer|runtime error' "$TMPD"/san-*.log | head -80)"

@@ -9,15 +9,9 @@
 # /Mount-Image /ReadOnly), with a timeout, and no file's sha256 changes.
 # One "ok" line per corruption.
 #
-# The ASan build is SAN_BUILD, by default $BUILD-san or ${BUILD}san, whichever
-# exists (build -> build-san, build-h4 -> build-h4san).  MALFORMED_ONLY=REGEX
+# The ASan build is $SAN (SAN_BUILD; see tests/lib/tap.sh).  MALFORMED_ONLY=REGEX
 # runs a subset; MALFORMED_JOBS (default 2) sets the process pool.
 source "$(dirname "$0")/../lib/tap.sh"
-if [ -z "${SAN_BUILD:-}" ]; then
-  SAN_BUILD=build-san
-  for b in "$BUILD-san" "${BUILD}san"; do [ -d "$ROOT/$b" ] && SAN_BUILD=$b && break; done
-fi
-SAN=$ROOT/$SAN_BUILD
 need_cmd "$PY" qemu-img mkntfs ntfs-3g losetup mountpoint
 need_file "$SAN/bin/dism-imageinfo" "$SAN/bin/dism" "$SAN/tests/disk-scan" "$CORPUS/MANIFEST.md"
 

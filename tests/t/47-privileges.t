@@ -162,7 +162,7 @@ check "--user: removed its socket and pid file" bash -c "! ls '$TMPD/u/u.sock' '
 check_fail "--user with --no-sandbox is refused" "$SRV" --user "$TU" --no-sandbox -r --unix "$TMPD/x.sock" "$img"
 
 # The ASan+UBSan build under the same sandbox (LeakSanitizer at exit).
-SANSRV=$ROOT/${SAN_BUILD:-build-san}/bin/dism-nbd-server
+SANSRV=$SAN/bin/dism-nbd-server
 if [ -x "$SANSRV" ]; then
   SRV=$SANSRV start_srv s --unix "$TMPD/s.sock" --control "$TMPD/s.ctl" --overlay "$TMPD/s.ovl" \
     --fuse-file "$TMPD/s.fuse" "$img"

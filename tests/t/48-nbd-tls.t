@@ -9,7 +9,7 @@
 # The sanitizer build (SAN_BUILD, default build-san) serves one TLS round.
 source "$(dirname "$0")/../lib/tap.sh"
 need_cmd certtool psktool nbdinfo nbdcopy nbdsh qemu-img qemu-io ss sha256sum "$PY"
-SANBIN=$ROOT/${SAN_BUILD:-build-san}/bin
+SANBIN=$SAN/bin
 need_file "$BIN/dism-nbd-server" "$TBIN/tls-client" "$SANBIN/dism-nbd-server"
 
 MiB=$((1024 * 1024))

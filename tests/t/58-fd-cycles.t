@@ -16,7 +16,6 @@ source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/../lib/dism-img.sh"
 need_cmd wimlib-imagex pgrep
 need_file "$TBIN/test-fd-cycles"
-SAN=$ROOT/${SAN_BUILD:-build-san}
 need_file "$SAN/tests/test-fd-cycles" "$SAN/bin/dism-nbd-server"
 N_VHDX=${FD_CYCLES_VHDX:-200} N_WIM=${FD_CYCLES_WIM:-40}
 N_SAN_VHDX=${FD_CYCLES_SAN_VHDX:-60} N_SAN_WIM=${FD_CYCLES_SAN_WIM:-12}

@@ -11,7 +11,7 @@
 source "$(dirname "$0")/../lib/tap.sh"
 need_cmd sfdisk mkntfs mkfs.vfat ntfs-3g losetup blockdev truncate cmp python3 mountpoint
 T=$TBIN/test-attach
-TS=$ROOT/${SAN_BUILD:-build-san}/tests/test-attach
+TS=$SAN/tests/test-attach
 need_file "$T" "$TS"
 MNT=$TMPD/mnt; mkdir -p "$MNT"
 tap_cleanup "mountpoint -q '$MNT' && umount '$MNT'"
