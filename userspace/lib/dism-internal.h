@@ -193,7 +193,7 @@ int dism_server_commit(const struct dism_live *l, dism_commit_progress_fn fn, vo
 /* Locate the server binary. */
 int dism_server_path(char *out, size_t cap);
 
-/* ---- mount plumbing shared by mount/remount/cleanup (mount.c) ----------- */
+/* ---- the live mount (live.c) ------------------------------------------- */
 /* Undo whatever live state a record (or live.conf) describes: unmount the
  * file system (lazily if force), detach, stop the server.  Never fails
  * half-way silently: returns the first error, continues with the rest only
