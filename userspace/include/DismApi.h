@@ -80,6 +80,8 @@ typedef struct _SYSTEMTIME {
 #define ERROR_FILE_NOT_FOUND          2L
 #define ERROR_PATH_NOT_FOUND          3L
 #define ERROR_ACCESS_DENIED           5L
+#define ERROR_WRITE_PROTECT           19L
+#define ERROR_SHARING_VIOLATION       32L
 #define ERROR_NOT_SUPPORTED           50L
 #define ERROR_INVALID_PARAMETER       87L
 #define ERROR_DISK_FULL               112L
@@ -90,6 +92,7 @@ typedef struct _SYSTEMTIME {
 #define ERROR_ELEVATION_REQUIRED      740L
 #define ERROR_CANCELLED               1223L
 #define ERROR_REQUEST_ABORTED         1235L
+#define ERROR_FILE_CORRUPT            1392L
 #define ERROR_SUCCESS_REBOOT_REQUIRED 3010L
 
 /* ---- Constants ---------------------------------------------------------- */

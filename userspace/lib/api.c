@@ -37,45 +37,10 @@ static pthread_mutex_t alloc_mutex = PTHREAD_MUTEX_INITIALIZER;
 static void **allocations;
 static size_t allocation_count, allocation_cap;
 
-static __thread char published_error[2048];
-
 const struct dism_config *
 dism_config(void)
 {
   return &config;
-}
-
-HRESULT
-dism_api_fail(const char *func, HRESULT hr, const char *fmt, ...)
-{
-  va_list ap;
-  va_start(ap, fmt);
-  char msg[2048];
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  memcpy(published_error, msg, sizeof msg);
-  dism_log(DISM_LOG_ERROR, "%s failed. HRESULT=0x%08X: %s", func, (unsigned) hr, msg);
-  return hr;
-}
-
-HRESULT
-dism_hr_from_errno(int neg_errno)
-{
-  switch (-neg_errno) {
-  case ENOENT: return HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND);
-  case EACCES:
-  case EPERM: return E_ACCESSDENIED;
-  case EROFS: return HRESULT_FROM_WIN32(19L); /* ERROR_WRITE_PROTECT */
-  case ENOSPC: return HRESULT_FROM_WIN32(ERROR_DISK_FULL);
-  case EBUSY: return HRESULT_FROM_WIN32(ERROR_BUSY);
-  case ENOMEM: return E_OUTOFMEMORY;
-  case ENOTSUP: return HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED);
-  case EINVAL: return E_INVALIDARG;
-  case ECANCELED: return HRESULT_FROM_WIN32(ERROR_CANCELLED);
-  case EBADMSG:
-  case EUCLEAN: return HRESULT_FROM_WIN32(1392L); /* ERROR_FILE_CORRUPT */
-  default: return E_FAIL;
-  }
 }
 
 HRESULT
@@ -173,7 +138,7 @@ DismInitialize(DismLogLevel LogLevel, PCWSTR LogFilePath, PCWSTR ScratchDirector
     goto out;
   }
   if (dism_log_open(cfg.log_path, LogLevel) < 0) {
-    hr = dism_api_fail(func, DISMAPI_E_LOGGING_DISABLED, "%s", dism_last_error());
+    hr = dism_api_fail_last(func, DISMAPI_E_LOGGING_DISABLED);
     goto out;
   }
   config = cfg;
@@ -389,14 +354,15 @@ DismGetLastErrorMessage(DismString **ErrorMessage)
   if (!ErrorMessage)
     return E_INVALIDARG;
   *ErrorMessage = NULL;
-  size_t n = dism_utf8_wide_len(published_error);
+  const char *text = dism_published_error();
+  size_t n = dism_utf8_wide_len(text);
   /* The struct is followed by the text; round it up so the text is aligned. */
   size_t head = (sizeof(DismString) + sizeof(wchar_t) - 1) / sizeof(wchar_t) * sizeof(wchar_t);
   DismString *s = malloc(head + n * sizeof(wchar_t));
   if (!s)
     return E_OUTOFMEMORY;
   wchar_t *cursor = (wchar_t *) ((char *) s + head);
-  s->Value = put_wide(&cursor, published_error);
+  s->Value = put_wide(&cursor, text);
   if (dism_track_allocation(s) < 0) {
     free(s);
     return E_OUTOFMEMORY;
@@ -534,9 +500,9 @@ wim_image_info(const char *func, const char *path, DismImageInfo **out, UINT *co
 {
   struct dism_wim_image *imgs = NULL;
   unsigned n = 0;
-  HRESULT hr = dism_wim_list(path, &imgs, &n);
-  if (FAILED(hr))
-    return dism_api_fail(func, hr, "%s", dism_last_error());
+  int rc = dism_wim_list(path, &imgs, &n);
+  if (rc < 0)
+    return dism_api_fail_errno(func, rc);
   size_t text = 0;
   for (unsigned i = 0; i < n; i++) {
     const struct dism_wim_image *w = &imgs[i];
@@ -628,9 +594,9 @@ DismGetImageInfo(PCWSTR ImageFilePath, DismImageInfo **ImageInfo, UINT *Count)
   struct disk_open_opts opts = { .readonly = true };
   int rc = disk_open(path, &opts, &d);
   if (rc < 0) {
-    hr = dism_api_fail(func, rc == -ENOENT ? HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)
-                                           : HRESULT_FROM_WIN32(1392L),
-                       "%s", disk_last_error());
+    dism_error_from_engine(rc);
+    hr = dism_api_fail_last(func, rc == -ENOENT ? HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)
+                                                : HRESULT_FROM_WIN32(ERROR_FILE_CORRUPT));
     goto out;
   }
   di = calloc(1, sizeof *di);
@@ -639,7 +605,7 @@ DismGetImageInfo(PCWSTR ImageFilePath, DismImageInfo **ImageInfo, UINT *Count)
     goto out;
   }
   if (strcmp(di->format, want) != 0) {
-    hr = dism_api_fail(func, HRESULT_FROM_WIN32(1392L),
+    hr = dism_api_fail(func, HRESULT_FROM_WIN32(ERROR_FILE_CORRUPT),
                        "%s: the extension says %s but the file holds a %s image.", path, want,
                        di->format);
     goto out;

@@ -1,7 +1,7 @@
 /* dism-internal.h - what libdism's files share: process state, logging, the
  * mount registry, server control, string conversion.  Internal functions
  * return 0 or a negative errno and record a message with dism_set_error();
- * the API functions (api.c, mount.c) turn results into HRESULTs. */
+ * only the API edge turns results into HRESULTs (dism-error.h). */
 #ifndef DISM_INTERNAL_H
 #define DISM_INTERNAL_H
 
@@ -40,12 +40,26 @@ bool dism_session_lookup(DismSession s, char mount_id[37], char *path, size_t ca
 /* Is a session of this process open on the mount with this id? */
 bool dism_session_open_on(const char *mount_id);
 
+/* ---- the API edge: HRESULTs (dism-error.c; see dism-error.h) ------------- */
 /* Fail an API call: publish the message for DismGetLastErrorMessage (this
  * thread), log it, return hr. */
 HRESULT dism_api_fail(const char *func, HRESULT hr, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* A negative errno as the closest HRESULT. */
+/* The same with the thread's message as it stands. */
+HRESULT dism_api_fail_last(const char *func, HRESULT hr);
+/* The same for a negative errno (dism_hr_from_errno). */
+HRESULT dism_api_fail_errno(const char *func, int neg_errno);
+/* The message DismGetLastErrorMessage returns. */
+const char *dism_published_error(void);
+
+/* A negative errno as the HRESULT DISM gives: -ENOENT ERROR_FILE_NOT_FOUND,
+ * -EACCES/-EPERM E_ACCESSDENIED, -EROFS ERROR_WRITE_PROTECT, -ENOSPC
+ * ERROR_DISK_FULL, -EBUSY ERROR_BUSY, -ETXTBSY ERROR_SHARING_VIOLATION,
+ * -ENOMEM E_OUTOFMEMORY, -ENOTSUP ERROR_NOT_SUPPORTED, -EINVAL E_INVALIDARG,
+ * -ECANCELED ERROR_CANCELLED, -EUCLEAN/-EBADMSG ERROR_FILE_CORRUPT, -ESRCH
+ * (no such image in a WIM) DISMAPI_E_INVALID_IMAGE_INDEX, else E_FAIL. */
 HRESULT dism_hr_from_errno(int neg_errno);
+
 /* A required path argument as UTF-8 (malloc'd); E_INVALIDARG if NULL, empty
  * or not valid Unicode. */
 HRESULT dism_path_arg(const char *func, PCWSTR w, const char *what, char **out);

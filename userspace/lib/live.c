@@ -92,11 +92,10 @@ udev_announce(const struct dism_attach *a)
 }
 
 /* Start the server, attach, mount: the live part of a mount.  On failure
- * everything it started is undone and an API error is published. */
-HRESULT
+ * everything it started is undone; the message says why it failed. */
+int
 dism_bring_up(struct dism_op *o, struct dism_record *r, const struct dism_live *l)
 {
-  HRESULT hr = S_OK;
   bool server_up = false, attached = false;
   int rc;
 
@@ -104,14 +103,12 @@ dism_bring_up(struct dism_op *o, struct dism_record *r, const struct dism_live *
   pid_t pid = 0;
   rc = dism_server_start(r, l, method == DISM_ATTACH_LOOP, &pid, r->server_cmd,
                          sizeof r->server_cmd);
-  if (rc < 0) {
-    hr = dism_api_fail(o->func, dism_hr_from_errno(rc), "%s", dism_last_error());
+  if (rc < 0)
     goto out;
-  }
   server_up = true;
   dism_op_progress(o, 20);
   if (dism_op_cancelled(o)) {
-    hr = dism_op_cancel_result(o, "after the image server started");
+    rc = dism_op_cancel_error(o, "after the image server started");
     goto out;
   }
 
@@ -127,8 +124,7 @@ dism_bring_up(struct dism_op *o, struct dism_record *r, const struct dism_live *
   memset(&r->attach, 0, sizeof r->attach);
   rc = dism_attach(&req, &r->attach);
   if (rc < 0) {
-    hr = dism_api_fail(o->func, dism_hr_from_errno(rc), "Cannot attach %s as a block device: %s",
-                       r->image, dism_last_error());
+    dism_set_error("Cannot attach %s as a block device: %s", r->image, dism_last_error());
     goto out;
   }
   r->have_attach = attached = true;
@@ -142,28 +138,30 @@ dism_bring_up(struct dism_op *o, struct dism_record *r, const struct dism_live *
   else
     udev_announce(&r->attach);
   if (dism_op_cancelled(o)) {
-    hr = dism_op_cancel_result(o, "after the disk was attached");
+    rc = dism_op_cancel_error(o, "after the disk was attached");
     goto out;
   }
 
   rc = dism_ntfs_mount(r, l);
-  if (rc < 0) {
-    hr = dism_api_fail(o->func, dism_hr_from_errno(rc), "%s", dism_last_error());
+  if (rc < 0)
     goto out;
-  }
   /* LOOP: the loop device now frees itself once the file system lets go,
    * even if the mount is later detached lazily. */
   if (dism_attach_autoclear(&r->attach) < 0)
     dism_log(DISM_LOG_WARN, "cannot set autoclear on %s: %s", r->attach.fs_dev, dism_last_error());
 out:
-  if (FAILED(hr)) {
+  if (rc < 0) {
+    /* The undo may record messages of its own: keep the reason. */
+    char why[2048];
+    snprintf(why, sizeof why, "%s", dism_last_error());
     if (attached && dism_detach(&r->attach) < 0)
       dism_log(DISM_LOG_WARN, "undo: cannot detach %s: %s", r->attach.disk_dev, dism_last_error());
     if (server_up)
       dism_server_stop(l);
     r->have_attach = false;
+    dism_set_error("%s", why);
   }
-  return hr;
+  return rc;
 }
 
 struct commit_relay {

@@ -1,6 +1,5 @@
 /* live.h - the live part of a mount (live.c) and its ntfs-3g mount
- * (ntfs3g.c).  The functions returning HRESULT publish their API error
- * (dism_api_fail) for the calling Dism* function. */
+ * (ntfs3g.c).  0 or a negative errno with a message (dism-error.h). */
 #ifndef DISM_LIVE_H
 #define DISM_LIVE_H
 
@@ -14,8 +13,8 @@
 int dism_ntfs_mount(const struct dism_record *r, const struct dism_live *l);
 
 /* Start the server, attach, mount: the live part of a mount.  On failure
- * everything it started is undone and an API error is published. */
-HRESULT dism_bring_up(struct dism_op *o, struct dism_record *r, const struct dism_live *l);
+ * everything it started is undone (a cancel: -ECANCELED). */
+int dism_bring_up(struct dism_op *o, struct dism_record *r, const struct dism_live *l);
 /* A mount whose server died (and is not being restarted): fail its NBD
  * device's requests now instead of at the dead-connection timeout. */
 void dism_abort_if_server_dead(const struct dism_record *r, const struct dism_live *l);

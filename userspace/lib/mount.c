@@ -56,7 +56,7 @@ DismMountImage(PCWSTR ImageFilePath, PCWSTR MountPath, UINT ImageIndex, PCWSTR I
     goto out;
   lock_fd = dism_registry_lock();
   if (lock_fd < 0) {
-    hr = dism_api_fail(func, dism_hr_from_errno(lock_fd), "%s", dism_last_error());
+    hr = dism_api_fail_errno(func, lock_fd);
     goto out;
   }
   if (FAILED(hr = dism_validate_against_registry(func, r)))
@@ -73,7 +73,7 @@ DismMountImage(PCWSTR ImageFilePath, PCWSTR MountPath, UINT ImageIndex, PCWSTR I
     rc = dism_mkdir_p(l.dir, 0700);
   }
   if (rc < 0) {
-    hr = dism_api_fail(func, dism_hr_from_errno(rc), "%s", dism_last_error());
+    hr = dism_api_fail_errno(func, rc);
     goto out;
   }
   live_made = true;
@@ -95,22 +95,26 @@ DismMountImage(PCWSTR ImageFilePath, PCWSTR MountPath, UINT ImageIndex, PCWSTR I
            r->index, r->mount_dir, r->mode == DISM_MODE_RO ? "read-only" : "read/write");
   /* live.conf names the volume before it exists: cleanup can remove it. */
   if (dism_record_write_path(l.live_conf, r) < 0) {
-    hr = dism_api_fail(func, E_FAIL, "%s", dism_last_error());
+    hr = dism_api_fail_last(func, E_FAIL);
     goto out;
   }
   if (dism_record_is_wim(r)) {
-    if (FAILED(hr = dism_wim_build_volume(&o, r, &wi, (Flags & DISM_MOUNT_OPTIMIZE) != 0)))
+    if ((rc = dism_wim_build_volume(&o, r, &wi, (Flags & DISM_MOUNT_OPTIMIZE) != 0)) < 0) {
+      hr = dism_api_fail_errno(func, rc);
       goto out;
-    /* bring_up's 0..100 becomes 60..100. */
+    }
+    /* dism_bring_up's 0..100 becomes 60..100. */
     o.from = 60;
     o.span = 40;
   }
-  if (FAILED(hr = dism_bring_up(&o, r, &l)))
+  if ((rc = dism_bring_up(&o, r, &l)) < 0) {
+    hr = dism_api_fail_errno(func, rc);
     goto out;
+  }
   up = true;
   snprintf(r->state, sizeof r->state, "mounted");
   if ((rc = dism_record_write(r)) < 0) {
-    hr = dism_api_fail(func, dism_hr_from_errno(rc), "%s", dism_last_error());
+    hr = dism_api_fail_errno(func, rc);
     goto out;
   }
   dism_log(DISM_LOG_INFO, "%s: mounted %s at %s (%s)", func, r->image, r->mount_dir,
@@ -168,7 +172,7 @@ lock_and_find_mount(const char *func, const char *dir, HRESULT not_found,
     return dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
   *lock_fd = dism_registry_lock();
   if (*lock_fd < 0)
-    return dism_api_fail(func, dism_hr_from_errno(*lock_fd), "%s", dism_last_error());
+    return dism_api_fail_errno(func, *lock_fd);
   if (find_mount(dir, *out) < 0)
     return dism_api_fail(func, not_found, "%s %s", dir, what);
   return S_OK;
@@ -252,8 +256,8 @@ DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
     struct dism_live wl;
     dism_live_paths(r->id, &wl);
     dism_server_stop(&wl);
-    if (commit && FAILED(hr = dism_wim_commit_volume(&o, r, Flags, 20, 70))) {
-      hr = dism_api_fail(func, hr, "%s. The WIM is unchanged; the changes are kept in %s: the "
+    if (commit && (rc = dism_wim_commit_volume(&o, r, Flags, 20, 70)) < 0) {
+      hr = dism_api_fail(func, dism_hr_from_errno(rc), "%s. The WIM is unchanged; the changes are kept in %s: the "
                          "mount needs a remount (/Remount-Image) to retry, or an unmount with "
                          "/Discard.", dism_last_error(), r->volume);
       snprintf(r->state, sizeof r->state, "commit-failed");
@@ -284,7 +288,7 @@ DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
     dism_log(DISM_LOG_WARN, "cannot remove %s: %s", r->volume, strerror(errno));
   dism_remove_flat_dir(l.dir);
   if ((rc = dism_record_remove(r->id)) < 0) {
-    hr = dism_api_fail(func, dism_hr_from_errno(rc), "%s", dism_last_error());
+    hr = dism_api_fail_errno(func, rc);
     goto out;
   }
   dism_log(DISM_LOG_INFO, "%s: %s unmounted", func, r->mount_dir);
@@ -341,17 +345,19 @@ DismRemountImage(PCWSTR MountPath)
     goto out;
   }
   if ((rc = dism_mkdir_p(l.dir, 0700)) < 0) {
-    hr = dism_api_fail(func, dism_hr_from_errno(rc), "%s", dism_last_error());
+    hr = dism_api_fail_errno(func, rc);
     goto out;
   }
   dism_record_write_path(l.live_conf, r);
   dism_log(DISM_LOG_INFO, "%s: remounting %s at %s", func, r->image, r->mount_dir);
-  if (FAILED(hr = dism_bring_up(&o, r, &l)))
+  if ((rc = dism_bring_up(&o, r, &l)) < 0) {
+    hr = dism_api_fail_errno(func, rc);
     goto out;
+  }
   snprintf(r->state, sizeof r->state, "mounted");
   if ((rc = dism_record_write(r)) < 0) {
     dism_teardown_live(r, true);
-    hr = dism_api_fail(func, dism_hr_from_errno(rc), "%s", dism_last_error());
+    hr = dism_api_fail_errno(func, rc);
     goto out;
   }
   dism_log(DISM_LOG_INFO, "%s: remounted %s at %s", func, r->image, r->mount_dir);
@@ -393,7 +399,7 @@ DismCommitImage(DismSession Session, DWORD Flags, HANDLE CancelEvent,
     return dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
   lock_fd = dism_registry_lock();
   if (lock_fd < 0) {
-    hr = dism_api_fail(func, dism_hr_from_errno(lock_fd), "%s", dism_last_error());
+    hr = dism_api_fail_errno(func, lock_fd);
     goto out;
   }
   if (dism_record_read(mount_id, r) < 0) {
@@ -460,7 +466,7 @@ DismCleanupMountpoints(void)
     return dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
   lock_fd = dism_registry_lock();
   if (lock_fd < 0) {
-    hr = dism_api_fail(func, dism_hr_from_errno(lock_fd), "%s", dism_last_error());
+    hr = dism_api_fail_errno(func, lock_fd);
     goto out;
   }
   int rc = dism_record_list(&ids, &n);

@@ -1,6 +1,7 @@
 /* operation.c - the progress callback and cancel event of one API call
  * (struct dism_op): progress is reported from the calling thread between steps;
  * cancel is polled there too. */
+#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 
@@ -42,11 +43,16 @@ dism_op_cancelled(struct dism_op *o)
   return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
 }
 
+int
+dism_op_cancel_error(struct dism_op *o, const char *stage)
+{
+  dism_log(DISM_LOG_INFO, "%s: cancelled %s", o->func, stage);
+  dism_set_error("The operation was cancelled (%s); everything it had done was undone.", stage);
+  return -ECANCELED;
+}
+
 HRESULT
 dism_op_cancel_result(struct dism_op *o, const char *stage)
 {
-  dism_log(DISM_LOG_INFO, "%s: cancelled %s", o->func, stage);
-  return dism_api_fail(o->func, HRESULT_FROM_WIN32(ERROR_CANCELLED),
-                       "The operation was cancelled (%s); everything it had done was undone.",
-                       stage);
+  return dism_api_fail_errno(o->func, dism_op_cancel_error(o, stage));
 }

@@ -24,7 +24,9 @@ HRESULT dism_op_init(struct dism_op *o, const char *func, HANDLE cancel,
 void dism_op_progress(struct dism_op *o, UINT current);
 /* Has the cancel event been signalled? */
 bool dism_op_cancelled(struct dism_op *o);
-/* Fail the call as cancelled at stage (ERROR_CANCELLED, message published). */
+/* Cancelled at stage: log it, record the message, return -ECANCELED. */
+int dism_op_cancel_error(struct dism_op *o, const char *stage);
+/* The same as the API's result (ERROR_CANCELLED, message published). */
 HRESULT dism_op_cancel_result(struct dism_op *o, const char *stage);
 
 #endif

@@ -77,11 +77,13 @@ validate_wim(const char *func, UINT index, PCWSTR name, DismImageIdentifier iden
   if (flags & DISM_MOUNT_SUPPORT_EA)
     dism_log(DISM_LOG_INFO, "%s: /SupportEa: NTFS extended attributes are kept anyway; ignored",
              func);
-  HRESULT hr = dism_wim_resolve(r->image, (flags & DISM_MOUNT_CHECK_INTEGRITY) != 0,
-                                ident == DismImageName, index, name_utf8, wi);
+  int rc = dism_wim_resolve(r->image, (flags & DISM_MOUNT_CHECK_INTEGRITY) != 0,
+                            ident == DismImageName, index, name_utf8, wi);
   free(name_utf8);
-  if (FAILED(hr))
-    return dism_api_fail(func, hr, "%s", dism_last_error());
+  if (rc == -ESRCH && ident == DismImageName)
+    return dism_api_fail_last(func, DISMAPI_E_INVALID_IMAGE_NAME);
+  if (rc < 0)
+    return dism_api_fail_errno(func, rc);
   r->index = wi->index;
   snprintf(r->image_name, sizeof r->image_name, "%s", wi->name);
   snprintf(r->format, sizeof r->format, "wim");
@@ -156,8 +158,10 @@ dism_validate_mount_args(const char *func, const char *image_arg, const char *di
   struct disk *d = NULL;
   struct disk_open_opts opts = { .readonly = true };
   int rc = disk_open(r->image, &opts, &d);
-  if (rc < 0)
-    return dism_api_fail(func, HRESULT_FROM_WIN32(1392L), "%s", disk_last_error());
+  if (rc < 0) {
+    dism_error_from_engine(rc);
+    return dism_api_fail_last(func, HRESULT_FROM_WIN32(ERROR_FILE_CORRUPT));
+  }
   struct disk_info di;
   rc = disk_info(d, &di);
   bool format_ok = rc == 0 && strcmp(di.format, r->format) == 0;
@@ -165,7 +169,7 @@ dism_validate_mount_args(const char *func, const char *image_arg, const char *di
   snprintf(found, sizeof found, "%s", rc == 0 ? di.format : "unknown");
   disk_close(d);
   if (!format_ok)
-    return dism_api_fail(func, HRESULT_FROM_WIN32(1392L),
+    return dism_api_fail(func, HRESULT_FROM_WIN32(ERROR_FILE_CORRUPT),
                          "%s: the extension says %s but the file holds a %s image.", r->image,
                          r->format, found);
   if (r->mode == DISM_MODE_RW && access(r->image, W_OK) < 0)
@@ -231,7 +235,7 @@ dism_validate_against_registry(const char *func, const struct dism_record *r)
       goto out;
     }
     if (r->mode == DISM_MODE_RW) {
-      hr = dism_api_fail(func, HRESULT_FROM_WIN32(32L) /* ERROR_SHARING_VIOLATION */,
+      hr = dism_api_fail(func, HRESULT_FROM_WIN32(ERROR_SHARING_VIOLATION),
                          "%s is mounted read-only at %s: unmount it before mounting the image "
                          "read/write.", r->image, other->mount_dir);
       goto out;

@@ -14,7 +14,6 @@
 #include "wim-mount.h"
 #include "wim.h"
 
-/* ---- WIM: the synthesized volume, and capture back into the WIM ---------------- */
 struct wim_relay {
   struct dism_op *o;
   UINT from, span, last;
@@ -34,7 +33,7 @@ wim_relay_progress(unsigned percent, void *opaque)
 }
 
 /* Build the mount's volume file from its WIM image (progress 5..60). */
-HRESULT
+int
 dism_wim_build_volume(struct dism_op *o, struct dism_record *r, const struct dism_wim_image *wi,
                       bool optimize)
 {
@@ -46,30 +45,28 @@ dism_wim_build_volume(struct dism_op *o, struct dism_record *r, const struct dis
    * refuse now rather than after minutes of extraction (and a WIM whose
    * XML claims terabytes gets no terabyte volume). */
   if (statvfs(dism_config()->scratch_dir, &fs) == 0 &&
-      need > (uint64_t) fs.f_bavail * fs.f_frsize)
-    return dism_api_fail(o->func, HRESULT_FROM_WIN32(ERROR_DISK_FULL),
-                         "There is not enough space in the scratch directory %s for image "
-                         "%u of %s: its files take about %llu MiB (by the WIM's XML), "
-                         "%llu MiB are free.", dism_config()->scratch_dir, r->index, r->image,
-                         (unsigned long long) (need >> 20),
-                         (unsigned long long) (((uint64_t) fs.f_bavail * fs.f_frsize) >> 20));
+      need > (uint64_t) fs.f_bavail * fs.f_frsize) {
+    dism_set_error("There is not enough space in the scratch directory %s for image %u of %s: "
+                   "its files take about %llu MiB (by the WIM's XML), %llu MiB are free.",
+                   dism_config()->scratch_dir, r->index, r->image,
+                   (unsigned long long) (need >> 20),
+                   (unsigned long long) (((uint64_t) fs.f_bavail * fs.f_frsize) >> 20));
+    return -ENOSPC;
+  }
   dism_log(DISM_LOG_INFO, "%s: building the NTFS volume %s (%llu bytes%s) from image %u (%s) "
            "of %s", o->func, r->volume, (unsigned long long) size,
            optimize ? ", /Optimize: no servicing room" : "", r->index, r->image_name, r->image);
   struct wim_relay relay = { o, 5, 55, 5 };
-  HRESULT hr = dism_wim_synthesize(r->image, r->index, size, r->volume, wim_relay_progress,
-                                   &relay);
-  if (hr == HRESULT_FROM_WIN32(ERROR_CANCELLED))
-    return dism_op_cancel_result(o, "while the image was applied to its volume");
-  if (FAILED(hr))
-    return dism_api_fail(o->func, hr, "%s", dism_last_error());
-  return S_OK;
+  int rc = dism_wim_synthesize(r->image, r->index, size, r->volume, wim_relay_progress, &relay);
+  if (rc == -ECANCELED)
+    return dism_op_cancel_error(o, "while the image was applied to its volume");
+  return rc;
 }
 
 /* Capture the (unmounted, detached, unserved) volume into the WIM.  On
  * failure the message is in dism_last_error() (the caller words the API
  * error: what happens to the changes differs). */
-HRESULT
+int
 dism_wim_commit_volume(struct dism_op *o, struct dism_record *r, DWORD flags, UINT from,
                        UINT span)
 {
@@ -80,17 +77,17 @@ dism_wim_commit_volume(struct dism_op *o, struct dism_record *r, DWORD flags, UI
   dism_log(DISM_LOG_INFO, "%s: capturing %s into %s (%s image %u%s)", o->func, r->volume,
            r->image, (flags & DISM_COMMIT_APPEND) ? "append after" : "replace", r->index,
            (flags & DISM_COMMIT_GENERATE_INTEGRITY) ? ", with an integrity table" : "");
-  HRESULT hr = dism_wim_capture(r->image, r->index, r->volume, wflags, wim_relay_progress, &relay,
-                                &written);
-  if (FAILED(hr))
-    return hr;
+  int rc = dism_wim_capture(r->image, r->index, r->volume, wflags, wim_relay_progress, &relay,
+                            &written);
+  if (rc < 0)
+    return rc;
   struct stat st;
   if (stat(r->image, &st) == 0) {
     r->image_dev = (uint64_t) st.st_dev;
     r->image_ino = (uint64_t) st.st_ino;
   }
   dism_log(DISM_LOG_INFO, "%s: committed into image %u of %s", o->func, written, r->image);
-  return S_OK;
+  return 0;
 }
 
 /* DismCommitImage of a WIM mount.  libntfs-3g must read a volume nobody has
@@ -119,20 +116,21 @@ dism_wim_commit_mounted(struct dism_op *o, struct dism_record *r, DWORD flags)
   if (rc < 0)
     hr = dism_api_fail(o->func, dism_hr_from_errno(rc), "%s. Nothing was committed.",
                        dism_last_error());
-  else if (FAILED(hr = dism_wim_commit_volume(o, r, flags, 5, 80)))
-    hr = dism_api_fail(o->func, hr, "%s. The WIM is unchanged; the changes stay in the mount.",
+  else if ((rc = dism_wim_commit_volume(o, r, flags, 5, 80)) < 0)
+    hr = dism_api_fail(o->func, dism_hr_from_errno(rc),
+                       "%s. The WIM is unchanged; the changes stay in the mount.",
                        dism_last_error());
   /* Mounted again whatever happened: the changes live in the volume. */
   o->from = 85;
   o->span = 15;
-  HRESULT up = dism_bring_up(o, r, &l);
+  int up = dism_bring_up(o, r, &l);
   o->from = 0;
   o->span = PROGRESS_TOTAL;
   if (dism_record_write(r) < 0)
     dism_log(DISM_LOG_WARN, "cannot update the record of %s: %s", r->mount_dir,
              dism_last_error());
-  if (FAILED(up))
-    return dism_api_fail(o->func, up, "%s The image could not be mounted again at %s: %s; "
+  if (up < 0)
+    return dism_api_fail(o->func, dism_hr_from_errno(up), "%s The image could not be mounted again at %s: %s; "
                          "run /Remount-Image.", SUCCEEDED(hr) ? "The changes were committed." :
                          "Nothing was committed.", r->mount_dir, dism_last_error());
   return hr;

@@ -19,7 +19,7 @@
 
 static pthread_once_t wimlib_once = PTHREAD_ONCE_INIT;
 
-/* wimlib must never print: libdism reports through HRESULTs and the log. */
+/* wimlib must never print: libdism reports through its messages and log. */
 static void
 wimlib_setup(void)
 {
@@ -27,23 +27,25 @@ wimlib_setup(void)
   wimlib_global_init(0);
 }
 
-/* The HRESULT DISM would give for a wimlib error: damaged data is
- * ERROR_FILE_CORRUPT (as for a damaged VHD), a cancel ERROR_CANCELLED. */
-static HRESULT
-hr_from_wimlib(int code)
+/* A wimlib error as the errno whose HRESULT (dism_hr_from_errno) is the one
+ * DISM gives: damaged data -EUCLEAN (ERROR_FILE_CORRUPT, as for a damaged
+ * VHD), a cancel -ECANCELED, a WIM another process writes -ETXTBSY
+ * (ERROR_SHARING_VIOLATION). */
+static int
+errno_from_wimlib(int code)
 {
   switch (code) {
   case WIMLIB_ERR_ABORTED_BY_PROGRESS:
-    return HRESULT_FROM_WIN32(ERROR_CANCELLED);
+    return -ECANCELED;
   case WIMLIB_ERR_NOMEM:
-    return E_OUTOFMEMORY;
+    return -ENOMEM;
   case WIMLIB_ERR_IS_SPLIT_WIM:
   case WIMLIB_ERR_INVALID_PARAM:
-    return E_INVALIDARG;
+    return -EINVAL;
   case WIMLIB_ERR_ALREADY_LOCKED:
-    return HRESULT_FROM_WIN32(32L); /* ERROR_SHARING_VIOLATION */
+    return -ETXTBSY;
   case WIMLIB_ERR_WIM_IS_READONLY:
-    return E_ACCESSDENIED;
+    return -EACCES;
   case WIMLIB_ERR_DECOMPRESSION:
   case WIMLIB_ERR_INTEGRITY:
   case WIMLIB_ERR_INVALID_CHUNK_SIZE:
@@ -65,49 +67,49 @@ hr_from_wimlib(int code)
   case WIMLIB_ERR_WIM_IS_ENCRYPTED:
   case WIMLIB_ERR_WIM_IS_INCOMPLETE:
   case WIMLIB_ERR_INVALID_XATTR:
-    return HRESULT_FROM_WIN32(1392L); /* ERROR_FILE_CORRUPT */
+    return -EUCLEAN;
   default:
-    return E_FAIL;
+    return -EIO;
   }
 }
 
-static HRESULT
+static int
 wim_fail(int code, const char *fmt_what, const char *wim)
 {
   char what[4600];
   snprintf(what, sizeof what, fmt_what, wim);
   dism_set_error("%s: %s (wimlib error %d)", what, wimlib_get_error_string(code), code);
-  return hr_from_wimlib(code);
+  return errno_from_wimlib(code);
 }
 
-static HRESULT
+static int
 wim_open(const char *wim, int flags, WIMStruct **out, wimlib_progress_func_t fn, void *ctx)
 {
   pthread_once(&wimlib_once, wimlib_setup);
   *out = NULL;
   if (dism_has_ext(wim, ".swm")) {
     dism_set_error("%s is a split WIM (.swm): split WIM files cannot be mounted.", wim);
-    return E_INVALIDARG;
+    return -EINVAL;
   }
   struct stat st;
   if (stat(wim, &st) < 0 && errno == ENOENT) {
     dism_set_error("The WIM file %s does not exist.", wim);
-    return HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND);
+    return -ENOENT;
   }
   int rc = wimlib_open_wim_with_progress(wim, flags | WIMLIB_OPEN_FLAG_ERROR_IF_SPLIT, out, fn,
                                          ctx);
   if (rc == WIMLIB_ERR_IS_SPLIT_WIM) {
     dism_set_error("%s is a part of a split WIM: split WIM files cannot be mounted.", wim);
-    return E_INVALIDARG;
+    return -EINVAL;
   }
   if (rc == WIMLIB_ERR_INTEGRITY) {
     dism_set_error("%s failed its integrity check: the file is damaged (its integrity table "
                    "does not match its contents).", wim);
-    return HRESULT_FROM_WIN32(1392L);
+    return -EUCLEAN;
   }
   if (rc)
     return wim_fail(rc, "%s cannot be opened as a WIM file", wim);
-  return S_OK;
+  return 0;
 }
 
 /* ---- image details ----------------------------------------------------------- */
@@ -168,21 +170,21 @@ image_details(WIMStruct *w, int image, struct dism_wim_image *out)
   out->modified = prop_time(w, image, "LASTMODIFICATIONTIME");
 }
 
-HRESULT
+int
 dism_wim_list(const char *wim, struct dism_wim_image **images, unsigned *count)
 {
   WIMStruct *w = NULL;
   struct wimlib_wim_info info;
   *images = NULL;
   *count = 0;
-  HRESULT hr = wim_open(wim, 0, &w, NULL, NULL);
-  if (FAILED(hr))
-    return hr;
+  int rc = wim_open(wim, 0, &w, NULL, NULL);
+  if (rc < 0)
+    return rc;
   wimlib_get_wim_info(w, &info);
   struct dism_wim_image *list = calloc(info.image_count ? info.image_count : 1, sizeof *list);
   if (!list) {
     dism_set_error("out of memory");
-    hr = E_OUTOFMEMORY;
+    rc = -ENOMEM;
     goto out;
   }
   for (unsigned i = 0; i < info.image_count; i++) {
@@ -193,24 +195,23 @@ dism_wim_list(const char *wim, struct dism_wim_image **images, unsigned *count)
   *count = info.image_count;
 out:
   wimlib_free(w);
-  return hr;
+  return rc;
 }
 
-HRESULT
+int
 dism_wim_resolve(const char *wim, bool check_integrity, bool by_name, unsigned index,
                  const char *name, struct dism_wim_image *image)
 {
   WIMStruct *w = NULL;
   struct wimlib_wim_info info;
-  HRESULT hr = wim_open(wim, check_integrity ? WIMLIB_OPEN_FLAG_CHECK_INTEGRITY : 0, &w, NULL,
-                        NULL);
-  if (FAILED(hr))
-    return hr;
+  int rc = wim_open(wim, check_integrity ? WIMLIB_OPEN_FLAG_CHECK_INTEGRITY : 0, &w, NULL, NULL);
+  if (rc < 0)
+    return rc;
   wimlib_get_wim_info(w, &info);
   if (info.total_parts != 1 || info.part_number != 1) {
     dism_set_error("%s is part %u of a split WIM of %u parts: split WIM files cannot be "
                    "mounted.", wim, (unsigned) info.part_number, (unsigned) info.total_parts);
-    hr = E_INVALIDARG;
+    rc = -EINVAL;
     goto out;
   }
   if (check_integrity && !info.has_integrity_table)
@@ -223,14 +224,14 @@ dism_wim_resolve(const char *wim, bool check_integrity, bool by_name, unsigned i
         found = i;
     if (!found) {
       dism_set_error("%s has no image named \"%s\".", wim, name ? name : "");
-      hr = DISMAPI_E_INVALID_IMAGE_NAME;
+      rc = -ESRCH;
       goto out;
     }
   } else {
     if (index == 0 || index > info.image_count) {
       dism_set_error("%s: index %u is not valid: the WIM holds %u image(s).", wim, index,
                      (unsigned) info.image_count);
-      hr = DISMAPI_E_INVALID_IMAGE_INDEX;
+      rc = -ESRCH;
       goto out;
     }
     found = index;
@@ -238,7 +239,7 @@ dism_wim_resolve(const char *wim, bool check_integrity, bool by_name, unsigned i
   image_details(w, (int) found, image);
 out:
   wimlib_free(w);
-  return hr;
+  return rc;
 }
 
 /* The figures come from the XML: saturate (at 2^62, so the sizes below
@@ -286,19 +287,19 @@ mkntfs_path(void)
   return dism_find_tool("DISM_MKNTFS", candidates);
 }
 
-static HRESULT
+static int
 make_volume(const char *volume, uint64_t size, const char *wim)
 {
   const char *mkntfs = mkntfs_path();
   if (!mkntfs) {
     dism_set_error("mkntfs is not installed (package ntfs-3g): it is needed to mount %s", wim);
-    return HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND);
+    return -ENOENT;
   }
   int fd = open(volume, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) {
     int e = errno;
     dism_set_error("cannot create the volume file %s for %s: %s", volume, wim, strerror(e));
-    return dism_hr_from_errno(-e);
+    return -e;
   }
   /* Sparse: only what mkntfs and the extraction write takes space.  Any
    * failure from here on removes the file again. */
@@ -308,7 +309,7 @@ make_volume(const char *volume, uint64_t size, const char *wim)
     unlink(volume);
     dism_set_error("cannot size the volume file %s to %llu bytes: %s", volume,
                    (unsigned long long) size, strerror(-rc));
-    return dism_hr_from_errno(rc);
+    return rc;
   }
   /* -F: a file, not a block device; -Q: no zeroing (the file is sparse). */
   const char *argv[] = { mkntfs, "-F", "-Q", "-q", volume, NULL };
@@ -318,9 +319,9 @@ make_volume(const char *volume, uint64_t size, const char *wim)
     unlink(volume);
     dism_set_error("mkntfs could not format the volume file %s for %s (exit %d): %s", volume,
                    wim, rc, output[0] ? output : "(no output)");
-    return E_FAIL;
+    return -EIO;
   }
-  return S_OK;
+  return 0;
 }
 
 struct progress_relay {
@@ -443,7 +444,7 @@ extract_progress(enum wimlib_progress_msg msg, union wimlib_progress_info *info,
   return p->cancelled ? WIMLIB_PROGRESS_STATUS_ABORT : WIMLIB_PROGRESS_STATUS_CONTINUE;
 }
 
-HRESULT
+int
 dism_wim_synthesize(const char *wim, unsigned index, uint64_t size, const char *volume,
                     dism_wim_progress_fn progress, void *opaque)
 {
@@ -451,17 +452,17 @@ dism_wim_synthesize(const char *wim, unsigned index, uint64_t size, const char *
   struct writeback wb = { .fd = -1 };
   WIMStruct *w = NULL;
   bool made = false;
-  HRESULT hr = wim_open(wim, 0, &w, NULL, NULL);
-  if (FAILED(hr))
+  int rc = wim_open(wim, 0, &w, NULL, NULL);
+  if (rc < 0)
     goto out;
-  hr = make_volume(volume, size, wim);
-  if (FAILED(hr))
+  rc = make_volume(volume, size, wim);
+  if (rc < 0)
     goto out;
   made = true;
   relay(&p, 1, 1, true);
   if (p.cancelled) {
     dism_set_error("cancelled while the volume for %s was being made", wim);
-    hr = HRESULT_FROM_WIN32(ERROR_CANCELLED);
+    rc = -ECANCELED;
     goto out;
   }
   p.from = 5;
@@ -471,26 +472,26 @@ dism_wim_synthesize(const char *wim, unsigned index, uint64_t size, const char *
   wimlib_register_progress_function(w, extract_progress, &p);
   /* NORPFIX: reparse data goes to the volume exactly as the WIM holds it
    * (capture uses NORPFIX too), so a round trip does not change it. */
-  int rc = wimlib_extract_image(w, (int) index, volume,
-                                WIMLIB_EXTRACT_FLAG_NTFS | WIMLIB_EXTRACT_FLAG_NORPFIX);
+  int wrc = wimlib_extract_image(w, (int) index, volume,
+                                 WIMLIB_EXTRACT_FLAG_NTFS | WIMLIB_EXTRACT_FLAG_NORPFIX);
   writeback_stop(&wb);
-  if (rc == WIMLIB_ERR_ABORTED_BY_PROGRESS) {
+  if (wrc == WIMLIB_ERR_ABORTED_BY_PROGRESS) {
     dism_set_error("cancelled while image %u of %s was being applied", index, wim);
-    hr = HRESULT_FROM_WIN32(ERROR_CANCELLED);
+    rc = -ECANCELED;
     goto out;
   }
-  if (rc) {
+  if (wrc) {
     char what[128];
     snprintf(what, sizeof what, "image %u of %%s cannot be applied to an NTFS volume", index);
-    hr = wim_fail(rc, what, wim);
+    rc = wim_fail(wrc, what, wim);
     goto out;
   }
 out:
-  if (FAILED(hr) && made)
+  if (rc < 0 && made)
     unlink(volume);
   if (w)
     wimlib_free(w);
-  return hr;
+  return rc;
 }
 
 /* ---- capture ------------------------------------------------------------------ */
@@ -536,7 +537,7 @@ append_name(WIMStruct *w, const char *base, char *out, size_t cap)
   return -EEXIST;
 }
 
-HRESULT
+int
 dism_wim_capture(const char *wim, unsigned index, const char *volume, unsigned flags,
                  dism_wim_progress_fn progress, void *opaque, unsigned *new_index)
 {
@@ -544,29 +545,28 @@ dism_wim_capture(const char *wim, unsigned index, const char *volume, unsigned f
   WIMStruct *w = NULL;
   struct wimlib_wim_info info;
   char name[600], description[1100];
-  HRESULT hr = wim_open(wim, WIMLIB_OPEN_FLAG_WRITE_ACCESS, &w, capture_progress, &p);
-  if (FAILED(hr))
+  int rc = wim_open(wim, WIMLIB_OPEN_FLAG_WRITE_ACCESS, &w, capture_progress, &p);
+  if (rc < 0)
     goto out;
   wimlib_get_wim_info(w, &info);
   if (index == 0 || index > info.image_count) {
     dism_set_error("%s no longer holds image %u (it holds %u): the changes cannot be "
                    "committed into it.", wim, index, (unsigned) info.image_count);
-    hr = DISMAPI_E_INVALID_IMAGE_INDEX;
+    rc = -ESRCH;
     goto out;
   }
   p.scan_total = prop_num(w, (int) index, "TOTALBYTES", 10);
   int add_flags = WIMLIB_ADD_FLAG_NTFS | WIMLIB_ADD_FLAG_NORPFIX | WIMLIB_ADD_FLAG_VERBOSE;
-  int rc;
+  int wrc;
   if (flags & DISM_WIM_COMMIT_APPEND) {
     snprintf(description, sizeof description, "%s", prop(w, (int) index, "DESCRIPTION"));
-    if (append_name(w, prop(w, (int) index, "NAME"), name, sizeof name) < 0) {
+    if ((rc = append_name(w, prop(w, (int) index, "NAME"), name, sizeof name)) < 0) {
       dism_set_error("%s: no free name for the appended image", wim);
-      hr = E_FAIL;
       goto out;
     }
-    rc = wimlib_add_image(w, volume, name, NULL, add_flags);
-    if (rc == 0 && description[0])
-      rc = wimlib_set_image_property(w, (int) info.image_count + 1, "DESCRIPTION", description);
+    wrc = wimlib_add_image(w, volume, name, NULL, add_flags);
+    if (wrc == 0 && description[0])
+      wrc = wimlib_set_image_property(w, (int) info.image_count + 1, "DESCRIPTION", description);
     *new_index = info.image_count + 1;
   } else {
     /* Same index, name, description and other XML: empty the image's tree,
@@ -582,11 +582,11 @@ dism_wim_capture(const char *wim, unsigned index, const char *volume, unsigned f
     cmds[1].add.fs_source_path = (char *) volume;
     cmds[1].add.wim_target_path = (char *) WIMLIB_WIM_ROOT_PATH;
     cmds[1].add.add_flags = add_flags;
-    rc = wimlib_update_image(w, (int) index, cmds, 2, 0);
+    wrc = wimlib_update_image(w, (int) index, cmds, 2, 0);
     *new_index = index;
   }
-  if (rc) {
-    hr = wim_fail(rc, "the mounted volume cannot be captured into %s", wim);
+  if (wrc) {
+    rc = wim_fail(wrc, "the mounted volume cannot be captured into %s", wim);
     goto out;
   }
   /* Append mode (never REBUILD): new data, metadata, tables and XML go
@@ -595,9 +595,9 @@ dism_wim_capture(const char *wim, unsigned index, const char *volume, unsigned f
   int write_flags = WIMLIB_WRITE_FLAG_FSYNC;
   if (flags & DISM_WIM_COMMIT_INTEGRITY)
     write_flags |= WIMLIB_WRITE_FLAG_CHECK_INTEGRITY;
-  rc = wimlib_overwrite(w, write_flags, 0);
-  if (rc) {
-    hr = wim_fail(rc, "the changes cannot be written into %s", wim);
+  wrc = wimlib_overwrite(w, write_flags, 0);
+  if (wrc) {
+    rc = wim_fail(wrc, "the changes cannot be written into %s", wim);
     goto out;
   }
   p.from = 100;
@@ -606,5 +606,5 @@ dism_wim_capture(const char *wim, unsigned index, const char *volume, unsigned f
 out:
   if (w)
     wimlib_free(w);
-  return hr;
+  return rc;
 }

@@ -6,16 +6,17 @@
  * served and mounted like a raw whole-disk NTFS.  Commit captures the volume
  * back into the WIM (WIMLIB_ADD_FLAG_NTFS) in place or as a new image.
  *
- * Every function returns an HRESULT (S_OK or the code DISM uses) and, on
- * failure, a message naming the WIM and the problem (dism_set_error).
- * Nothing here prints. */
+ * Every function returns 0 or a negative errno chosen so that the API edge
+ * gives the HRESULT DISM gives (dism_hr_from_errno): -ENOENT a missing WIM
+ * or mkntfs, -EINVAL a split WIM, -EUCLEAN a damaged WIM, -ETXTBSY a WIM
+ * another process writes, -ESRCH no image of that index or name, -ECANCELED
+ * a cancel; on failure a message names the WIM and the problem
+ * (dism_set_error).  Nothing here prints. */
 #ifndef DISM_WIM_H
 #define DISM_WIM_H
 
 #include <stdbool.h>
 #include <stdint.h>
-
-#include "DismApi.h"
 
 /* One image of a WIM, from its header and XML document. */
 struct dism_wim_image {
@@ -33,14 +34,14 @@ struct dism_wim_image {
 };
 
 /* All images of a WIM (*images malloc'd, free()).  Split WIMs are refused. */
-HRESULT dism_wim_list(const char *wim, struct dism_wim_image **images, unsigned *count);
+int dism_wim_list(const char *wim, struct dism_wim_image **images, unsigned *count);
 
 /* Open a WIM for mounting: refuse split WIMs, verify the integrity table if
  * check_integrity (a WIM without one is accepted: nothing to verify, logged),
  * and resolve the image: by index (by_name false) or by name.  *image gets
  * that image's details. */
-HRESULT dism_wim_resolve(const char *wim, bool check_integrity, bool by_name, unsigned index,
-                         const char *name, struct dism_wim_image *image);
+int dism_wim_resolve(const char *wim, bool check_integrity, bool by_name, unsigned index,
+                     const char *name, struct dism_wim_image *image);
 
 /* Progress in percent; return true to cancel (cancel honoured where the
  * function says so). */
@@ -54,10 +55,10 @@ uint64_t dism_wim_volume_size(const struct dism_wim_image *image, bool optimize)
 uint64_t dism_wim_volume_need(const struct dism_wim_image *image);
 
 /* Build the NTFS volume file `volume` (must not exist) holding image `index`
- * of `wim`.  Cancellable (-> HRESULT_FROM_WIN32(ERROR_CANCELLED)); on any
+ * of `wim`.  Cancellable (-> -ECANCELED); on any
  * failure the volume file is removed. */
-HRESULT dism_wim_synthesize(const char *wim, unsigned index, uint64_t size, const char *volume,
-                            dism_wim_progress_fn progress, void *opaque);
+int dism_wim_synthesize(const char *wim, unsigned index, uint64_t size, const char *volume,
+                        dism_wim_progress_fn progress, void *opaque);
 
 #define DISM_WIM_COMMIT_APPEND    0x1u  /* a new last image instead of replacing */
 #define DISM_WIM_COMMIT_INTEGRITY 0x2u  /* write an integrity table */
@@ -67,7 +68,7 @@ HRESULT dism_wim_synthesize(const char *wim, unsigned index, uint64_t size, cons
  * of the image written).  Written by appending to the WIM and then
  * rewriting its header, so an interrupted commit leaves the WIM as it was.
  * Not cancellable. */
-HRESULT dism_wim_capture(const char *wim, unsigned index, const char *volume, unsigned flags,
-                         dism_wim_progress_fn progress, void *opaque, unsigned *new_index);
+int dism_wim_capture(const char *wim, unsigned index, const char *volume, unsigned flags,
+                     dism_wim_progress_fn progress, void *opaque, unsigned *new_index);
 
 #endif
