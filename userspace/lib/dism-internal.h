@@ -178,11 +178,6 @@ void dism_live_paths(const char *id, struct dism_live *l);
 
 /* Is the record a WIM mount (served from its synthesized volume)? */
 bool dism_record_is_wim(const struct dism_record *r);
-/* Status of a record as DismGetMountedImageInfo reports it. */
-DismMountStatus dism_record_status(const struct dism_record *r);
-/* Is the record's file system mounted at its mount dir from its device? */
-bool dism_record_mounted(const struct dism_record *r);
-
 /* ---- the server (server.c) ---------------------------------------------- */
 /* Start dism-nbd-server for a record, under dism-supervise (which restarts
  * it if it dies; $DISM_SUPERVISE names it, "off" runs the server alone);
@@ -208,6 +203,10 @@ int dism_server_commit(const struct dism_live *l, dism_commit_progress_fn fn, vo
 int dism_server_path(char *out, size_t cap);
 
 /* ---- the live mount (live.c) ------------------------------------------- */
+/* Status of a record as DismGetMountedImageInfo reports it. */
+DismMountStatus dism_record_status(const struct dism_record *r);
+/* Is the record's file system mounted at its mount dir from its device? */
+bool dism_record_mounted(const struct dism_record *r);
 /* Undo whatever live state a record (or live.conf) describes: unmount the
  * file system (lazily if force), detach, stop the server.  Never fails
  * half-way silently: returns the first error, continues with the rest only

@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -316,42 +315,7 @@ dism_record_find_by_dir(const char *dir, struct dism_record *r)
 }
 
 bool
-dism_record_mounted(const struct dism_record *r)
-{
-  char source[4096];
-  if (!r->have_attach || !dism_is_mountpoint(r->mount_dir, source, sizeof source))
-    return false;
-  return strcmp(source, r->attach.fs_dev) == 0;
-}
-
-bool
 dism_record_is_wim(const struct dism_record *r)
 {
   return strcmp(r->format, "wim") == 0;
-}
-
-DismMountStatus
-dism_record_status(const struct dism_record *r)
-{
-  struct stat st;
-  bool wim = dism_record_is_wim(r);
-  /* The image gone or replaced, or the mount dir gone: nothing to remount.
-   * A WIM mount is served from its own volume file: that must be there,
-   * and the WIM only needs to exist (a commit of another mount may have
-   * rewritten it). */
-  if (stat(r->image, &st) < 0 || !S_ISREG(st.st_mode) ||
-      (!wim && ((uint64_t) st.st_dev != r->image_dev || (uint64_t) st.st_ino != r->image_ino)))
-    return DismMountStatusInvalid;
-  if (stat(r->mount_dir, &st) < 0 || !S_ISDIR(st.st_mode))
-    return DismMountStatusInvalid;
-  if (wim && (r->volume[0] == '\0' || access(r->volume, F_OK) < 0))
-    return DismMountStatusInvalid;
-  if (!wim && r->mode == DISM_MODE_RW && (r->overlay[0] == '\0' || access(r->overlay, F_OK) < 0))
-    return DismMountStatusInvalid;
-  struct dism_live l;
-  dism_live_paths(r->id, &l);
-  if (strcmp(r->state, "mounted") == 0 && dism_server_pid(&l) > 0 && r->have_attach &&
-      dism_attach_alive(&r->attach) && dism_record_mounted(r))
-    return DismMountStatusOk;
-  return DismMountStatusNeedsRemount;
 }
