@@ -82,8 +82,11 @@ static bool
 supervisor_path(char *out, size_t cap)
 {
   const char *env = getenv("DISM_SUPERVISE");
-  if (env && (strcmp(env, "off") == 0 || strcmp(env, "0") == 0))
+  if (env && (strcmp(env, "off") == 0 || strcmp(env, "0") == 0)) {
+    dism_log(DISM_LOG_WARN, "DISM_SUPERVISE=%s: the image server runs unsupervised (it is not "
+             "restarted if it dies)", env);
     return false;
+  }
   if (env && *env) {
     snprintf(out, cap, "%s", env);
     if (is_executable(out))
@@ -99,15 +102,30 @@ supervisor_path(char *out, size_t cap)
   return false;
 }
 
-/* Does the server's --help mention opt?  Lets libdism work with a server
- * that lacks --control or --fuse-file (then commit/LOOP are unavailable). */
-static bool
-server_has_option(const char *server, const char *opt)
+/* What the server says it supports: `dism-nbd-server --capabilities`
+ * prints one word a line and exits 0.  A server without that option (an
+ * older one) has none: then commit while serving (control) and the
+ * loop-device fallback (fuse-file) are unavailable. */
+struct server_caps {
+  bool control;                  /* --control: COMMIT, SHUTDOWN */
+  bool fuse_file;                /* --fuse-file */
+};
+
+static void
+server_capabilities(const char *server, struct server_caps *caps)
 {
-  const char *const argv[] = { server, "--help", NULL };
-  char buf[16384];
-  (void) dism_run_capture(argv, buf, sizeof buf, DISM_KEEP_HEAD);
-  return strstr(buf, opt) != NULL;
+  const char *const argv[] = { server, "--capabilities", NULL };
+  char buf[4096];
+  memset(caps, 0, sizeof *caps);
+  if (dism_run_capture(argv, buf, sizeof buf, DISM_KEEP_HEAD) != 0)
+    return;
+  char *save = NULL;
+  for (char *w = strtok_r(buf, "\n", &save); w; w = strtok_r(NULL, "\n", &save)) {
+    if (strcmp(w, "control") == 0)
+      caps->control = true;
+    else if (strcmp(w, "fuse-file") == 0)
+      caps->fuse_file = true;
+  }
 }
 
 /* The pid in pidfile, if that process still runs and its command line
@@ -208,21 +226,11 @@ dism_server_pid_wait(const struct dism_live *l)
   return pid;
 }
 
-int
-dism_server_start(const struct dism_record *r, const struct dism_live *l, bool fuse,
-                  pid_t *pid_out, char *cmd_out, size_t cmd_cap)
+/* The server's own command line (argv: 24 entries). */
+static void
+server_argv(const struct dism_record *r, const struct dism_live *l, const char *server, bool fuse,
+            bool control, const char *argv[])
 {
-  char server[PATH_MAX];
-  int rc = dism_server_path(server, sizeof server);
-  if (rc < 0)
-    return rc;
-  bool have_control = server_has_option(server, "--control");
-  if (fuse && !server_has_option(server, "--fuse-file")) {
-    dism_set_error("NBD is not available here and %s has no --fuse-file option for the "
-                   "loop-device fallback", server);
-    return -ENOTSUP;
-  }
-  const char *argv[24];
   int argc = 0;
   argv[argc++] = server;
   /* A WIM mount serves its synthesized volume, a raw whole-disk NTFS that
@@ -242,7 +250,7 @@ dism_server_start(const struct dism_record *r, const struct dism_live *l, bool f
     argv[argc++] = "--fuse-file";
     argv[argc++] = l->fuse_file;
   }
-  if (have_control) {
+  if (control) {
     argv[argc++] = "--control";
     argv[argc++] = l->control_sock;
   }
@@ -250,52 +258,55 @@ dism_server_start(const struct dism_record *r, const struct dism_live *l, bool f
   argv[argc++] = wim ? "raw" : r->format;
   argv[argc++] = wim ? r->volume : r->image;
   argv[argc] = NULL;
-  size_t used = 0;
-  cmd_out[0] = '\0';
-  for (int i = 0; i < argc && used < cmd_cap; i++)
-    used += (size_t) snprintf(cmd_out + used, cmd_cap - used, "%s%s", i ? " " : "", argv[i]);
+}
 
-  /* Under the supervisor: dism-supervise OPTIONS -- SERVER ARGS.  The
-   * backend id is the attach's (mount.c), how it finds the device again. */
-  char supervisor[PATH_MAX], backend_id[64];
-  const char *full[sizeof argv / sizeof argv[0] + 8];
-  const char *const *exec_argv = argv;
-  if (supervisor_path(supervisor, sizeof supervisor)) {
-    int n = 0;
-    snprintf(backend_id, sizeof backend_id, "dism:%s", r->id);
-    full[n++] = supervisor;
-    full[n++] = "--pidfile";
-    full[n++] = l->sup_pidfile;
-    full[n++] = "--backend";
-    full[n++] = backend_id;
-    full[n++] = "--socket";
-    full[n++] = l->nbd_sock;
-    full[n++] = "--";
-    for (int i = 0; i <= argc; i++)
-      full[n++] = argv[i];
-    exec_argv = full;
-  }
+/* Under the supervisor: dism-supervise OPTIONS -- SERVER ARGS into full
+ * (room for argv and 8 more).  The backend id is the attach's (live.c), how
+ * the supervisor finds the device again.  False: no supervisor. */
+static bool
+supervised_argv(const struct dism_record *r, const struct dism_live *l, const char *const argv[],
+                char supervisor[PATH_MAX], char backend_id[64], const char *full[])
+{
+  if (!supervisor_path(supervisor, PATH_MAX))
+    return false;
+  int n = 0;
+  snprintf(backend_id, 64, "dism:%s", r->id);
+  full[n++] = supervisor;
+  full[n++] = "--pidfile";
+  full[n++] = l->sup_pidfile;
+  full[n++] = "--backend";
+  full[n++] = backend_id;
+  full[n++] = "--socket";
+  full[n++] = l->nbd_sock;
+  full[n++] = "--";
+  for (int i = 0; argv[i]; i++)
+    full[n++] = argv[i];
+  full[n] = NULL;
+  return true;
+}
 
-  unlink(l->pidfile);
-  unlink(l->sup_pidfile);
-  unlink(l->nbd_sock);
-  unlink(l->control_sock);
+/* Run argv (the server, or its supervisor) detached, its output appended to
+ * the server log.  Double fork: the program is nobody's child here, so it
+ * never becomes a zombie of a long-lived caller and survives it.  *pid_out:
+ * its pid; server names the server in messages. */
+static int
+spawn_detached(const struct dism_live *l, const char *const argv[], const char *server,
+               pid_t *pid_out)
+{
   int log_fd = open(l->server_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (log_fd < 0) {
-    rc = -errno;
+    int rc = -errno;
     dism_set_error("cannot create %s: %s", l->server_log, strerror(-rc));
     return rc;
   }
   int pid_pipe[2];
   if (pipe2(pid_pipe, O_CLOEXEC) < 0) {
-    rc = -errno;
+    int rc = -errno;
     close(log_fd);
     dism_set_error("pipe: %s", strerror(-rc));
     return rc;
   }
-  /* Double fork: the server is nobody's child here, so it never becomes a
-   * zombie of a long-lived caller and survives it.  Only async-signal-safe
-   * calls between fork and exec. */
+  /* Only async-signal-safe calls between fork and exec. */
   pid_t mid = fork();
   if (mid == 0) {
     setsid();
@@ -306,7 +317,7 @@ dism_server_start(const struct dism_record *r, const struct dism_live *l, bool f
       dup2(log_fd, 1);
       dup2(log_fd, 2);
       syscall(SYS_close_range, 3U, ~0U, 0U);
-      execv(exec_argv[0], (char *const *) exec_argv);
+      execv(argv[0], (char *const *) argv);
       static const char msg[] = "libdism: cannot execute the server\n";
       ssize_t w = write(2, msg, sizeof msg - 1);
       (void) w;
@@ -330,43 +341,86 @@ dism_server_start(const struct dism_record *r, const struct dism_live *l, bool f
     dism_set_error("cannot start %s: fork failed", server);
     return -EAGAIN;
   }
-  /* srv is the supervisor if there is one: the server is its child. */
-  bool supervised = exec_argv != argv;
-  pid_t sup = supervised ? srv : 0;
+  *pid_out = srv;
+  return 0;
+}
 
+/* Wait until the server's pidfile names it (and its control socket exists,
+ * with control); spawned is what spawn_detached started (the supervisor if
+ * supervised).  A server that exits or does not come up in time is killed
+ * (its supervisor first) and its log's tail quoted. */
+static int
+wait_for_server(const struct dism_record *r, const struct dism_live *l, pid_t spawned,
+                bool supervised, bool control, pid_t *pid_out)
+{
   long timeout = env_ms("DISM_SERVER_TIMEOUT_MS", 20000);
   for (long waited = 0;; waited += 20) {
     pid_t up = dism_server_pid(l);
-    if (up > 0 && (supervised || up == srv) &&
-        (!have_control || access(l->control_sock, F_OK) == 0)) {
-      srv = up;
+    if (up > 0 && (supervised || up == spawned) &&
+        (!control || access(l->control_sock, F_OK) == 0)) {
+      *pid_out = up;
+      return 0;
+    }
+    if (pid_gone(spawned) || waited >= timeout)
       break;
-    }
-    if (pid_gone(srv) || waited >= timeout) {
-      char tail[1024];
-      bool died = pid_gone(srv);
-      if (!died) {
-        /* the supervisor first, so that it restarts nothing */
-        pid_t child = supervised ? dism_server_pid(l) : 0;
-        kill(srv, SIGKILL);
-        wait_gone(srv, 2000);
-        if (child > 0) {
-          kill(child, SIGKILL);
-          wait_gone(child, 2000);
-        }
-      }
-      dism_read_tail(l->server_log, tail, sizeof tail);
-      dism_set_error("the image server for %s %s: %s", r->image,
-                     died ? "exited at start" : "did not come up in time",
-                     tail[0] ? tail : "(no output)");
-      return -EIO;
-    }
     sleep_ms(20);
   }
+  char tail[1024];
+  bool died = pid_gone(spawned);
+  if (!died) {
+    /* the supervisor first, so that it restarts nothing */
+    pid_t child = supervised ? dism_server_pid(l) : 0;
+    kill(spawned, SIGKILL);
+    wait_gone(spawned, 2000);
+    if (child > 0) {
+      kill(child, SIGKILL);
+      wait_gone(child, 2000);
+    }
+  }
+  dism_read_tail(l->server_log, tail, sizeof tail);
+  dism_set_error("the image server for %s %s: %s", r->image,
+                 died ? "exited at start" : "did not come up in time",
+                 tail[0] ? tail : "(no output)");
+  return -EIO;
+}
+
+int
+dism_server_start(const struct dism_record *r, const struct dism_live *l, bool fuse,
+                  pid_t *pid_out, char *cmd_out, size_t cmd_cap)
+{
+  char server[PATH_MAX];
+  int rc = dism_server_path(server, sizeof server);
+  if (rc < 0)
+    return rc;
+  struct server_caps caps;
+  server_capabilities(server, &caps);
+  if (fuse && !caps.fuse_file) {
+    dism_set_error("NBD is not available here and %s has no --fuse-file option for the "
+                   "loop-device fallback", server);
+    return -ENOTSUP;
+  }
+  const char *argv[24];
+  server_argv(r, l, server, fuse, caps.control, argv);
+  size_t used = 0;
+  cmd_out[0] = '\0';
+  for (int i = 0; argv[i] && used < cmd_cap; i++)
+    used += (size_t) snprintf(cmd_out + used, cmd_cap - used, "%s%s", i ? " " : "", argv[i]);
+
+  char supervisor[PATH_MAX], backend_id[64];
+  const char *full[sizeof argv / sizeof argv[0] + 8];
+  bool supervised = supervised_argv(r, l, argv, supervisor, backend_id, full);
+  unlink(l->pidfile);
+  unlink(l->sup_pidfile);
+  unlink(l->nbd_sock);
+  unlink(l->control_sock);
+  pid_t spawned = 0, srv = 0;
+  if ((rc = spawn_detached(l, supervised ? full : argv, server, &spawned)) < 0 ||
+      (rc = wait_for_server(r, l, spawned, supervised, caps.control, &srv)) < 0)
+    return rc;
   *pid_out = srv;
   if (supervised)
     dism_log(DISM_LOG_INFO, "Image server started for mount %s: PID %d (supervisor PID %d): %s",
-             r->id, (int) srv, (int) sup, cmd_out);
+             r->id, (int) srv, (int) spawned, cmd_out);
   else
     dism_log(DISM_LOG_INFO, "Image server started for mount %s: PID %d: %s", r->id, (int) srv,
              cmd_out);

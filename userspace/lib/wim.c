@@ -267,11 +267,15 @@ dism_wim_volume_size(const struct dism_wim_image *image, bool optimize)
    * files and cluster rounding), plus room for servicing. */
   uint64_t need = xml_sum(image->total_bytes, image, 5120);
   uint64_t extra = need / 2 > GIB ? need / 2 : GIB;
+  /* DISM_WIM_EXTRA_BYTES: a user setting (dism(8)), logged when it applies. */
   const char *env = getenv("DISM_WIM_EXTRA_BYTES");
-  if (env && *env)
-    extra = strtoull(env, NULL, 10);
-  if (optimize)
+  if (optimize) {
     extra = need / 8;
+  } else if (env && *env) {
+    extra = strtoull(env, NULL, 10);
+    dism_log(DISM_LOG_INFO, "DISM_WIM_EXTRA_BYTES=%s: %llu bytes of servicing room instead of "
+             "max(1 GiB, 50%%)", env, (unsigned long long) extra);
+  }
   uint64_t size = need + extra + 64 * MIB; /* NTFS's own metadata and log */
   return (size + MIB - 1) / MIB * MIB;
 }
