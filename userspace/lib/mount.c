@@ -179,6 +179,64 @@ lock_and_find_mount(const char *func, const char *dir, HRESULT not_found,
 }
 
 /* ---- DismUnmountImage ------------------------------------------------------------ */
+/* Unmount the file system without forcing: open files -> EBUSY ->
+ * DISM_E_PARTIAL_UNMOUNT, nothing changed. */
+static HRESULT
+unmount_fs(const char *func, const struct dism_record *r)
+{
+  if (!dism_record_mounted(r))
+    return S_OK;
+  struct dism_live l;
+  dism_live_paths(r->id, &l);
+  dism_abort_if_server_dead(r, &l);
+  dism_flush_mount(r);
+  if (umount2(r->mount_dir, 0) < 0) {
+    int e = errno;
+    if (e == EBUSY)
+      return dism_api_fail(func, DISM_E_PARTIAL_UNMOUNT,
+                           "The directory %s could not be completely unmounted: files are "
+                           "still open in it. Close them and unmount again; the mount is "
+                           "unchanged.", r->mount_dir);
+    return dism_api_fail(func, dism_hr_from_errno(-e), "Cannot unmount %s: %s", r->mount_dir,
+                         strerror(e));
+  }
+  dism_log(DISM_LOG_INFO, "Unmounted %s", r->mount_dir);
+  return S_OK;
+}
+
+/* The commit of an unmount (progress 20..90), after the detach.  A WIM's
+ * server is stopped first: it flushes the volume as it stops, then the
+ * volume is complete on disk for libntfs-3g to read.  A failed commit keeps
+ * the changes and marks the record commit-failed. */
+static HRESULT
+unmount_commit(struct dism_op *o, struct dism_record *r, DWORD flags, bool commit)
+{
+  struct dism_live l;
+  dism_live_paths(r->id, &l);
+  HRESULT hr = S_OK;
+  int rc;
+  if (dism_record_is_wim(r)) {
+    dism_server_stop(&l);
+    if (commit && (rc = dism_wim_commit_volume(o, r, flags, 20, 70)) < 0)
+      hr = dism_api_fail(o->func, dism_hr_from_errno(rc),
+                         "%s. The WIM is unchanged; the changes are kept in %s: the mount "
+                         "needs a remount (/Remount-Image) to retry, or an unmount with "
+                         "/Discard.", dism_last_error(), r->volume);
+  } else if (commit && (rc = dism_commit_record(o, r, 20, 70)) < 0) {
+    hr = dism_api_fail(o->func, dism_hr_from_errno(rc),
+                       "%s. The changes are kept in %s; the mount needs a remount "
+                       "(/Remount-Image) or an unmount with /Discard.", dism_last_error(),
+                       r->overlay);
+  }
+  if (FAILED(hr)) {
+    snprintf(r->state, sizeof r->state, "commit-failed");
+    dism_record_write(r);
+    if (!dism_record_is_wim(r))
+      dism_server_stop(&l);
+  }
+  return hr;
+}
+
 DISM_API HRESULT WINAPI
 DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
                  DISM_PROGRESS_CALLBACK Progress, PVOID UserData)
@@ -215,31 +273,13 @@ DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
     goto out;
   }
   bool commit = action == DISM_COMMIT_IMAGE && r->mode == DISM_MODE_RW;
-  bool wim = dism_record_is_wim(r);
-  if ((Flags & DISM_COMMIT_MASK) && !wim)
+  if ((Flags & DISM_COMMIT_MASK) && !dism_record_is_wim(r))
     dism_log(DISM_LOG_INFO, "%s: /CheckIntegrity and /Append do not apply to VHD/VHDX images; "
              "ignored", func);
   dism_log(DISM_LOG_INFO, "%s: unmount %s from %s (%s)", func, r->image, r->mount_dir,
            commit ? "commit" : r->mode == DISM_MODE_RO ? "read-only" : "discard");
-  /* Unmount first without forcing: open files -> EBUSY -> nothing changed. */
-  if (dism_record_mounted(r)) {
-    struct dism_live dl;
-    dism_live_paths(r->id, &dl);
-    dism_abort_if_server_dead(r, &dl);
-    dism_flush_mount(r);
-    if (umount2(r->mount_dir, 0) < 0) {
-      int e = errno;
-      hr = e == EBUSY
-               ? dism_api_fail(func, DISM_E_PARTIAL_UNMOUNT,
-                               "The directory %s could not be completely unmounted: files are "
-                               "still open in it. Close them and unmount again; the mount is "
-                               "unchanged.", r->mount_dir)
-               : dism_api_fail(func, dism_hr_from_errno(-e), "Cannot unmount %s: %s",
-                               r->mount_dir, strerror(e));
-      goto out;
-    }
-    dism_log(DISM_LOG_INFO, "Unmounted %s", r->mount_dir);
-  }
+  if (FAILED(hr = unmount_fs(func, r)))
+    goto out;
   dism_op_progress(&o, 10);
   if (r->have_attach && dism_attach_alive(&r->attach)) {
     if ((rc = dism_detach(&r->attach)) < 0) {
@@ -250,32 +290,8 @@ DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
     dism_log(DISM_LOG_INFO, "Detached %s", r->attach.disk_dev);
   }
   dism_op_progress(&o, 20);
-  if (wim) {
-    /* The server flushes the volume as it stops: then it is complete on
-     * disk for libntfs-3g to read. */
-    struct dism_live wl;
-    dism_live_paths(r->id, &wl);
-    dism_server_stop(&wl);
-    if (commit && (rc = dism_wim_commit_volume(&o, r, Flags, 20, 70)) < 0) {
-      hr = dism_api_fail(func, dism_hr_from_errno(rc), "%s. The WIM is unchanged; the changes are kept in %s: the "
-                         "mount needs a remount (/Remount-Image) to retry, or an unmount with "
-                         "/Discard.", dism_last_error(), r->volume);
-      snprintf(r->state, sizeof r->state, "commit-failed");
-      dism_record_write(r);
-      goto out;
-    }
-  } else if (commit && (rc = dism_commit_record(&o, r, 20, 70)) < 0) {
-    hr = dism_api_fail(func, dism_hr_from_errno(rc),
-                       "%s. The changes are kept in %s; the mount needs a remount "
-                       "(/Remount-Image) or an unmount with /Discard.", dism_last_error(),
-                       r->overlay);
-    snprintf(r->state, sizeof r->state, "commit-failed");
-    dism_record_write(r);
-    struct dism_live l;
-    dism_live_paths(r->id, &l);
-    dism_server_stop(&l);
+  if (FAILED(hr = unmount_commit(&o, r, Flags, commit)))
     goto out;
-  }
   dism_op_progress(&o, 90);
   struct dism_live l;
   dism_live_paths(r->id, &l);
