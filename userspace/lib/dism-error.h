@@ -23,5 +23,9 @@ void dism_clear_error(void);
 /* The disk engine's message (disk_last_error, a library of its own) as
  * this thread's message; returns rc. */
 int dism_error_from_engine(int rc);
+/* Publish msg as the thread's last failed API call's message (only the API
+ * edge, api-error.c, does), and read it back (DismGetLastErrorMessage). */
+void dism_publish_error(const char *msg);
+const char *dism_published_error(void);
 
 #endif

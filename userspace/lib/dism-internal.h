@@ -40,7 +40,7 @@ bool dism_session_lookup(DismSession s, char mount_id[37], char *path, size_t ca
 /* Is a session of this process open on the mount with this id? */
 bool dism_session_open_on(const char *mount_id);
 
-/* ---- the API edge: HRESULTs (dism-error.c; see dism-error.h) ------------- */
+/* ---- the API edge: HRESULTs (api-error.c; see dism-error.h) -------------- */
 /* Fail an API call: publish the message for DismGetLastErrorMessage (this
  * thread), log it, return hr. */
 HRESULT dism_api_fail(const char *func, HRESULT hr, const char *fmt, ...)
@@ -49,8 +49,6 @@ HRESULT dism_api_fail(const char *func, HRESULT hr, const char *fmt, ...)
 HRESULT dism_api_fail_last(const char *func, HRESULT hr);
 /* The same for a negative errno (dism_hr_from_errno). */
 HRESULT dism_api_fail_errno(const char *func, int neg_errno);
-/* The message DismGetLastErrorMessage returns. */
-const char *dism_published_error(void);
 
 /* A negative errno as the HRESULT DISM gives: -ENOENT ERROR_FILE_NOT_FOUND,
  * -EACCES/-EPERM E_ACCESSDENIED, -EROFS ERROR_WRITE_PROTECT, -ENOSPC
