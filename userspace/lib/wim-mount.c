@@ -130,8 +130,9 @@ dism_wim_commit_mounted(struct dism_op *o, struct dism_record *r, DWORD flags)
     dism_log(DISM_LOG_WARN, "cannot update the record of %s: %s", r->mount_dir,
              dism_last_error());
   if (up < 0)
-    return dism_api_fail(o->func, dism_hr_from_errno(up), "%s The image could not be mounted again at %s: %s; "
-                         "run /Remount-Image.", SUCCEEDED(hr) ? "The changes were committed." :
+    return dism_api_fail(o->func, dism_hr_from_errno(up),
+                         "%s The image could not be mounted again at %s: %s; run "
+                         "/Remount-Image.", SUCCEEDED(hr) ? "The changes were committed." :
                          "Nothing was committed.", r->mount_dir, dism_last_error());
   return hr;
 }
