@@ -1,7 +1,9 @@
-/* dism-internal.h - what libdism's files share: process state, logging, the
- * mount registry, server control, string conversion.  Internal functions
- * return 0 or a negative errno and record a message with dism_set_error();
- * only the API edge turns results into HRESULTs (dism-error.h). */
+/* dism-internal.h - what libdism's files share: process state, the API
+ * edge's HRESULTs, logging, strings and files, helper programs, the live
+ * mount; the mount registry and the server have headers of their own,
+ * included here.  Internal functions return 0 or a negative errno and
+ * record a message with dism_set_error(); only the API edge turns results
+ * into HRESULTs (dism-error.h). */
 #ifndef DISM_INTERNAL_H
 #define DISM_INTERNAL_H
 
@@ -12,6 +14,8 @@
 #include "DismApi.h"
 #include "attach.h"
 #include "dism-error.h"
+#include "dism-registry.h"   /* the mount registry (registry.c) */
+#include "dism-server.h"     /* the server (server.c) */
 
 #define DISM_API __attribute__((visibility("default")))
 
@@ -115,90 +119,6 @@ enum dism_capture_keep {
  * -errno if it could not be started (out is then ""). */
 int dism_run_capture(const char *const argv[], char *out, size_t cap,
                      enum dism_capture_keep keep);
-
-/* ---- the mount registry (registry.c) ------------------------------------ */
-enum dism_mode { DISM_MODE_RW = 0, DISM_MODE_RO = 1 };
-
-struct dism_record {
-  char id[37];
-  char image[4096];          /* absolute, canonical */
-  uint64_t image_dev, image_ino;
-  char format[8];            /* "vhd", "vhdx", "wim" */
-  unsigned index;
-  char image_name[512];      /* WIM: the image's name at mount time */
-  char volume[4096];         /* WIM: the synthesized NTFS volume file ("" otherwise) */
-  enum dism_mode mode;
-  char mount_dir[4096];      /* absolute, canonical */
-  char overlay[4096];        /* "" for read-only mounts */
-  char server_cmd[8192];     /* for the log and for people */
-  int64_t created;
-  char state[24];            /* "mounted", "commit-failed" */
-  bool have_attach;
-  struct dism_attach attach;
-};
-
-/* Paths: DISM_RUN_DIR (default /run/dism) holds the live part and the lock,
- * DISM_STATE_DIR (default /var/lib/dism) the records and default scratch. */
-const char *dism_run_dir(void);
-const char *dism_state_dir(void);
-void dism_live_dir(const char *id, char *out, size_t cap);
-void dism_record_path(const char *id, char *out, size_t cap);
-
-/* Exclusive registry lock (flock on <run>/lock), across processes. */
-int dism_registry_lock(void);         /* returns the lock fd */
-void dism_registry_unlock(int fd);
-
-int dism_record_write(const struct dism_record *r);
-int dism_record_read(const char *id, struct dism_record *r);
-/* The same format at another path (the live part's live.conf). */
-int dism_record_write_path(const char *path, const struct dism_record *r);
-int dism_record_read_path(const char *path, const char *id, struct dism_record *r);
-int dism_record_remove(const char *id);
-/* All record ids; *ids is one malloc'd array of 37-byte strings. */
-int dism_record_list(char (**ids)[37], size_t *count);
-/* The record whose mount_dir equals canonical dir; -ENOENT if none. */
-int dism_record_find_by_dir(const char *dir, struct dism_record *r);
-
-/* The live part of a mount: /run/dism/mounts/<id>/{nbd.sock, control.sock,
- * server.pid, server.log, disk, live.conf}.  live.conf repeats what is
- * needed to undo a half-made mount that has no record yet. */
-struct dism_live {
-  char dir[4096];
-  char nbd_sock[4200];
-  char control_sock[4200];
-  char pidfile[4200];
-  char sup_pidfile[4200];    /* supervisor.pid: dism-supervise, the server's parent */
-  char server_log[4200];
-  char fuse_file[4200];
-  char live_conf[4200];
-};
-void dism_live_paths(const char *id, struct dism_live *l);
-
-/* Is the record a WIM mount (served from its synthesized volume)? */
-bool dism_record_is_wim(const struct dism_record *r);
-/* ---- the server (server.c) ---------------------------------------------- */
-/* Start dism-nbd-server for a record, under dism-supervise (which restarts
- * it if it dies; $DISM_SUPERVISE names it, "off" runs the server alone);
- * waits for its pidfile.  cmd_out gets the server's command line.  fuse:
- * pass --fuse-file (LOOP attach). */
-int dism_server_start(const struct dism_record *r, const struct dism_live *l, bool fuse,
-                      pid_t *pid_out, char *cmd_out, size_t cmd_cap);
-/* The pid of the record's live server, or 0 if none runs. */
-pid_t dism_server_pid(const struct dism_live *l);
-/* The same, but if the server is down while its supervisor (dism-supervise)
- * restarts it, wait for the new one (DISM_SERVER_TIMEOUT_MS at most). */
-pid_t dism_server_pid_wait(const struct dism_live *l);
-/* The pid of the server's supervisor, or 0 if none runs. */
-pid_t dism_supervisor_pid(const struct dism_live *l);
-/* Stop the server: its supervisor told to stop restarting it, SHUTDOWN on
- * the control socket, else SIGTERM, then wait; SIGKILL after a timeout. */
-int dism_server_stop(const struct dism_live *l);
-/* COMMIT over the control socket; progress(cur, total, opaque) per PROGRESS
- * line.  Returns 0 or a negative errno with the server's message. */
-typedef void (*dism_commit_progress_fn)(uint64_t cur, uint64_t total, void *opaque);
-int dism_server_commit(const struct dism_live *l, dism_commit_progress_fn fn, void *opaque);
-/* Locate the server binary. */
-int dism_server_path(char *out, size_t cap);
 
 /* ---- the live mount (live.c) ------------------------------------------- */
 /* Status of a record as DismGetMountedImageInfo reports it. */
