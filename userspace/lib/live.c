@@ -278,4 +278,3 @@ dism_remove_mount_leftovers(const struct dism_record *r, bool remove_overlay)
   dism_log(DISM_LOG_INFO, "DismCleanupMountpoints: removed mount %s (%s at %s)", r->id,
            r->image[0] ? r->image : "?", r->mount_dir[0] ? r->mount_dir : "?");
 }
-

@@ -136,4 +136,3 @@ dism_wim_commit_mounted(struct dism_op *o, struct dism_record *r, DWORD flags)
                          "Nothing was committed.", r->mount_dir, dism_last_error());
   return hr;
 }
-
