@@ -1,6 +1,7 @@
-/* live.c - the live part of a mount: bring-up (server, attach, ntfs-3g),
- * teardown, flushing and committing through the running server, and
- * removing what a broken mount left. */
+/* live.c - the live part of a mount: its health (is the server up, the
+ * device attached, the file system mounted: dism_record_status), bring-up
+ * (server, attach, ntfs-3g), teardown, flushing and committing through the
+ * running server, and removing what a broken mount left. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
