@@ -127,13 +127,33 @@ $(SERVER_BIN): $(SERVER_MAIN) $(SERVER_LIB) $(ENGINE_LIB)
 $(LIBDISM_OBJ) $(BUILD)/userspace/cli/dism.o: CPPFLAGS += $(DISM_INC) $(NTFS_CFLAGS) $(WIM_CFLAGS)
 $(LIBDISM_OBJ): CFLAGS += -fvisibility=hidden
 
-$(LIBDISM_SO): $(LIBDISM_OBJ) $(ENGINE_LIB) userspace/lib/libdism.map
+# What both libraries are made of: libdism's objects and the engine's.  A
+# new part (say common/'s objects) is added to this list, once.
+LIBDISM_PARTS := $(LIBDISM_OBJ) $(ENGINE_OBJ)
+
+$(LIBDISM_SO): $(LIBDISM_PARTS) userspace/lib/libdism.map
 	@mkdir -p $(dir $@)
 	$(CC) -shared -Wl,-soname,libdism.so.1 -Wl,--version-script=userspace/lib/libdism.map \
-	  $(LDFLAGS) -o $@ $(LIBDISM_OBJ) $(ENGINE_LIB) $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
+	  $(LDFLAGS) -o $@ $(LIBDISM_PARTS) $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
 	ln -sf libdism.so.1 $(BUILD)/libdism.so
 
-$(LIBDISM_A): $(LIBDISM_OBJ) $(ENGINE_OBJ)
+# The static library is one relocatable object: the parts linked together
+# (ld -r), then every global symbol but the API's (Dism*) and the internal
+# dism_* ones made local, so a program that links libdism.a meets none of
+# the engine's names (crc32c, raw_open...).  Programs and tests that link it
+# call only dism_* functions.  gcc's ASan and UBSan define no global symbol
+# in the objects (their runtime calls stay undefined references), so the
+# sanitizer build keeps nothing more (tests/t/06-symbols.t checks both).
+LD      ?= ld
+OBJCOPY ?= objcopy
+LIBDISM_A_OBJ := $(BUILD)/libdism-static.o
+$(LIBDISM_A_OBJ): $(LIBDISM_PARTS)
+	@mkdir -p $(dir $@)
+	$(LD) -r -o $@.tmp $^
+	$(OBJCOPY) --wildcard --keep-global-symbol='Dism*' --keep-global-symbol='dism_*' $@.tmp $@
+	rm -f $@.tmp
+
+$(LIBDISM_A): $(LIBDISM_A_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
