@@ -340,7 +340,7 @@ install: all
 	install -m 0644 $(LIBDISM_A) $(DESTDIR)$(LIBDIR)/libdism.a
 	install -m 0644 userspace/include/DismApi.h $(DESTDIR)$(INCLUDEDIR)/DismApi.h
 	$(WRITE_DISM_PC) > $(DESTDIR)$(LIBDIR)/pkgconfig/dism.pc
-	install -m 0644 docs/man/dism.8 $(DESTDIR)$(MANDIR)/man8/dism.8
+	install -m 0644 docs/man/dism.8 docs/man/dism-nbd-server.8 $(DESTDIR)$(MANDIR)/man8/
 	install -m 0644 docs/man/DismApi.3 $(DESTDIR)$(MANDIR)/man3/DismApi.3
 	install -d $(DESTDIR)$(SYSTEMDGENERATORDIR) $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR)
 	install -m 0755 $(GENERATOR_BIN) $(DESTDIR)$(SYSTEMDGENERATORDIR)/dism-generator
@@ -357,7 +357,8 @@ uninstall:
 	rm -f $(patsubst $(BUILD)/bin/%,$(DESTDIR)$(BINDIR)/%,$(TOOL_BINS))
 	rm -f $(DESTDIR)$(SBINDIR)/dism $(DESTDIR)$(LIBDIR)/libdism.so.1 $(DESTDIR)$(LIBDIR)/libdism.so
 	rm -f $(DESTDIR)$(LIBDIR)/libdism.a $(DESTDIR)$(INCLUDEDIR)/DismApi.h $(DESTDIR)$(LIBDIR)/pkgconfig/dism.pc
-	rm -f $(DESTDIR)$(MANDIR)/man8/dism.8 $(DESTDIR)$(MANDIR)/man3/DismApi.3
+	rm -f $(DESTDIR)$(MANDIR)/man8/dism.8 $(DESTDIR)$(MANDIR)/man8/dism-nbd-server.8
+	rm -f $(DESTDIR)$(MANDIR)/man3/DismApi.3
 	rm -f $(DESTDIR)$(SYSTEMDGENERATORDIR)/dism-generator $(DESTDIR)$(LIBEXECDIR)/dism-boot
 	rm -f $(patsubst $(BUILD)/udev/%,$(DESTDIR)$(SYSTEMDUNITDIR)/%,$(BOOT_UNITS))
 	rm -f $(DESTDIR)$(MANDIR)/man5/dismtab.5 $(DESTDIR)$(DOCDIR)/dismtab.example
