@@ -137,25 +137,25 @@ $(LIBDISM_SO): $(LIBDISM_PARTS) userspace/lib/libdism.map
 	  $(LDFLAGS) -o $@ $(LIBDISM_PARTS) $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
 	ln -sf libdism.so.1 $(BUILD)/libdism.so
 
-# The static library is one relocatable object: the parts linked together
-# (ld -r), then every global symbol but the API's (Dism*) and the internal
-# dism_* ones made local, so a program that links libdism.a meets none of
-# the engine's names (crc32c, raw_open...).  Programs and tests that link it
-# call only dism_* functions.  gcc's ASan and UBSan define no global symbol
-# in the objects (their runtime calls stay undefined references), so the
-# sanitizer build keeps nothing more (tests/t/06-symbols.t checks both).
-LD      ?= ld
+# The static library: the same parts, each with every global symbol the
+# parts define that is neither the API's (Dism*) nor internal and prefixed
+# (dism_*) renamed dism__NAME (objcopy --redefine-syms renames definitions
+# and references alike), so a program that links libdism.a meets none of
+# the engine's names (crc32c, raw_open...) and still links only the members
+# it needs.  The programs and tests that link it call only dism_* functions.
+# The sanitizer build renames the same names: gcc's ASan and UBSan define no
+# global symbol in the objects (tests/t/06-symbols.t checks both builds).
+# Rebuilt when the Makefile changes (a build made by an older rule).
 OBJCOPY ?= objcopy
-LIBDISM_A_OBJ := $(BUILD)/libdism-static.o
-$(LIBDISM_A_OBJ): $(LIBDISM_PARTS)
-	@mkdir -p $(dir $@)
-	$(LD) -r -o $@.tmp $^
-	$(OBJCOPY) --wildcard --keep-global-symbol='Dism*' --keep-global-symbol='dism_*' $@.tmp $@
-	rm -f $@.tmp
-
-$(LIBDISM_A): $(LIBDISM_A_OBJ)
-	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+LIBDISM_A_DIR  := $(BUILD)/libdism-a
+LIBDISM_A_PART := $(patsubst $(BUILD)/%,$(LIBDISM_A_DIR)/%,$(LIBDISM_PARTS))
+$(LIBDISM_A): $(LIBDISM_PARTS) Makefile
+	rm -rf $(LIBDISM_A_DIR) && mkdir -p $(LIBDISM_A_DIR)
+	nm -g --defined-only $(LIBDISM_PARTS) | awk 'NF == 3 && $$3 !~ /^(Dism|dism_)/ {print $$3, "dism__" $$3}' | \
+	  sort -u > $(LIBDISM_A_DIR)/renames
+	for o in $(LIBDISM_PARTS); do t=$(LIBDISM_A_DIR)/$${o#$(BUILD)/}; mkdir -p $$(dirname $$t) && \
+	  $(OBJCOPY) --redefine-syms=$(LIBDISM_A_DIR)/renames $$o $$t || exit 1; done
+	rm -f $@ && ar rcs $@ $(LIBDISM_A_PART)
 
 # dism.pc names PREFIX: written again by install, for the PREFIX given there.
 WRITE_DISM_PC = printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \

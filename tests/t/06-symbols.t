@@ -2,7 +2,8 @@
 # libdism's symbols: the shared library exports exactly the functions
 # DismApi.h declares, and the static one defines no global symbol outside
 # Dism* (the API) and dism_* (internal, for the programs and tests that link
-# it), so a program linking libdism.a never meets our crc32c or raw_open.
+# it; the engine's own names are renamed dism__NAME by the Makefile), so a
+# program linking libdism.a never meets our crc32c or raw_open.
 # Checked on $BUILD and on the ASan+UBSan build beside it.
 source "$(dirname "$0")/../lib/tap.sh"
 need_cmd nm gcc pkg-config
