@@ -6,7 +6,7 @@
 # program linking libdism.a never meets our crc32c or raw_open.
 # Checked on $BUILD and on the ASan+UBSan build beside it.
 source "$(dirname "$0")/../lib/tap.sh"
-need_cmd nm gcc pkg-config
+need_cmd nm gcc cc pkg-config
 words() { printf '%s' "$1" | tr '\n' ' '; }   # a list on one line
 
 # The API, from the header itself: gcc -aux-info writes every function
