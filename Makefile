@@ -127,15 +127,35 @@ $(SERVER_BIN): $(SERVER_MAIN) $(SERVER_LIB) $(ENGINE_LIB)
 $(LIBDISM_OBJ) $(BUILD)/userspace/cli/dism.o: CPPFLAGS += $(DISM_INC) $(NTFS_CFLAGS) $(WIM_CFLAGS)
 $(LIBDISM_OBJ): CFLAGS += -fvisibility=hidden
 
-$(LIBDISM_SO): $(LIBDISM_OBJ) $(ENGINE_LIB) userspace/lib/libdism.map
+# What both libraries are made of: libdism's objects and the engine's.  A
+# new part (say common/'s objects) is added to this list, once.
+LIBDISM_PARTS := $(LIBDISM_OBJ) $(ENGINE_OBJ)
+
+$(LIBDISM_SO): $(LIBDISM_PARTS) userspace/lib/libdism.map
 	@mkdir -p $(dir $@)
 	$(CC) -shared -Wl,-soname,libdism.so.1 -Wl,--version-script=userspace/lib/libdism.map \
-	  $(LDFLAGS) -o $@ $(LIBDISM_OBJ) $(ENGINE_LIB) $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
+	  $(LDFLAGS) -o $@ $(LIBDISM_PARTS) $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
 	ln -sf libdism.so.1 $(BUILD)/libdism.so
 
-$(LIBDISM_A): $(LIBDISM_OBJ) $(ENGINE_OBJ)
-	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+# The static library: the same parts, each with every global symbol the
+# parts define that is neither the API's (Dism*) nor internal and prefixed
+# (dism_*) renamed dism__NAME (objcopy --redefine-syms renames definitions
+# and references alike), so a program that links libdism.a meets none of
+# the engine's names (crc32c, raw_open...) and still links only the members
+# it needs.  The programs and tests that link it call only dism_* functions.
+# The sanitizer build renames the same names: gcc's ASan and UBSan define no
+# global symbol in the objects (tests/t/06-symbols.t checks both builds).
+# Rebuilt when the Makefile changes (a build made by an older rule).
+OBJCOPY ?= objcopy
+LIBDISM_A_DIR  := $(BUILD)/libdism-a
+LIBDISM_A_PART := $(patsubst $(BUILD)/%,$(LIBDISM_A_DIR)/%,$(LIBDISM_PARTS))
+$(LIBDISM_A): $(LIBDISM_PARTS) Makefile
+	rm -rf $(LIBDISM_A_DIR) && mkdir -p $(LIBDISM_A_DIR)
+	nm -g --defined-only $(LIBDISM_PARTS) | awk 'NF == 3 && $$3 !~ /^(Dism|dism_)/ {print $$3, "dism__" $$3}' | \
+	  sort -u > $(LIBDISM_A_DIR)/renames
+	for o in $(LIBDISM_PARTS); do t=$(LIBDISM_A_DIR)/$${o#$(BUILD)/}; mkdir -p $$(dirname $$t) && \
+	  $(OBJCOPY) --redefine-syms=$(LIBDISM_A_DIR)/renames $$o $$t || exit 1; done
+	rm -f $@ && ar rcs $@ $(LIBDISM_A_PART)
 
 # dism.pc names PREFIX: written again by install, for the PREFIX given there.
 WRITE_DISM_PC = printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
@@ -320,7 +340,7 @@ install: all
 	install -m 0644 $(LIBDISM_A) $(DESTDIR)$(LIBDIR)/libdism.a
 	install -m 0644 userspace/include/DismApi.h $(DESTDIR)$(INCLUDEDIR)/DismApi.h
 	$(WRITE_DISM_PC) > $(DESTDIR)$(LIBDIR)/pkgconfig/dism.pc
-	install -m 0644 docs/man/dism.8 $(DESTDIR)$(MANDIR)/man8/dism.8
+	install -m 0644 docs/man/dism.8 docs/man/dism-nbd-server.8 $(DESTDIR)$(MANDIR)/man8/
 	install -m 0644 docs/man/DismApi.3 $(DESTDIR)$(MANDIR)/man3/DismApi.3
 	install -d $(DESTDIR)$(SYSTEMDGENERATORDIR) $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR)
 	install -m 0755 $(GENERATOR_BIN) $(DESTDIR)$(SYSTEMDGENERATORDIR)/dism-generator
@@ -337,7 +357,8 @@ uninstall:
 	rm -f $(patsubst $(BUILD)/bin/%,$(DESTDIR)$(BINDIR)/%,$(TOOL_BINS))
 	rm -f $(DESTDIR)$(SBINDIR)/dism $(DESTDIR)$(LIBDIR)/libdism.so.1 $(DESTDIR)$(LIBDIR)/libdism.so
 	rm -f $(DESTDIR)$(LIBDIR)/libdism.a $(DESTDIR)$(INCLUDEDIR)/DismApi.h $(DESTDIR)$(LIBDIR)/pkgconfig/dism.pc
-	rm -f $(DESTDIR)$(MANDIR)/man8/dism.8 $(DESTDIR)$(MANDIR)/man3/DismApi.3
+	rm -f $(DESTDIR)$(MANDIR)/man8/dism.8 $(DESTDIR)$(MANDIR)/man8/dism-nbd-server.8
+	rm -f $(DESTDIR)$(MANDIR)/man3/DismApi.3
 	rm -f $(DESTDIR)$(SYSTEMDGENERATORDIR)/dism-generator $(DESTDIR)$(LIBEXECDIR)/dism-boot
 	rm -f $(patsubst $(BUILD)/udev/%,$(DESTDIR)$(SYSTEMDUNITDIR)/%,$(BOOT_UNITS))
 	rm -f $(DESTDIR)$(MANDIR)/man5/dismtab.5 $(DESTDIR)$(DOCDIR)/dismtab.example
