@@ -84,15 +84,29 @@ dism_guid_parse(const char *s, struct dism_guid *g)
   return 0;
 }
 
-void
+int
 dism_guid_generate(struct dism_guid *g)
 {
+  int r = 0;
+
   if (getrandom(g->b, sizeof g->b, 0) != (ssize_t) sizeof g->b) {
-    /* getrandom on Linux >= 3.17 does not fail for 16 bytes; fall back to
-     * something unique anyway. */
+    /* getrandom on Linux >= 3.17 does not fail for 16 bytes; a caller that
+     * cannot stop here still gets something unique (see guid.h). */
     uint64_t t = (uint64_t) getpid() ^ (uint64_t) (uintptr_t) g;
+    r = -errno;
     memcpy(g->b, &t, 8);
   }
   g->b[7] = (uint8_t) ((g->b[7] & 0x0f) | 0x40);  /* version 4 */
   g->b[8] = (uint8_t) ((g->b[8] & 0x3f) | 0x80);  /* variant 1 */
+  return r;
+}
+
+int
+dism_guid_generate_string(char out[DISM_GUID_STRLEN])
+{
+  struct dism_guid g;
+  int r = dism_guid_generate(&g);
+
+  dism_guid_to_string(&g, out);
+  return r;
 }

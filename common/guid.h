@@ -22,7 +22,11 @@ bool dism_guid_equal(const struct dism_guid *a, const struct dism_guid *b);
 /* "{xxxxxxxx-...}" or "xxxxxxxx-..." (either case) into the Microsoft
  * layout.  0 or -EINVAL. */
 int dism_guid_parse(const char *s, struct dism_guid *g);
-/* A random version-4 (variant 1) GUID. */
-void dism_guid_generate(struct dism_guid *g);
+/* A random version-4 (variant 1) GUID: 0, or -errno when the kernel gave
+ * no random bytes; g is then still filled (from the pid and an address),
+ * for the callers that must go on, but should not be trusted as unique. */
+int dism_guid_generate(struct dism_guid *g);
+/* The same as text: one generator for the binary and the text form. */
+int dism_guid_generate_string(char out[DISM_GUID_STRLEN]);
 
 #endif
