@@ -5,10 +5,13 @@
 # The line goes first, except after what must stay first: a shebang, a
 # Python coding line, a man page's preprocessor line ('\" t).  A file that
 # names a licence already is left alone (check-spdx.sh reports a wrong one).
+# The body is one function, read whole before it runs: the script edits
+# itself too.
 set -euo pipefail
+main() {
 cd "$(dirname "$0")/../.."
 source tests/lib/spdx.sh
-n=0
+local n=0 f line after l1 l2 tmp
 while IFS= read -r f; do
   spdx_has "$f" >/dev/null && continue
   line=$(spdx_line "$f")
@@ -27,3 +30,5 @@ while IFS= read -r f; do
   n=$((n + 1))
 done < <(spdx_files)
 echo "add-spdx: $n file(s) given an SPDX line"
+}
+main "$@"; exit
