@@ -5,7 +5,7 @@
 #   tests/fresh-machine.sh overlay OUT [COMMAND]
 #       The host's root file system under an overlay (upper layer on a
 #       tmpfs: the host is never written), with the build's -dev packages,
-#       pkg-config and the demo's tools purged from it (tests/t/06-fresh-machine.t).
+#       pkg-config and the demo's tools purged from it (tests/t/03-fresh-machine.t).
 #   tests/fresh-machine.sh debootstrap OUT [COMMAND]
 #       A brand-new Debian 12 (debootstrap --variant=minbase, kept in
 #       $FRESH_ROOT, default /var/tmp/dism-fresh/bookworm, made once) under
