@@ -7,6 +7,7 @@
 #   make bench          benchmarks beside qemu-nbd and nbdkit (not part of check)
 #   make fuzz           run every libFuzzer target for FUZZ_SECONDS each (FUZZ_JOBS at
 #                       once), report in $(BUILD)/fuzz/report.md (also: make fuzz-campaign)
+#   make fresh-machine-test  the README's first command in a new Debian 12 (debootstrap)
 #   make vm-test        only the VM tests (Debian kernel under qemu TCG: /dev/nbdN, ntfs-3g)
 #   make install        PREFIX (default /usr/local) and DESTDIR honoured
 
@@ -307,6 +308,15 @@ check: deps
 	$(MAKE) SANITIZE=1 all
 	$(MAKE) fuzz-build
 	BUILD=$(BUILD) tests/run-tests.sh
+
+# The README's first command on a brand-new Debian 12 (debootstrap
+# --variant=minbase, kept in FRESH_ROOT; each run on an overlay of it), as
+# root; docs/reliability.md, "Fresh machine".  Not part of check (minutes,
+# needs the Debian mirror).
+FRESH_COMMAND ?= make deps demo
+.PHONY: fresh-machine-test
+fresh-machine-test:
+	tests/fresh-machine.sh debootstrap $(BUILD)/fresh-machine '$(FRESH_COMMAND)'
 
 # The VM tests alone (docs/vm-tests.md); `make check` runs them too.
 .PHONY: vm-test

@@ -16,7 +16,8 @@
 # by root: a minimal Debian has no sudo) runs as root in a copy of the
 # project tree (the files git knows, as in the work tree) at /root/dism, with
 # a clean environment.  OUT receives command.log, command.rc, seconds,
-# before.txt and after.txt (the packages' and headers' state around it).
+# before.txt and after.txt (the packages' and headers' state around it);
+# the script exits with the command's status.
 #
 # Everything runs in a private mount namespace: the overlay, /dev, /proc,
 # /sys, /run and /tmp binds vanish with it even when the run fails; the
@@ -121,4 +122,8 @@ case $mode in
     fi ;;
   *) die "mode is overlay or debootstrap" ;;
 esac
-exec unshare --mount --propagation private -- "$0" __inner "$mode" "$out" "$cmd" "$lower"
+unshare --mount --propagation private -- "$0" __inner "$mode" "$out" "$cmd" "$lower"
+rc=$(cat "$out/command.rc")
+echo "fresh-machine ($mode): \`$cmd\` exited $rc after $(cat "$out/seconds")s; log: $out/command.log"
+echo "before: $(grep -c ' installed$\| present$' "$out/before.txt") of the packages/files checked present; after: $(grep -c ' absent$' "$out/after.txt") absent"
+exit "$rc"
