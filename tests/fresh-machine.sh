@@ -47,6 +47,18 @@ state() {
   for f in "${CHECK_FILES[@]}"; do
     if [ -e "$r$f" ]; then echo "file $f present"; else echo "file $f absent"; fi
   done
+  echo "dpkg-count: $(chroot "$r" dpkg-query -W -f='${Status}\n' | grep -c 'install ok installed')"
+}
+
+# tree_files: the project's files, NUL-separated, relative to ROOT: what
+# git knows (a fresh clone, with the work tree's edits), else every file
+# but the build trees.
+tree_files() {
+  if command -v git >/dev/null && git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1; then
+    git -C "$ROOT" ls-files -z --cached --others --exclude-standard
+  else
+    (cd "$ROOT" && find . \( -path './build*' -o -path ./.git \) -prune -o \( -type f -o -type l \) -print0)
+  fi
 }
 
 # The part that runs inside the private mount namespace.
@@ -88,10 +100,15 @@ inner() {
   fi
   state "$r" > "$out/before.txt"
 
-  # The project as a fresh clone has it (with the work tree's edits).
+  # The project as a fresh clone has it, and the shared test corpus beside
+  # it where the suite looks for it (tap.sh: ../shared/corpus).
   mkdir -p "$r/root/dism"
-  (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | xargs -0 -r ls -d 2>/dev/null |
-     tar --no-recursion -c -T -) | tar -C "$r/root/dism" -x
+  tree_files | (cd "$ROOT" && xargs -0 -r ls -d 2>/dev/null | tar --no-recursion -c -T -) |
+    tar -C "$r/root/dism" -x
+  if [ -d "$ROOT/../shared/corpus" ]; then
+    mkdir -p "$r/root/shared"
+    cp -a "$ROOT/../shared/corpus" "$r/root/shared/"
+  fi
 
   local s0 s1 rc=0
   s0=$(date +%s)
@@ -102,9 +119,10 @@ inner() {
   state "$r" > "$out/after.txt"
 }
 
-if [ "${1:-}" = __inner ]; then shift; inner "$@"; exit; fi
+main() {
+if [ "${1:-}" = __inner ]; then shift; inner "$@"; return; fi
 
-mode=${1:-}; out=${2:-}; cmd=${3:-make deps demo}
+local mode=${1:-} out=${2:-} cmd=${3:-make deps demo} lower rc s0
 [ -n "$out" ] || die "usage: $0 overlay|debootstrap OUT [COMMAND]"
 [ "$(id -u)" -eq 0 ] || die "needs root (mounts, chroot)"
 mkdir -p "$out"; out=$(cd "$out" && pwd)
@@ -127,3 +145,6 @@ rc=$(cat "$out/command.rc")
 echo "fresh-machine ($mode): \`$cmd\` exited $rc after $(cat "$out/seconds")s; log: $out/command.log"
 echo "before: $(grep -c ' installed$\| present$' "$out/before.txt") of the packages/files checked present; after: $(grep -c ' absent$' "$out/after.txt") absent"
 exit "$rc"
+}
+# Read whole before it runs (the file may change while a long run goes on).
+main "$@"; exit

@@ -7,7 +7,7 @@
 # (tests/fresh-machine.sh; the host is never written).  Then the same with
 # make -j2: every build target waits for deps.
 source "$(dirname "$0")/../lib/tap.sh"
-need_cmd unshare chroot apt-get dpkg-query git tar
+need_cmd unshare chroot apt-get dpkg-query tar
 # The run builds its own tree inside the chroot: nothing in it depends on
 # $BUILD, so the sanitizer pass does not repeat it.
 if [ "$SANITIZED" = 1 ]; then
