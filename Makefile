@@ -7,6 +7,7 @@
 #   make bench          benchmarks beside qemu-nbd and nbdkit (not part of check)
 #   make fuzz           run every libFuzzer target for FUZZ_SECONDS each (FUZZ_JOBS at
 #                       once), report in $(BUILD)/fuzz/report.md (also: make fuzz-campaign)
+#   make fresh-machine-test  the README's first command in a new Debian 12 (debootstrap)
 #   make vm-test        only the VM tests (Debian kernel under qemu TCG: /dev/nbdN, ntfs-3g)
 #   make install        PREFIX (default /usr/local) and DESTDIR honoured
 
@@ -76,22 +77,32 @@ UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 COMMON_TEST_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(COMMON_TEST_SRC))
 FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 
-FUSE_CFLAGS := $(shell $(PKG_CONFIG) --cflags fuse3 2>/dev/null)
-FUSE_LIBS   := $(shell $(PKG_CONFIG) --libs fuse3 2>/dev/null)
+# pkg-config is asked at recipe time, once per variable, not when the
+# Makefile is parsed: `make deps demo` on a new machine installs the -dev
+# packages (and pkg-config itself) before anything reads their flags.
+# $(call pkg_config,VAR,ARGS,FALLBACK) defines VAR as a deferred variable
+# that replaces itself with the answer the first time it is expanded.
+pkg_config = $(eval $(1) = $$(eval $(1) := $$$$(shell $$(PKG_CONFIG) $(2) 2>/dev/null$(if $(3), || echo $(3))))$$($(1)))
+# `make deps demo`, `make -j deps check`: when deps is a goal, everything the
+# other goals build waits for it (order-only: $(AFTER_DEPS) in the object
+# rule and the rule next to deps below).
+AFTER_DEPS := $(filter deps,$(MAKECMDGOALS))
+$(call pkg_config,FUSE_CFLAGS,--cflags fuse3)
+$(call pkg_config,FUSE_LIBS,--libs fuse3)
 CPPFLAGS    += $(FUSE_CFLAGS)
-LIBS      := $(FUSE_LIBS) -lpthread
-NBD_LIBS  := $(shell $(PKG_CONFIG) --libs libnbd 2>/dev/null)
+LIBS       = $(FUSE_LIBS) -lpthread
+$(call pkg_config,NBD_LIBS,--libs libnbd)
 # GnuTLS: the server's STARTTLS (nbd-server/server/tls.c).  Linked only
 # where the server library is.
-GNUTLS_CFLAGS := $(shell $(PKG_CONFIG) --cflags gnutls 2>/dev/null)
-GNUTLS_LIBS   := $(shell $(PKG_CONFIG) --libs gnutls 2>/dev/null || echo -lgnutls)
+$(call pkg_config,GNUTLS_CFLAGS,--cflags gnutls)
+$(call pkg_config,GNUTLS_LIBS,--libs gnutls,-lgnutls)
 CPPFLAGS  += $(GNUTLS_CFLAGS)
 # libseccomp: the server's sandbox (nbd-server/server/sandbox.c), which is
 # linked into the server binary only, like main.c.
-SECCOMP_CFLAGS := $(shell $(PKG_CONFIG) --cflags libseccomp 2>/dev/null)
-SECCOMP_LIBS   := $(shell $(PKG_CONFIG) --libs libseccomp 2>/dev/null || echo -lseccomp)
+$(call pkg_config,SECCOMP_CFLAGS,--cflags libseccomp)
+$(call pkg_config,SECCOMP_LIBS,--libs libseccomp,-lseccomp)
 CPPFLAGS  += $(SECCOMP_CFLAGS)
-NBD_CFLAGS:= $(shell $(PKG_CONFIG) --cflags libnbd 2>/dev/null)
+$(call pkg_config,NBD_CFLAGS,--cflags libnbd)
 
 # libdism (userspace/lib) with DISM's C API, and the dism command.  The
 # shared library exports only the Dism* functions (libdism.map); the static
@@ -102,18 +113,18 @@ LIBDISM_SO  := $(BUILD)/libdism.so.1
 LIBDISM_A   := $(BUILD)/libdism.a
 DISM_PC     := $(BUILD)/dism.pc
 DISM_BIN    := $(BUILD)/bin/dism
-NTFS_CFLAGS := $(shell $(PKG_CONFIG) --cflags libntfs-3g 2>/dev/null)
-NTFS_LIBS   := $(shell $(PKG_CONFIG) --libs libntfs-3g 2>/dev/null || echo -lntfs-3g)
+$(call pkg_config,NTFS_CFLAGS,--cflags libntfs-3g)
+$(call pkg_config,NTFS_LIBS,--libs libntfs-3g,-lntfs-3g)
 # wimlib (WIM images).  Its .pc names fuse in Requires.private, which is
 # often not installed: then pkg-config fails and plain -lwim is used.
-WIM_CFLAGS  := $(shell $(PKG_CONFIG) --cflags wimlib 2>/dev/null)
-WIM_LIBS    := $(shell $(PKG_CONFIG) --libs wimlib 2>/dev/null || echo -lwim)
+$(call pkg_config,WIM_CFLAGS,--cflags wimlib)
+$(call pkg_config,WIM_LIBS,--libs wimlib,-lwim)
 DISM_INC    := -Iuserspace/include -Iuserspace/lib
 
 .PHONY: all check demo bench fuzz fuzz-campaign fuzz-build install uninstall clean deps
 all: $(SERVER_BIN) $(TOOL_BINS) $(UNIT_BINS) $(COMMON_TEST_BINS) $(LIBDISM_SO) $(LIBDISM_A) $(DISM_PC) $(DISM_BIN)
 
-$(BUILD)/%.o: %.c
+$(BUILD)/%.o: %.c | $(AFTER_DEPS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
@@ -328,11 +339,24 @@ fuzz fuzz-campaign: fuzz-build
 deps:
 	bash tests/deps.sh
 
+# When deps is a goal, the targets compiled straight from sources, or whose
+# recipe reads pkg-config before any object is built, wait for it too.
+$(UNIT_BINS) $(FUZZ_BINS) $(DISM_PC) $(CRASH_SHIM): | $(AFTER_DEPS)
+
 check: deps
 	$(MAKE) all
 	$(MAKE) SANITIZE=1 all
 	$(MAKE) fuzz-build
 	BUILD=$(BUILD) tests/run-tests.sh
+
+# The README's first command on a brand-new Debian 12 (debootstrap
+# --variant=minbase, kept in FRESH_ROOT; each run on an overlay of it), as
+# root; docs/reliability.md, "Fresh machine".  Not part of check (minutes,
+# needs the Debian mirror).
+FRESH_COMMAND ?= make deps demo
+.PHONY: fresh-machine-test
+fresh-machine-test:
+	tests/fresh-machine.sh debootstrap $(BUILD)/fresh-machine '$(FRESH_COMMAND)'
 
 # The VM tests alone (docs/vm-tests.md); `make check` runs them too.
 .PHONY: vm-test
