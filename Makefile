@@ -341,7 +341,7 @@ deps:
 
 # When deps is a goal, the targets compiled straight from sources, or whose
 # recipe reads pkg-config before any object is built, wait for it too.
-$(UNIT_BINS) $(FUZZ_BINS) $(DISM_PC) $(CRASH_SHIM): | $(AFTER_DEPS)
+$(UNIT_BINS) $(COMMON_TEST_BINS) $(FUZZ_BINS) $(DISM_PC) $(CRASH_SHIM): | $(AFTER_DEPS)
 
 check: deps
 	$(MAKE) all
