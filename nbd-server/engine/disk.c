@@ -66,27 +66,49 @@ disk_close(struct disk *d)
   free(d);
 }
 
+/* The formats, in detection order: each probe is asked in turn, and raw,
+ * which takes anything, comes last. */
+static const struct disk_format *const formats[] = {
+  &dism_format_vhdx,
+  &dism_format_vhd,
+  &dism_format_raw,
+};
+#define NFORMATS (sizeof formats / sizeof formats[0])
+
+static const struct disk_format *
+format_by_name(const char *name)
+{
+  for (size_t i = 0; i < NFORMATS; i++)
+    if (strcmp(formats[i]->name, name) == 0)
+      return formats[i];
+  return NULL;
+}
+
+static const struct disk_format *
+format_probe(int fd, uint64_t file_size)
+{
+  for (size_t i = 0; i < NFORMATS - 1; i++)
+    if (formats[i]->probe(fd, file_size))
+      return formats[i];
+  return formats[NFORMATS - 1];
+}
+
+const char *
+disk_format_name(size_t i)
+{
+  return i < NFORMATS ? formats[i]->name : NULL;
+}
+
+bool
+disk_format_known(const char *name)
+{
+  return format_by_name(name) != NULL;
+}
+
 const char *
 disk_probe_format(int fd, uint64_t file_size)
 {
-  char sig[8];
-
-  if (file_size >= 8 && pread(fd, sig, 8, 0) == 8 &&
-      memcmp(sig, "vhdxfile", 8) == 0)
-    return "vhdx";
-  /* A VHD ends with a 512-byte footer ("conectix"); images written by old
-   * Virtual PC versions may have a 511-byte footer.  Dynamic VHDs also carry
-   * a copy of the footer at offset 0. */
-  if (file_size >= 512 && pread(fd, sig, 8, file_size - 512) == 8 &&
-      memcmp(sig, "conectix", 8) == 0)
-    return "vhd";
-  if (file_size >= 511 && pread(fd, sig, 8, file_size - 511) == 8 &&
-      memcmp(sig, "conectix", 8) == 0)
-    return "vhd";
-  if (file_size >= 512 && pread(fd, sig, 8, 0) == 8 &&
-      memcmp(sig, "conectix", 8) == 0)
-    return "vhd";
-  return "raw";
+  return format_probe(fd, file_size)->name;
 }
 
 int
@@ -94,7 +116,7 @@ disk_open(const char *path, const struct disk_open_opts *opts_in,
           struct disk **out)
 {
   struct disk_open_opts opts = { 0 };
-  const char *fmt;
+  const struct disk_format *fmt;
   struct stat st;
   int fd = -1, r;
 
@@ -133,27 +155,24 @@ disk_open(const char *path, const struct disk_open_opts *opts_in,
       goto out;
     }
 
-  fmt = opts.format;
-  if (!fmt) {
+  if (opts.format) {
+    fmt = format_by_name(opts.format);
+    if (!fmt) {
+      r = -EINVAL;
+      disk_set_error("%s: unknown format '%s'", path, opts.format);
+      goto out;
+    }
+  } else {
     uint64_t fsize = (uint64_t) st.st_size;
     if (S_ISBLK(st.st_mode)) {
       off_t end = lseek(fd, 0, SEEK_END);
       fsize = end > 0 ? (uint64_t) end : 0;
     }
-    fmt = disk_probe_format(fd, fsize);
+    fmt = format_probe(fd, fsize);
   }
 
   /* The backend takes ownership of fd on success. */
-  if (strcmp(fmt, "raw") == 0)
-    r = raw_open(path, fd, &opts, out);
-  else if (strcmp(fmt, "vhd") == 0)
-    r = vhd_open(path, fd, &opts, out);
-  else if (strcmp(fmt, "vhdx") == 0)
-    r = vhdx_open(path, fd, &opts, out);
-  else {
-    r = -EINVAL;
-    disk_set_error("%s: unknown format '%s'", path, fmt);
-  }
+  r = fmt->open(path, fd, &opts, out);
   if (r == 0) {
     (*out)->readonly = (*out)->readonly || opts.readonly;
     return 0;

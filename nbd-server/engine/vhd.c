@@ -1415,7 +1415,7 @@ out:
   return r;
 }
 
-int
+static int
 vhd_open(const char *path, int fd, const struct disk_open_opts *opts,
          struct disk **out)
 {
@@ -1557,3 +1557,27 @@ out:
   free(copy);
   return r;
 }
+
+/* A VHD ends with a 512-byte footer ("conectix"); images written by old
+ * Virtual PC versions may have a 511-byte footer.  Dynamic VHDs also carry
+ * a copy of the footer at offset 0. */
+static bool
+vhd_probe(int fd, uint64_t file_size)
+{
+  char sig[8];
+
+  if (file_size >= 512 && pread(fd, sig, 8, file_size - 512) == 8 &&
+      memcmp(sig, "conectix", 8) == 0)
+    return true;
+  if (file_size >= 511 && pread(fd, sig, 8, file_size - 511) == 8 &&
+      memcmp(sig, "conectix", 8) == 0)
+    return true;
+  return file_size >= 512 && pread(fd, sig, 8, 0) == 8 &&
+         memcmp(sig, "conectix", 8) == 0;
+}
+
+const struct disk_format dism_format_vhd = {
+  .name = "vhd",
+  .probe = vhd_probe,
+  .open = vhd_open,
+};

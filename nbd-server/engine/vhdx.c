@@ -1500,7 +1500,7 @@ static const struct disk_ops vx_ops = {
   .close   = vx_close,
 };
 
-int
+static int
 vhdx_open(const char *path, int fd, const struct disk_open_opts *opts,
           struct disk **out)
 {
@@ -1587,3 +1587,18 @@ fail:
     vx_free(v);
   return r;
 }
+
+static bool
+vhdx_probe(int fd, uint64_t file_size)
+{
+  char sig[8];
+
+  return file_size >= 8 && pread(fd, sig, 8, 0) == 8 &&
+         memcmp(sig, "vhdxfile", 8) == 0;
+}
+
+const struct disk_format dism_format_vhdx = {
+  .name = "vhdx",
+  .probe = vhdx_probe,
+  .open = vhdx_open,
+};
