@@ -46,13 +46,15 @@ OPT      = -O2 -g
 endif
 
 WARN     = -Wall -Wextra -Werror -Wshadow -Wvla -Wformat=2 -Wno-format-nonliteral
-CPPFLAGS += -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Inbd-server/engine -Inbd-server/protocol \
+CPPFLAGS += -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Inbd-server/engine -Inbd-server/protocol -Icommon \
             -DLIBEXECDIR='"$(LIBEXECDIR)"'
 CFLAGS  ?=
 CFLAGS  += -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -pthread -fPIC -MMD -MP
 LDFLAGS += $(SANFLAGS) -pthread
 
-ENGINE_SRC := $(wildcard nbd-server/engine/*.c)
+# common/test-hooks.c: the DISM_TEST_* hooks, read by the engine and the
+# server; in the engine library, which both link.
+ENGINE_SRC := $(wildcard nbd-server/engine/*.c) common/test-hooks.c
 SERVER_SRC := $(wildcard nbd-server/server/*.c)
 TOOL_SRC   := $(wildcard nbd-server/tools/*.c)
 UNIT_SRC   := $(wildcard tests/unit/*.c)

@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 
 #include "disk.h"
 #include "formats.h"
+#include "test-hooks.h"
 
 static __thread char last_error[1024];
 
@@ -123,6 +123,7 @@ disk_open(const char *path, const struct disk_open_opts *opts_in,
   if (opts_in)
     opts = *opts_in;
   *out = NULL;
+  dism_test_hooks_init();
 
   /* O_NONBLOCK: a parent path read from an image may name a FIFO, whose
    * open would wait forever for a writer.  Cleared once the file is known
@@ -255,35 +256,16 @@ disk_full_pread(int fd, const char *path, void *buf, size_t count,
   return 0;
 }
 
-/* Fault injection for the crash tests: with DISM_CRASH_AFTER_WRITES=N in
- * the environment, the process kills itself (SIGKILL, as kill -9 would)
- * just before its N-th image write, so a test can stop a commit at every
- * write it makes instead of at random times. */
-static long crash_after_writes = -2;     /* -2: not read yet, -1: off */
-static long writes_done;
-
-static void
-maybe_crash(void)
-{
-  long n = __atomic_load_n(&crash_after_writes, __ATOMIC_RELAXED);
-
-  if (n == -2) {
-    const char *e = getenv("DISM_CRASH_AFTER_WRITES");
-    n = e && *e ? strtol(e, NULL, 10) : -1;
-    __atomic_store_n(&crash_after_writes, n, __ATOMIC_RELAXED);
-  }
-  if (n >= 0 && __atomic_add_fetch(&writes_done, 1, __ATOMIC_RELAXED) >= n)
-    raise(SIGKILL);
-}
-
 int
 disk_full_pwrite(int fd, const char *path, const void *buf, size_t count,
                  uint64_t offset)
 {
   const char *p = buf;
 
-  if (__builtin_expect(crash_after_writes != -1, 0))
-    maybe_crash();
+  /* The crash tests' kill point (DISM_TEST_CRASH_AFTER_WRITES, read by
+   * disk_open): one flag test when off. */
+  if (__builtin_expect(dism_test_crash_armed, 0))
+    dism_test_before_write();
 
   while (count > 0) {
     ssize_t n = pwrite(fd, p, count, (off_t) offset);

@@ -28,6 +28,7 @@
 #include "control.h"
 #include "fuse-export.h"
 #include "sandbox.h"
+#include "test-hooks.h"
 
 #define PROG "dism-nbd-server"
 #define MAX_LISTENERS 32
@@ -876,7 +877,8 @@ main(int argc, char **argv)
   r = parse_args(argc, argv, &rn.o);
   if (r != 0)
     return r == 2 ? 0 : 1;
-  rn.selftest = getenv("DISM_SANDBOX_SELFTEST") != NULL;
+  dism_test_hooks_init();
+  rn.selftest = dism_test_sandbox_selftest();
 
   if (setup_process(&rn) == 0 &&
       open_image(&rn.o, &rn.disk) == 0 &&
