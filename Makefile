@@ -46,28 +46,34 @@ OPT      = -O2 -g
 endif
 
 WARN     = -Wall -Wextra -Werror -Wshadow -Wvla -Wformat=2 -Wno-format-nonliteral
-CPPFLAGS += -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Inbd-server/engine -Inbd-server/protocol -Icommon \
+# common/ (the shared layer) is a quote-only include directory: its spawn.h
+# must not hide the system's <spawn.h>.
+CPPFLAGS += -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -iquote common -Inbd-server/engine \
             -DLIBEXECDIR='"$(LIBEXECDIR)"'
 CFLAGS  ?=
 CFLAGS  += -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -pthread -fPIC -MMD -MP
 LDFLAGS += $(SANFLAGS) -pthread
 
-# common/test-hooks.c: the DISM_TEST_* hooks, read by the engine and the
-# server; in the engine library, which both link.
-ENGINE_SRC := $(wildcard nbd-server/engine/*.c) common/test-hooks.c
+COMMON_SRC := $(wildcard common/*.c)
+ENGINE_SRC := $(wildcard nbd-server/engine/*.c)
 SERVER_SRC := $(wildcard nbd-server/server/*.c)
 TOOL_SRC   := $(wildcard nbd-server/tools/*.c)
-UNIT_SRC   := $(wildcard tests/unit/*.c)
+# The unit tests of common/: tests/unit/test-NAME.c for common/NAME.h.
+COMMON_TEST_SRC := $(wildcard $(patsubst common/%.h,tests/unit/test-%.c,$(wildcard common/*.h)))
+UNIT_SRC   := $(filter-out $(COMMON_TEST_SRC),$(wildcard tests/unit/*.c))
 FUZZ_SRC   := $(wildcard tests/fuzz/*.c)
 
+COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
 SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o)
+COMMON_LIB := $(BUILD)/libdismcommon.a
 ENGINE_LIB := $(BUILD)/libdiskengine.a
 SERVER_LIB := $(BUILD)/libnbdserver.a
 
 SERVER_BIN := $(BUILD)/bin/dism-nbd-server
 TOOL_BINS  := $(patsubst nbd-server/tools/%.c,$(BUILD)/bin/%,$(TOOL_SRC))
 UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+COMMON_TEST_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(COMMON_TEST_SRC))
 FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 
 FUSE_CFLAGS := $(shell $(PKG_CONFIG) --cflags fuse3 2>/dev/null)
@@ -105,11 +111,18 @@ WIM_LIBS    := $(shell $(PKG_CONFIG) --libs wimlib 2>/dev/null || echo -lwim)
 DISM_INC    := -Iuserspace/include -Iuserspace/lib
 
 .PHONY: all check demo bench fuzz fuzz-campaign fuzz-build install uninstall clean deps
-all: $(SERVER_BIN) $(TOOL_BINS) $(UNIT_BINS) $(LIBDISM_SO) $(LIBDISM_A) $(DISM_PC) $(DISM_BIN)
+all: $(SERVER_BIN) $(TOOL_BINS) $(UNIT_BINS) $(COMMON_TEST_BINS) $(LIBDISM_SO) $(LIBDISM_A) $(DISM_PC) $(DISM_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+# common/: what the server and libdism both use (byte order, GUIDs, CRC-32C,
+# UTF-16, child processes, the NBD wire).  Everything that links the engine
+# links this after it.
+$(COMMON_LIB): $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
 
 $(ENGINE_LIB): $(ENGINE_OBJ)
 	@mkdir -p $(dir $@)
@@ -122,20 +135,20 @@ $(SERVER_LIB): $(filter-out $(SERVER_MAIN),$(SERVER_OBJ))
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(SERVER_BIN): $(SERVER_MAIN) $(SERVER_LIB) $(ENGINE_LIB)
+$(SERVER_BIN): $(SERVER_MAIN) $(SERVER_LIB) $(ENGINE_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(GNUTLS_LIBS) $(SECCOMP_LIBS) $(LIBS)
 
 $(LIBDISM_OBJ) $(BUILD)/userspace/cli/dism.o: CPPFLAGS += $(DISM_INC) $(NTFS_CFLAGS) $(WIM_CFLAGS)
 $(LIBDISM_OBJ): CFLAGS += -fvisibility=hidden
 
-$(LIBDISM_SO): $(LIBDISM_OBJ) $(ENGINE_LIB) userspace/lib/libdism.map
+$(LIBDISM_SO): $(LIBDISM_OBJ) $(ENGINE_LIB) $(COMMON_LIB) userspace/lib/libdism.map
 	@mkdir -p $(dir $@)
 	$(CC) -shared -Wl,-soname,libdism.so.1 -Wl,--version-script=userspace/lib/libdism.map \
-	  $(LDFLAGS) -o $@ $(LIBDISM_OBJ) $(ENGINE_LIB) $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
+	  $(LDFLAGS) -o $@ $(LIBDISM_OBJ) $(ENGINE_LIB) $(COMMON_LIB) $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
 	ln -sf libdism.so.1 $(BUILD)/libdism.so
 
-$(LIBDISM_A): $(LIBDISM_OBJ) $(ENGINE_OBJ)
+$(LIBDISM_A): $(LIBDISM_OBJ) $(ENGINE_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
@@ -246,18 +259,23 @@ $(CRASH_SHIM): tests/shim/crash-shim.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -g $(WARN) -fPIC -shared -o $@ $< -ldl
 
-$(BUILD)/bin/%: $(BUILD)/nbd-server/tools/%.o $(ENGINE_LIB)
+$(BUILD)/bin/%: $(BUILD)/nbd-server/tools/%.o $(ENGINE_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(SERVER_LIB) $(ENGINE_LIB)
+$(BUILD)/tests/%: tests/unit/%.c $(SERVER_LIB) $(ENGINE_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -Inbd-server/server $(CFLAGS) $(NBD_CFLAGS) -o $@ $< $(SERVER_LIB) $(ENGINE_LIB) $(LDFLAGS) $(NBD_LIBS) $(GNUTLS_LIBS) $(LIBS)
+	$(CC) $(CPPFLAGS) -Inbd-server/server $(CFLAGS) $(NBD_CFLAGS) -o $@ $< $(SERVER_LIB) $(ENGINE_LIB) $(COMMON_LIB) $(LDFLAGS) $(NBD_LIBS) $(GNUTLS_LIBS) $(LIBS)
+
+# common/'s unit tests (TAP; tests/t/01-unit.t runs them): common/ alone.
+$(BUILD)/tests/unit/%: tests/unit/%.c $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(COMMON_LIB) $(LDFLAGS)
 
 # libFuzzer targets: clang, ASan+UBSan, the engine/server sources rebuilt
 # with coverage instrumentation.
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer
-FUZZ_LIBSRC := $(ENGINE_SRC) $(filter-out nbd-server/server/main.c nbd-server/server/sandbox.c,$(SERVER_SRC))
+FUZZ_LIBSRC := $(COMMON_SRC) $(ENGINE_SRC) $(filter-out nbd-server/server/main.c nbd-server/server/sandbox.c,$(SERVER_SRC))
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIBSRC)
 	@mkdir -p $(dir $@)
 	$(CLANG) $(CPPFLAGS) -Inbd-server/server -std=gnu11 $(FUZZ_FLAGS) -DFUZZING -pthread -o $@ $< $(FUZZ_LIBSRC) $(FUZZ_EXTRA_$*) $(GNUTLS_LIBS) $(LIBS)

@@ -46,9 +46,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "byteorder.h"
+#include "crc32c.h"
 #include "overlay.h"
 #include "test-hooks.h"
-#include "util.h"
 
 #define OVL_MAGIC        "DISMOVL\0"
 #define OVL_VERSION      1u
@@ -876,7 +877,7 @@ write_map_page(struct disk *d, uint64_t p, uint8_t *slot)
   put_le64(slot + S_GEN, ++o->gen);
   put_le64(slot + S_PAGE, p);
   memset(slot + S_PAGE + 8, 0, OVL_SLOT_HDR - S_PAGE - 8);
-  put_le32(slot + S_CRC, crc32c(0, slot, OVL_SLOT_SIZE));
+  put_le32(slot + S_CRC, dism_crc32c(0, slot, OVL_SLOT_SIZE));
   r = disk_full_pwrite(o->fd, d->path, slot, OVL_SLOT_SIZE,
                        slot_offset(o, p, target));
   if (r == 0)
@@ -980,7 +981,7 @@ classify_slot(const uint8_t *s, uint64_t p, uint64_t *gen)
     return SLOT_BAD;
   memcpy(tmp, s, OVL_SLOT_SIZE);
   put_le32(tmp + S_CRC, 0);
-  if (crc32c(0, tmp, OVL_SLOT_SIZE) != get_le32(s + S_CRC))
+  if (dism_crc32c(0, tmp, OVL_SLOT_SIZE) != get_le32(s + S_CRC))
     return SLOT_BAD;
   *gen = get_le64(s + S_GEN);
   return SLOT_VALID;
@@ -1134,7 +1135,7 @@ encode_header(uint8_t *h, const struct identity *id)
   memcpy(h + H_FORMAT, id->format, sizeof id->format);
   memcpy(h + H_UNIQUEID, id->unique_id, sizeof id->unique_id);
   memcpy(h + OVL_PATH_OFF, id->path, OVL_PATH_MAX - 1);
-  put_le32(h + H_CRC, crc32c(0, h, OVL_HDR_SIZE));
+  put_le32(h + H_CRC, dism_crc32c(0, h, OVL_HDR_SIZE));
 }
 
 /* Check a header read from the file against the base. */
@@ -1151,7 +1152,7 @@ check_header(const char *path, uint8_t *h, const struct identity *id,
     return -EINVAL;
   }
   put_le32(h + H_CRC, 0);
-  if (crc32c(0, h, OVL_HDR_SIZE) != crc) {
+  if (dism_crc32c(0, h, OVL_HDR_SIZE) != crc) {
     disk_set_error("%s: overlay header is corrupt (checksum mismatch)", path);
     return -EUCLEAN;
   }
@@ -1514,7 +1515,7 @@ overlay_fuzz_fixup(struct disk *base, uint8_t *buf, size_t len, bool fix_pages)
     return;
   memcpy(buf + OVL_PATH_OFF, id.path, OVL_PATH_MAX - 1);
   put_le32(buf + H_CRC, 0);
-  put_le32(buf + H_CRC, crc32c(0, buf, OVL_HDR_SIZE));
+  put_le32(buf + H_CRC, dism_crc32c(0, buf, OVL_HDR_SIZE));
   if (!fix_pages)
     return;
   layout(id.size, &ngran, &npages, &map_off, &data_off);
@@ -1525,7 +1526,7 @@ overlay_fuzz_fixup(struct disk *base, uint8_t *buf, size_t len, bool fix_pages)
     if (memcmp(buf + off, OVL_SLOT_MAGIC, 4) != 0)
       continue;
     put_le32(buf + off + S_CRC, 0);
-    put_le32(buf + off + S_CRC, crc32c(0, buf + off, OVL_SLOT_SIZE));
+    put_le32(buf + off + S_CRC, dism_crc32c(0, buf + off, OVL_SLOT_SIZE));
   }
 }
 #endif

@@ -27,8 +27,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "byteorder.h"
 #include "disk.h"
 #include "formats.h"
+#include "guid.h"
+#include "utf16.h"
 #include "util.h"
 
 #define SECTOR          512u
@@ -891,7 +894,7 @@ vhd_info(struct disk *d, struct disk_info *info)
     info->block_size = v->block_size;
     info->allocated_bytes = n * v->block_size;
   }
-  guid_be_to_string(v->footer + F_UID, info->unique_id);
+  dism_guid_be_to_string(v->footer + F_UID, info->unique_id);
   fourcc(v->footer + F_CREATOR_APP, app);
   fourcc(v->footer + F_CREATOR_OS, os);
   snprintf(info->creator, sizeof info->creator, "%s %u.%u (%s)", app,
@@ -1046,7 +1049,7 @@ try_parent(struct disk *d, int fd, const struct disk_open_opts *opts,
     disk_close(p);
     return -ENOMEM;
   }
-  guid_be_to_string(want_uid, want);
+  dism_guid_be_to_string(want_uid, want);
   if (strcmp(p->ops->name, "vhd") != 0) {
     r = -EINVAL;
     snprintf(msg, sizeof msg, "%s: parent %s is not a VHD (format %s)",
@@ -1147,7 +1150,7 @@ open_parent(struct disk *d, struct vhd *v, int fd, uint64_t file_size,
         goto out;
       raw[len] = raw[len + 1] = 0;
       if (order[o].code == LOC_W2RU || order[o].code == LOC_W2KU)
-        r = utf16le_to_utf8(raw, len / 2, rec, 4096);
+        r = dism_utf16le_to_utf8(raw, len / 2, rec, 4096);
       else
         r = snprintf(rec, 4096, "%s", raw) >= 4096 ? -ENAMETOOLONG : 0;
       if (r < 0 || !rec[0]) {
@@ -1171,7 +1174,7 @@ open_parent(struct disk *d, struct vhd *v, int fd, uint64_t file_size,
       }
       bool abs = order[o].code == LOC_W2KU || order[o].code == LOC_WI2K ||
                  order[o].code == LOC_MACX;
-      if (resolve_parent_path(d->path, rec, abs, cand, 4096) < 0)
+      if (dism_resolve_parent_path(d->path, rec, abs, cand, 4096) < 0)
         continue;
       r = try_parent(d, fd, opts, uid, order[o].tag, rec, cand, s, v, out);
       if (r <= 0)
@@ -1179,13 +1182,13 @@ open_parent(struct disk *d, struct vhd *v, int fd, uint64_t file_size,
     }
   }
   /* Last resort: the parent's unicode name, beside the child. */
-  if (utf16be_to_utf8(hdr + H_PARENT_NAME, 256, rec, 4096) > 0 &&
-      resolve_parent_path(d->path, rec, false, cand, 4096) == 0) {
+  if (dism_utf16be_to_utf8(hdr + H_PARENT_NAME, 256, rec, 4096) > 0 &&
+      dism_resolve_parent_path(d->path, rec, false, cand, 4096) == 0) {
     r = try_parent(d, fd, opts, uid, "name", rec, cand, s, v, out);
     if (r <= 0)
       goto out;
   }
-  guid_be_to_string(uid, want);
+  dism_guid_be_to_string(uid, want);
   if (s->first_r) {
     r = s->first_r;
     disk_set_error("%s", s->first_err);

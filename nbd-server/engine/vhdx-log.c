@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "byteorder.h"
+#include "crc32c.h"
 #include "vhdx.h"
 
 #define LOG_HDR_SIZE   64
@@ -35,7 +37,7 @@ struct log_scan {
   uint8_t *state;               /* 0 unknown, 1 invalid, 2 valid */
   uint64_t *seq;
   uint32_t *nsect, *tail, *head_of;
-  const struct guid *guid;
+  const struct dism_guid *guid;
 };
 
 static const uint8_t *
@@ -84,9 +86,9 @@ entry_valid(struct log_scan *s, uint32_t i)
     return false;
   memcpy(tmp, h, VX_PAGE);
   put_le32(tmp + 4, 0);
-  crc = crc32c(0, tmp, VX_PAGE);
+  crc = dism_crc32c(0, tmp, VX_PAGE);
   for (uint32_t k = 1; k < nsect; k++)
-    crc = crc32c(crc, sect(s, (uint64_t) i + k), VX_PAGE);
+    crc = dism_crc32c(crc, sect(s, (uint64_t) i + k), VX_PAGE);
   if (crc != get_le32(h + 4))
     return false;
   for (uint64_t k = 0; k < dc; k++) {
@@ -334,7 +336,7 @@ vx_log_replay(struct vhdx *v)
   unsigned entries = 0;
   int r;
 
-  if (guid_is_zero(&v->log_guid))
+  if (dism_guid_is_zero(&v->log_guid))
     return 0;
   if (v->log_length > LOG_MAX_BYTES) {
     disk_set_error("%s: the log (%u bytes) needs replaying but is larger than the "
@@ -560,7 +562,7 @@ commit_batch(struct vhdx *v, size_t n, const uint64_t *offs, uint8_t *const *pag
     memcpy(ds + 8, pages[k] + 8, 4084);
     put_le32(ds + 4092, (uint32_t) v->log_seq);
   }
-  put_le32(e + 4, crc32c(0, e, len));
+  put_le32(e + 4, dism_crc32c(0, e, len));
 
   /* MS-VHDX order: everything the entry depends on (new payload data, the
    * previous entry's in-place writes) is stable before the entry; the entry
@@ -591,7 +593,7 @@ vx_log_commit(struct vhdx *v, size_t n, const uint64_t *offs, uint8_t *const *pa
     maxn = v->log_length / VX_PAGE - 1;
   if (!v->log_active) {
     /* Start a fresh log: a new LogGuid makes every old entry invalid. */
-    guid_generate(&v->log_guid);
+    dism_guid_generate(&v->log_guid);
     r = vx_write_header(v);
     if (r < 0)
       return r;

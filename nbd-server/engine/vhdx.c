@@ -16,7 +16,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "byteorder.h"
+#include "crc32c.h"
 #include "formats.h"
+#include "utf16.h"
+#include "util.h"
 #include "vhdx.h"
 
 #define VX_HDR1      (64 * VX_KiB)
@@ -42,8 +46,8 @@ static const struct disk_ops vx_ops;
 static bool
 guid_is(const uint8_t *p, const char *s)
 {
-  struct guid g;
-  return guid_parse(s, &g) == 0 && memcmp(p, g.b, 16) == 0;
+  struct dism_guid g;
+  return dism_guid_parse(s, &g) == 0 && memcmp(p, g.b, 16) == 0;
 }
 
 static inline uint64_t
@@ -130,7 +134,7 @@ vx_write_header(struct vhdx *v)
   put_le16(h + 66, 1);
   put_le32(h + 68, v->log_length);
   put_le64(h + 72, v->log_offset);
-  put_le32(h + 4, crc32c(0, h, sizeof h));
+  put_le32(h + 4, dism_crc32c(0, h, sizeof h));
   r = disk_full_pwrite(v->fd, v->path, h, sizeof h, slot ? VX_HDR2 : VX_HDR1);
   if (r == 0)
     r = sync_fd(v);
@@ -152,7 +156,7 @@ header_ok(const uint8_t *h)
     return false;
   memcpy(tmp, h, VX_PAGE);
   put_le32(tmp + 4, 0);
-  return crc32c(0, tmp, VX_PAGE) == get_le32(h + 4);
+  return dism_crc32c(0, tmp, VX_PAGE) == get_le32(h + 4);
 }
 
 static int
@@ -235,7 +239,7 @@ parse_region_table(struct vhdx *v, const uint8_t *rt)
     if (!is_bat && !is_meta) {
       if (required) {
         char g[37];
-        guid_to_string((const struct guid *) e, g);
+        dism_guid_to_string((const struct dism_guid *) e, g);
         disk_set_error("%s: unknown required region {%s}", v->path, g);
         return -ENOTSUP;
       }
@@ -294,7 +298,7 @@ parse_regions(struct vhdx *v)
       continue;
     uint32_t sum = get_le32(rt + 4);
     put_le32(rt + 4, 0);
-    if (crc32c(0, rt, VX_RT_SIZE) != sum)
+    if (dism_crc32c(0, rt, VX_RT_SIZE) != sum)
       continue;
     ok = true;
   }
@@ -322,7 +326,7 @@ parse_locator(struct vhdx *v, const uint8_t *p, uint32_t len)
   }
   if (!guid_is(p, GUID_PLOC_VHDX)) {
     char g[37];
-    guid_to_string((const struct guid *) p, g);
+    dism_guid_to_string((const struct dism_guid *) p, g);
     disk_set_error("%s: unsupported parent locator type {%s}", v->path, g);
     return -ENOTSUP;
   }
@@ -343,16 +347,16 @@ parse_locator(struct vhdx *v, const uint8_t *p, uint32_t len)
       disk_set_error("%s: parent locator entry %u is out of bounds", v->path, i);
       return -EINVAL;
     }
-    if (utf16le_to_utf8(p + ko, kl / 2, key, sizeof key) < 0)
+    if (dism_utf16le_to_utf8(p + ko, kl / 2, key, sizeof key) < 0)
       continue;                 /* an unknown long key: not one of ours */
-    if (utf16le_to_utf8(p + vo, vl / 2, val, sizeof val) < 0) {
+    if (dism_utf16le_to_utf8(p + vo, vl / 2, val, sizeof val) < 0) {
       disk_set_error("%s: parent locator value for '%s' is not valid UTF-16", v->path, key);
       return -EINVAL;
     }
     if (strcmp(key, "parent_linkage") == 0 || strcmp(key, "parent_linkage2") == 0) {
       bool two = key[14] == '2';
-      struct guid *g = two ? &v->parent_linkage2 : &v->parent_linkage;
-      if (guid_parse(val, g) < 0) {
+      struct dism_guid *g = two ? &v->parent_linkage2 : &v->parent_linkage;
+      if (dism_guid_parse(val, g) < 0) {
         disk_set_error("%s: parent locator %s '%s' is not a GUID", v->path, key, val);
         return -EINVAL;
       }
@@ -423,7 +427,7 @@ parse_metadata(struct vhdx *v)
     else {
       if (required) {
         char g[37];
-        guid_to_string((const struct guid *) e, g);
+        dism_guid_to_string((const struct dism_guid *) e, g);
         disk_set_error("%s: unknown required metadata item {%s}", v->path, g);
         r = -ENOTSUP;
         goto out;
@@ -653,15 +657,15 @@ try_parent(struct vhdx *v, const char *cand, const struct disk_open_opts *opts,
     goto reject;
   }
   pv = p->priv;
-  if (!guid_equal(&pv->data_write_guid, &v->parent_linkage) &&
-      !(v->have_linkage2 && !guid_is_zero(&v->parent_linkage2) &&
-        guid_equal(&pv->data_write_guid, &v->parent_linkage2))) {
+  if (!dism_guid_equal(&pv->data_write_guid, &v->parent_linkage) &&
+      !(v->have_linkage2 && !dism_guid_is_zero(&v->parent_linkage2) &&
+        dism_guid_equal(&pv->data_write_guid, &v->parent_linkage2))) {
     char a[37], b[37], alt[48] = "";
-    guid_to_string(&pv->data_write_guid, b);
-    guid_to_string(&v->parent_linkage, a);
-    if (v->have_linkage2 && !guid_is_zero(&v->parent_linkage2)) {
+    dism_guid_to_string(&pv->data_write_guid, b);
+    dism_guid_to_string(&v->parent_linkage, a);
+    if (v->have_linkage2 && !dism_guid_is_zero(&v->parent_linkage2)) {
       char a2[37];
-      guid_to_string(&v->parent_linkage2, a2);
+      dism_guid_to_string(&v->parent_linkage2, a2);
       snprintf(alt, sizeof alt, " or {%s}", a2);
     }
     snprintf(why, whysize, "DataWriteGuid {%s} does not match the expected {%s}%s", b, a,
@@ -699,7 +703,7 @@ open_parent(struct disk *d, struct vhdx *v, const struct disk_open_opts *opts)
     cand[k][0] = 0;             /* never equal to a later candidate */
     if (!rec[k] || !rec[k][0])
       continue;
-    e = resolve_parent_path(v->path, rec[k], k > 0, cand[k], sizeof cand[k]);
+    e = dism_resolve_parent_path(v->path, rec[k], k > 0, cand[k], sizeof cand[k]);
     if (e < 0) {
       cand[k][0] = 0;
       snprintf(why, sizeof why, "%s", strerror(-e));
@@ -906,8 +910,8 @@ start_write(struct vhdx *v)
     return v->broken ? -EIO : 0;
   pthread_mutex_lock(&v->lock);
   if (!v->write_started) {
-    guid_generate(&v->file_write_guid);
-    guid_generate(&v->data_write_guid);
+    dism_guid_generate(&v->file_write_guid);
+    dism_guid_generate(&v->data_write_guid);
     r = vx_write_header(v);
     if (r == 0)
       __atomic_store_n(&v->write_started, 1, __ATOMIC_RELEASE);
@@ -1424,9 +1428,9 @@ vx_info(struct disk *d, struct disk_info *info)
   info->block_size = v->block_size;
   info->allocated_bytes = present * v->block_size;
   if (v->have_page83)
-    guid_to_string(&v->page83, info->unique_id);
+    dism_guid_to_string(&v->page83, info->unique_id);
   else
-    guid_to_string(&v->data_write_guid, info->unique_id);
+    dism_guid_to_string(&v->data_write_guid, info->unique_id);
   hint = v->loc_found ? v->loc_found : "";
   snprintf(info->parent_hint, sizeof info->parent_hint, "%s", hint);
   /* Truncate the creator at a UTF-8 character boundary. */
@@ -1446,7 +1450,7 @@ vx_info(struct disk *d, struct disk_info *info)
     snprintf(log, sizeof log, "log GUID set but no valid entries");
   else
     snprintf(log, sizeof log, "log clean");
-  guid_to_string(&v->data_write_guid, dw);
+  dism_guid_to_string(&v->data_write_guid, dw);
   snprintf(info->notes, sizeof info->notes,
            "%s; unique_id is the Page 83 virtual disk id%s; DataWriteGuid %s; "
            "chunk ratio %llu", log, v->have_page83 ? "" : " (absent: DataWriteGuid used)",
@@ -1547,7 +1551,7 @@ vhdx_open(const char *path, int fd, const struct disk_open_opts *opts,
     r = -EINVAL;
     goto fail;
   }
-  (void) utf16le_to_utf8(ident + 8, 256, v->creator, sizeof v->creator);
+  (void) dism_utf16le_to_utf8(ident + 8, 256, v->creator, sizeof v->creator);
 
   r = parse_headers(v);
   if (r == 0)

@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 #include "disk.h"
-#include "util.h"
+#include "guid.h"
 
 #define VX_KiB 1024ull
 #define VX_MiB (1024ull * 1024)
@@ -50,7 +50,7 @@ struct vhdx {
   /* Current header (MS-VHDX 2.2.2). */
   int hdr_slot;                 /* 0: 64 KiB, 1: 128 KiB */
   uint64_t seq;
-  struct guid file_write_guid, data_write_guid, log_guid;
+  struct dism_guid file_write_guid, data_write_guid, log_guid;
   uint16_t log_version, version;
   uint32_t log_length;
   uint64_t log_offset;
@@ -63,7 +63,7 @@ struct vhdx {
   uint32_t block_size, lss, pss;
   bool leave_alloc, has_parent;
   uint64_t vsize;
-  struct guid page83;
+  struct dism_guid page83;
   bool have_page83;
   uint64_t chunk_ratio, data_blocks, bitmap_blocks, bat_entries;
   unsigned block_shift;         /* log2(block_size) */
@@ -74,7 +74,7 @@ struct vhdx {
   size_t bat_alloc;             /* entries in bat[] */
 
   /* Parent locator (UTF-8). */
-  struct guid parent_linkage, parent_linkage2;
+  struct dism_guid parent_linkage, parent_linkage2;
   bool have_linkage, have_linkage2;
   char *loc_relative, *loc_volume, *loc_abswin32;
   const char *loc_found;        /* the one of the three that found the parent */

@@ -36,6 +36,7 @@
 
 #include "DismApi.h"
 #include "dism-internal.h"
+#include "path-size.h"
 
 static const char *prog = "dism-boot";
 
@@ -144,7 +145,7 @@ cmd_start(int argc, char **argv)
       return 1;
     }
   }
-  char canon_dir[4096], canon_image[4096];
+  char canon_dir[DISM_PATH_MAX], canon_image[DISM_PATH_MAX];
   struct dism_record *r = calloc(1, sizeof *r);
   if (!r) {
     fprintf(stderr, "%s: out of memory\n", prog);
@@ -226,7 +227,7 @@ server_in_my_cgroup(const struct dism_record *r)
   pid_t pid = dism_server_pid(&l);
   if (pid <= 0)
     return false;
-  char mine[4096], theirs[4096], pid_text[32];
+  char mine[DISM_PATH_MAX], theirs[DISM_PATH_MAX], pid_text[32];
   snprintf(pid_text, sizeof pid_text, "%d", (int) pid);
   cgroup_of("self", mine, sizeof mine);
   cgroup_of(pid_text, theirs, sizeof theirs);
@@ -369,7 +370,7 @@ cmd_park(int argc, char **argv)
     }
   } else {
     for (int k = t.first; k < argc; k++) {
-      char dir[4096];
+      char dir[DISM_PATH_MAX];
       int lock = dism_registry_lock();
       if (lock < 0) {
         fprintf(stderr, "%s: %s\n", prog, dism_last_error());

@@ -47,6 +47,8 @@
 
 #include "attach.h"
 #include "dism-error.h"
+#include "path-size.h"
+#include "spawn.h"
 
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
@@ -110,7 +112,7 @@ say(const char *fmt, ...)
 static int
 write_pidfile(const char *path)
 {
-  char tmp[4200], buf[32];
+  char tmp[DISM_SUBPATH_MAX], buf[32];
   int fd, n;
 
   if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int) sizeof tmp)
@@ -137,19 +139,17 @@ finish(struct sup *s, int status)
 static void
 start_child(struct sup *s)
 {
-  pid_t pid = fork();
+  /* The server gets our 0, 1 and 2 (libdism's /dev/null and the server
+   * log), signals as a fresh process has them, and nothing else. */
+  struct dism_spawn_opts o = {
+    .stdin_fd = 0, .stdout_fd = 1, .stderr_fd = 2, .reset_signals = true,
+    .exec_fail_prefix = "dism-supervise: cannot execute ",
+  };
+  pid_t pid;
+  int r = dism_spawn((const char *const *) s->argv, &o, &pid);
 
-  if (pid == 0) {
-    sigset_t all;
-    sigfillset(&all);
-    sigprocmask(SIG_UNBLOCK, &all, NULL);
-    signal(SIGPIPE, SIG_DFL);
-    execv(s->argv[0], s->argv);
-    fprintf(stderr, "dism-supervise: cannot execute %s: %s\n", s->argv[0], strerror(errno));
-    _exit(127);
-  }
-  if (pid < 0) {
-    say("cannot fork: %s", strerror(errno));
+  if (r < 0) {
+    say("cannot fork: %s", strerror(-r));
     s->child = 0;
     s->state = BACKOFF;
     s->deadline = now_ms() + 1000;

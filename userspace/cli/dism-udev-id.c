@@ -45,6 +45,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "path-size.h"
+
 #define DEFAULT_RUN_DIR   "/run/dism"
 #define DEFAULT_STATE_DIR "/var/lib/dism"
 #define GUID_LEN          36
@@ -60,7 +62,7 @@ struct device {
   char kname[64];         /* nbd0, nbd0p3, loop7 */
   unsigned part;          /* partition number; 0 for a whole disk */
   char id[GUID_LEN + 1];  /* mount id */
-  char run_dir[4096];
+  char run_dir[DISM_PATH_MAX];
 };
 
 /* What the helper needs from a record (pointers into the record's text). */
@@ -101,7 +103,7 @@ read_small(int fd, char *buf, size_t cap)
 static long
 read_attr(const char *dir, const char *name, char *buf, size_t cap)
 {
-  char path[4200];
+  char path[DISM_SUBPATH_MAX];
   if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int) sizeof path)
     return -1;
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -170,7 +172,7 @@ static int
 identify_loop(const char *disk_dir, const char *run_opt, struct device *d)
 {
   static const char tail[] = "/disk";
-  char backing[4096];
+  char backing[DISM_PATH_MAX];
   long n = read_attr(disk_dir, "loop/backing_file", backing, sizeof backing);
   size_t tl = sizeof tail - 1, ml = sizeof "/mounts/" - 1;
   if (n < (long) (1 + ml + GUID_LEN + tl) || backing[0] != '/')
@@ -214,7 +216,7 @@ identify(const char *syspath, const char *run_opt, struct device *d)
 {
   /* canonical: /sys/class/block/nbd0p3 is .../devices/virtual/block/nbd0/nbd0p3,
    * whose directory's parent is its disk's */
-  char path[PATH_MAX], part[32];
+  char path[DISM_PATH_MAX], part[32];
   if (!realpath(syspath, path))
     return -1;
   const char *base = strrchr(path, '/') + 1;
@@ -222,7 +224,7 @@ identify(const char *syspath, const char *run_opt, struct device *d)
     return -1;
   snprintf(d->kname, sizeof d->kname, "%s", base);
 
-  char disk_dir[PATH_MAX];
+  char disk_dir[DISM_PATH_MAX];
   snprintf(disk_dir, sizeof disk_dir, "%s", path);
   d->part = 0;
   if (read_attr(path, "partition", part, sizeof part) >= 0) {
@@ -276,7 +278,7 @@ open_trusted(const char *path)
 static int
 read_record(const struct device *d, const char *state_opt, struct record *r)
 {
-  char path[4200];
+  char path[DISM_SUBPATH_MAX];
   snprintf(path, sizeof path, "%s/mounts/%s/live.conf", d->run_dir, d->id);
   int fd = open_trusted(path);
   if (fd < 0) {

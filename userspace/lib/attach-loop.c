@@ -99,7 +99,7 @@ loop_bind(int file_fd, const struct dism_attach_request *req, struct dism_attach
       goto out;
     }
     snprintf(name, sizeof name, "loop%d", n);
-    r = attach_dev_node(name, a->fs_dev, sizeof a->fs_dev);
+    r = dism_attach_dev_node(name, a->fs_dev, sizeof a->fs_dev);
     if (r < 0)
       goto out;
     fd = open(a->fs_dev, mode | O_CLOEXEC);
@@ -173,7 +173,7 @@ dism_attach_loop(const struct dism_attach_request *req, struct dism_attach *out)
     goto out;
   io = (struct dism_disk_io) { .pread = file_pread, .ctx = &f, .size = size,
                                .name = req->fuse_file };
-  r = attach_choose(&io, 0, out);
+  r = dism_attach_choose(&io, 0, out);
   if (r < 0)
     goto out;
   r = loop_bind(f.fd, req, out, &loopfd);
@@ -257,9 +257,9 @@ dism_detach_loop(const struct dism_attach *a)
     return r;
   snprintf(path, sizeof path, "/sys/class/block/%s/size", sys_name(a));
   for (waited = 0; waited < ATTACH_DETACH_WAIT_MS; waited += 20) {
-    if (attach_read_file(path, val, sizeof val) < 0 || strcmp(val, "0") == 0)
+    if (dism_attach_read_file(path, val, sizeof val) < 0 || strcmp(val, "0") == 0)
       return 0;
-    attach_sleep_ms(20);
+    dism_attach_sleep_ms(20);
   }
   dism_set_error("%s is still in use (mounted?): it will be released when its "
                  "last user closes it", a->fs_dev);
@@ -275,7 +275,7 @@ dism_attach_alive_loop(const struct dism_attach *a)
 
   /* sysfs first: no open of a device that may be set to clear on close */
   snprintf(path, sizeof path, "/sys/class/block/%s/loop/offset", sys_name(a));
-  if (strncmp(a->fs_dev, "/dev/loop", 9) != 0 || attach_read_file(path, val, sizeof val) < 0)
+  if (strncmp(a->fs_dev, "/dev/loop", 9) != 0 || dism_attach_read_file(path, val, sizeof val) < 0)
     return false;
   if (strtoull(val, NULL, 10) != a->part_offset)
     return false;

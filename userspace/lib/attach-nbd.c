@@ -36,267 +36,12 @@
 #include "attach-internal.h"
 #include "dism-error.h"
 
-/* Protocol constants (the NBD spec), kept here so libdism does not depend
- * on the server's headers. */
-#define NBDMAGIC            UINT64_C(0x4e42444d41474943)
-#define IHAVEOPT            UINT64_C(0x49484156454F5054)
-#define OPT_REPLY_MAGIC     UINT64_C(0x0003e889045565a9)
-#define REQUEST_MAGIC       UINT32_C(0x25609513)
-#define SIMPLE_REPLY_MAGIC  UINT32_C(0x67446698)
-#define HS_FIXED_NEWSTYLE   1u
-#define HS_NO_ZEROES        2u
-#define OPT_GO              7u
-#define REP_ACK             1u
-#define REP_INFO            3u
-#define REP_ERR_BIT         (UINT32_C(1) << 31)
-#define INFO_EXPORT         0u
-#define INFO_BLOCK_SIZE     3u
-#define TF_HAS_FLAGS        (1u << 0)
-#define TF_READ_ONLY        (1u << 1)
-#define TF_CAN_MULTI_CONN   (1u << 8)
-#define CMD_READ            0u
-
 #define MAX_CONNS           16
-#define IO_TIMEOUT_MS       30000    /* one handshake step or one read */
-#define PROBE_CHUNK         (1u << 20)
 #define REQ_TIMEOUT_S       30       /* kernel request timeout (DISM_NBD_TIMEOUT): see
                                       * nbd_connect */
 #define DEAD_CONN_DEFAULT_S 30
 #define CONNECT_TRIES       8        /* EBUSY: a prober held the device the kernel picked */
 #define MAX_SECTORS_KB      4096
-
-/* ---- socket I/O with a deadline ------------------------------------------ */
-
-static int
-full_io(int fd, void *buf, size_t len, bool out)
-{
-  size_t done = 0;
-
-  while (done < len) {
-    struct pollfd p = { .fd = fd, .events = out ? POLLOUT : POLLIN };
-    ssize_t n;
-    int pr = poll(&p, 1, IO_TIMEOUT_MS);
-
-    if (pr < 0 && errno == EINTR)
-      continue;
-    if (pr < 0)
-      return -errno;
-    if (pr == 0)
-      return -ETIMEDOUT;
-    n = out ? send(fd, (char *) buf + done, len - done, MSG_NOSIGNAL)
-            : recv(fd, (char *) buf + done, len - done, 0);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN))
-      continue;
-    if (n < 0)
-      return -errno;
-    if (n == 0)
-      return -ECONNRESET;
-    done += (size_t) n;
-  }
-  return 0;
-}
-
-static int recv_all(int fd, void *buf, size_t len) { return full_io(fd, buf, len, false); }
-static int send_all(int fd, const void *buf, size_t len) { return full_io(fd, (void *) buf, len, true); }
-
-static int
-discard(int fd, uint32_t len)
-{
-  char junk[512];
-  int r = 0;
-
-  while (len > 0 && r == 0) {
-    uint32_t n = len < sizeof junk ? len : (uint32_t) sizeof junk;
-    r = recv_all(fd, junk, n);
-    len -= n;
-  }
-  return r;
-}
-
-/* ---- the handshake --------------------------------------------------------- */
-
-struct export_info {
-  uint64_t size;
-  uint16_t flags;
-  uint32_t min_block;                /* 0 if the server did not say */
-};
-
-static int
-handshake(const char *path, int *fd_out, struct export_info *ei)
-{
-  struct sockaddr_un sa = { .sun_family = AF_UNIX };
-  struct __attribute__((packed)) { uint64_t magic, opt; uint16_t flags; } hello;
-  struct __attribute__((packed)) {
-    uint32_t cflags;
-    uint64_t magic;
-    uint32_t opt, len;
-    uint32_t namelen;
-    uint16_t nreq, req0;
-  } go;
-  struct __attribute__((packed)) { uint64_t magic; uint32_t opt, type, len; } rep;
-  uint8_t data[256];
-  uint16_t info;
-  bool have_export = false;
-  int fd = -1, r;
-
-  memset(ei, 0, sizeof *ei);
-  if (strlen(path) >= sizeof sa.sun_path) {
-    dism_set_error("%s: socket path too long", path);
-    return -ENAMETOOLONG;
-  }
-  strcpy(sa.sun_path, path);
-  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    r = -errno;
-    dism_set_error("%s: socket: %s", path, strerror(-r));
-    goto out;
-  }
-  if (connect(fd, (struct sockaddr *) &sa, sizeof sa) < 0) {
-    r = -errno;
-    dism_set_error("%s: cannot connect to the NBD server: %s", path, strerror(-r));
-    goto out;
-  }
-  r = recv_all(fd, &hello, sizeof hello);
-  if (r < 0) {
-    dism_set_error("%s: no NBD greeting: %s", path, strerror(-r));
-    goto out;
-  }
-  if (be64toh(hello.magic) != NBDMAGIC || be64toh(hello.opt) != IHAVEOPT ||
-      !(be16toh(hello.flags) & HS_FIXED_NEWSTYLE)) {
-    r = -EPROTO;
-    dism_set_error("%s: not a fixed-newstyle NBD server", path);
-    goto out;
-  }
-  /* GO for the default export, asking for BLOCK_SIZE (a hint of the
-   * sector size); no structured replies: the kernel cannot take them */
-  go.cflags = htobe32(HS_FIXED_NEWSTYLE | (be16toh(hello.flags) & HS_NO_ZEROES));
-  go.magic = htobe64(IHAVEOPT);
-  go.opt = htobe32(OPT_GO);
-  go.len = htobe32(4 + 2 + 2);
-  go.namelen = 0;
-  go.nreq = htobe16(1);
-  go.req0 = htobe16(INFO_BLOCK_SIZE);
-  r = send_all(fd, &go, sizeof go);
-  if (r < 0) {
-    dism_set_error("%s: sending NBD_OPT_GO: %s", path, strerror(-r));
-    goto out;
-  }
-  for (;;) {
-    uint32_t type, len;
-    r = recv_all(fd, &rep, sizeof rep);
-    if (r < 0) {
-      dism_set_error("%s: reading the reply to NBD_OPT_GO: %s", path, strerror(-r));
-      goto out;
-    }
-    type = be32toh(rep.type);
-    len = be32toh(rep.len);
-    if (be64toh(rep.magic) != OPT_REPLY_MAGIC || be32toh(rep.opt) != OPT_GO) {
-      r = -EPROTO;
-      dism_set_error("%s: malformed option reply", path);
-      goto out;
-    }
-    if (type & REP_ERR_BIT) {
-      uint32_t n = len < sizeof data - 1 ? len : (uint32_t) sizeof data - 1;
-      if (recv_all(fd, data, n) < 0)
-        n = 0;
-      data[n] = 0;
-      r = -EPROTO;
-      dism_set_error("%s: the server refused the export (error 0x%x%s%s)", path, type,
-                     n ? ": " : "", (char *) data);
-      goto out;
-    }
-    if (type == REP_ACK) {
-      if (len)
-        r = discard(fd, len);
-      break;
-    }
-    if (type != REP_INFO || len < 2 || len > sizeof data) {
-      r = discard(fd, len);          /* unknown reply or info: skip */
-      if (r < 0)
-        goto io_err;
-      continue;
-    }
-    r = recv_all(fd, data, len);
-    if (r < 0)
-      goto io_err;
-    memcpy(&info, data, 2);
-    info = be16toh(info);
-    if (info == INFO_EXPORT && len == 12) {
-      uint64_t sz;
-      uint16_t fl;
-      memcpy(&sz, data + 2, 8);
-      memcpy(&fl, data + 10, 2);
-      ei->size = be64toh(sz);
-      ei->flags = be16toh(fl);
-      have_export = true;
-    } else if (info == INFO_BLOCK_SIZE && len == 14) {
-      uint32_t mn;
-      memcpy(&mn, data + 2, 4);
-      ei->min_block = be32toh(mn);
-    }
-  }
-io_err:
-  if (r < 0) {
-    dism_set_error("%s: reading the reply to NBD_OPT_GO: %s", path, strerror(-r));
-    goto out;
-  }
-  if (!have_export || !(ei->flags & TF_HAS_FLAGS)) {
-    r = -EPROTO;
-    dism_set_error("%s: the server sent no export size and flags", path);
-    goto out;
-  }
-  *fd_out = fd;
-  fd = -1;
-out:
-  if (fd >= 0)
-    close(fd);
-  return r;
-}
-
-/* Reads over a connection in transmission, before the kernel owns it. */
-struct nbd_probe {
-  int fd;
-  uint64_t cookie;
-};
-
-static int
-probe_pread(void *ctx, void *buf, size_t len, uint64_t off)
-{
-  struct nbd_probe *p = ctx;
-  struct __attribute__((packed)) {
-    uint32_t magic;
-    uint16_t flags, type;
-    uint64_t cookie, offset;
-    uint32_t length;
-  } req;
-  struct __attribute__((packed)) { uint32_t magic, error; uint64_t cookie; } rep;
-  size_t done = 0;
-  int r;
-
-  while (done < len) {
-    uint32_t n = len - done < PROBE_CHUNK ? (uint32_t) (len - done) : PROBE_CHUNK;
-    req.magic = htobe32(REQUEST_MAGIC);
-    req.flags = 0;
-    req.type = htobe16(CMD_READ);
-    req.cookie = htobe64(++p->cookie);
-    req.offset = htobe64(off + done);
-    req.length = htobe32(n);
-    r = send_all(p->fd, &req, sizeof req);
-    if (r == 0)
-      r = recv_all(p->fd, &rep, sizeof rep);
-    if (r < 0)
-      return r;
-    if (be32toh(rep.magic) != SIMPLE_REPLY_MAGIC || be64toh(rep.cookie) != p->cookie)
-      return -EPROTO;
-    if (rep.error)
-      return -EIO;
-    r = recv_all(p->fd, (char *) buf + done, n);
-    if (r < 0)
-      return r;
-    done += n;
-  }
-  return 0;
-}
 
 /* ---- generic netlink --------------------------------------------------------- */
 
@@ -406,7 +151,7 @@ static int
 nl_open(void)
 {
   struct sockaddr_nl sa = { .nl_family = AF_NETLINK };
-  struct timeval tv = { .tv_sec = IO_TIMEOUT_MS / 1000 };
+  struct timeval tv = { .tv_sec = ATTACH_IO_TIMEOUT_MS / 1000 };
   int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
 
   if (fd < 0)
@@ -603,7 +348,7 @@ nbd_backend_is(int index, const char *id)
   char path[96], val[128];
 
   snprintf(path, sizeof path, "/sys/block/nbd%d/backend", index);
-  return id[0] && attach_read_file(path, val, sizeof val) == 0 && strcmp(val, id) == 0;
+  return id[0] && dism_attach_read_file(path, val, sizeof val) == 0 && strcmp(val, id) == 0;
 }
 
 /* Free: the device is gone (DESTROY_ON_DISCONNECT) or has size 0, no pid and
@@ -617,13 +362,13 @@ nbd_is_free(int index)
   if (access(path, F_OK) != 0)
     return true;
   snprintf(path, sizeof path, "/sys/block/nbd%d/size", index);
-  if (attach_read_file(path, val, sizeof val) == 0 && strcmp(val, "0") != 0)
+  if (dism_attach_read_file(path, val, sizeof val) == 0 && strcmp(val, "0") != 0)
     return false;
   snprintf(path, sizeof path, "/sys/block/nbd%d/pid", index);
   if (access(path, F_OK) == 0)
     return false;
   snprintf(path, sizeof path, "/sys/block/nbd%d/inflight", index);
-  if (attach_read_file(path, val, sizeof val) == 0) {
+  if (dism_attach_read_file(path, val, sizeof val) == 0) {
     unsigned rd = 0, wr = 0;
     if (sscanf(val, "%u %u", &rd, &wr) == 2 && (rd || wr))
       return false;
@@ -639,7 +384,7 @@ wait_free(int index)
   for (waited = 0; waited < ATTACH_DETACH_WAIT_MS; waited += 20) {
     if (nbd_is_free(index))
       return 0;
-    attach_sleep_ms(20);
+    dism_attach_sleep_ms(20);
   }
   dism_set_error("/dev/nbd%d still busy %d ms after the disconnect", index,
                  ATTACH_DETACH_WAIT_MS);
@@ -654,13 +399,13 @@ raise_max_sectors(int index)
   unsigned long hw = MAX_SECTORS_KB;
 
   snprintf(path, sizeof path, "/sys/block/nbd%d/queue/max_hw_sectors_kb", index);
-  if (attach_read_file(path, val, sizeof val) == 0)
+  if (dism_attach_read_file(path, val, sizeof val) == 0)
     hw = strtoul(val, NULL, 10);
   if (hw > MAX_SECTORS_KB)
     hw = MAX_SECTORS_KB;
   snprintf(val, sizeof val, "%lu", hw);
   snprintf(path, sizeof path, "/sys/block/nbd%d/queue/max_sectors_kb", index);
-  attach_write_file(path, val);      /* a tuning: the device works without it */
+  dism_attach_write_file(path, val);      /* a tuning: the device works without it */
 }
 
 /* The kernel scans partitions on the first open after connect; BLKRRPART
@@ -697,16 +442,16 @@ scan_partitions(struct dism_attach *a)
       ioctl(fd, BLKRRPART, 0);
       rescans++;
     }
-    attach_sleep_ms(20);
+    dism_attach_sleep_ms(20);
   }
   close(fd);
-  if (attach_read_file(path, val, sizeof val) < 0 ||
+  if (dism_attach_read_file(path, val, sizeof val) < 0 ||
       strtoull(val, NULL, 10) * 512 != a->part_offset) {
     dism_set_error("/dev/%s starts at sector %s, not at byte %" PRIu64 " as the "
                    "partition table read before said", name, val, a->part_offset);
     return -EIO;
   }
-  return attach_dev_node(name, a->fs_dev, sizeof a->fs_dev);
+  return dism_attach_dev_node(name, a->fs_dev, sizeof a->fs_dev);
 }
 
 /* ---- attach / detach -------------------------------------------------------- */
@@ -753,13 +498,13 @@ request_timeout(void)
 
 static int
 nbd_connect(const struct dism_attach_request *req, const int *fds, unsigned nfds,
-            const struct export_info *ei, unsigned blksize, int *index)
+            const struct dism_nbd_export *ei, unsigned blksize, int *index)
 {
   struct nlbuf *m = NULL;
   uint16_t fam;
   unsigned tries;
   int nl = -1, r;
-  uint64_t flags = ei->flags | (req->readonly ? TF_READ_ONLY : 0);
+  uint64_t flags = ei->flags | (req->readonly ? NBD_FLAG_READ_ONLY : 0);
 
   nl = nbd_genl_open(&fam, &m);
   if (nl < 0) {
@@ -783,7 +528,7 @@ nbd_connect(const struct dism_attach_request *req, const int *fds, unsigned nfds
     r = nl_call(nl, m, index_attr, index);
     if (r != -EBUSY)
       break;
-    attach_sleep_ms(50 << (tries < 4 ? tries : 4));
+    dism_attach_sleep_ms(50 << (tries < 4 ? tries : 4));
   }
   if (r < 0) {
     dism_set_error("NBD_CMD_CONNECT of %s (%" PRIu64 " bytes, %u connection%s): %s",
@@ -804,19 +549,19 @@ out:
  * CAN_MULTI_CONN), all seeing the same export; *n is set to how many.  On
  * failure none is left open. */
 static int
-handshake_all(const char *path, int *fds, unsigned *n, struct export_info *ei)
+handshake_all(const char *path, int *fds, unsigned *n, struct dism_nbd_export *ei)
 {
-  struct export_info ej;
+  struct dism_nbd_export ej;
   unsigned i;
   int r;
 
-  r = handshake(path, &fds[0], ei);
+  r = dism_nbd_handshake(path, &fds[0], ei);
   if (r < 0)
     return r;
-  if (!(ei->flags & TF_CAN_MULTI_CONN))
+  if (!(ei->flags & NBD_FLAG_CAN_MULTI_CONN))
     *n = 1;                          /* the kernel refuses more without it */
   for (i = 1; i < *n; i++) {
-    r = handshake(path, &fds[i], &ej);
+    r = dism_nbd_handshake(path, &fds[i], &ej);
     if (r == 0 && (ej.size != ei->size || ej.flags != ei->flags)) {
       close(fds[i]);
       r = -EPROTO;
@@ -835,8 +580,8 @@ int
 dism_attach_nbd(const struct dism_attach_request *req, struct dism_attach *out)
 {
   int fds[MAX_CONNS];
-  struct export_info ei;
-  struct nbd_probe probe;
+  struct dism_nbd_export ei;
+  struct dism_nbd_probe probe;
   struct dism_disk_io io;
   unsigned n, nfds = 0, i;
   int index = -1, r;
@@ -851,7 +596,7 @@ dism_attach_nbd(const struct dism_attach_request *req, struct dism_attach *out)
   if (r < 0)
     goto out;
   nfds = n;
-  if (req->readonly == false && (ei.flags & TF_READ_ONLY)) {
+  if (req->readonly == false && (ei.flags & NBD_FLAG_READ_ONLY)) {
     r = -EROFS;
     dism_set_error("%s: read-write attach asked, but the server exports read-only",
                    req->nbd_socket);
@@ -859,10 +604,10 @@ dism_attach_nbd(const struct dism_attach_request *req, struct dism_attach *out)
   }
 
   /* choose the partition over our first connection */
-  probe = (struct nbd_probe) { .fd = fds[0] };
-  io = (struct dism_disk_io) { .pread = probe_pread, .ctx = &probe, .size = ei.size,
+  probe = (struct dism_nbd_probe) { .fd = fds[0] };
+  io = (struct dism_disk_io) { .pread = dism_nbd_probe_pread, .ctx = &probe, .size = ei.size,
                                .name = req->nbd_socket };
-  r = attach_choose(&io, ei.min_block == 4096 ? 4096 : 0, out);
+  r = dism_attach_choose(&io, ei.min_block == 4096 ? 4096 : 0, out);
   if (r < 0)
     goto out;
 
@@ -880,9 +625,9 @@ dism_attach_nbd(const struct dism_attach_request *req, struct dism_attach *out)
   {
     char path[96];
     snprintf(path, sizeof path, "/sys/block/%s/uevent", name);
-    attach_write_file(path, "change");  /* udev rules now see `backend` */
+    dism_attach_write_file(path, "change");  /* udev rules now see `backend` */
   }
-  r = attach_dev_node(name, out->disk_dev, sizeof out->disk_dev);
+  r = dism_attach_dev_node(name, out->disk_dev, sizeof out->disk_dev);
   if (r < 0)
     goto out;
   r = scan_partitions(out);
@@ -990,7 +735,7 @@ int
 dism_nbd_reconnect(const char *nbd_socket, const char *backend_id, int index)
 {
   int fds[MAX_CONNS];
-  struct export_info ei;
+  struct dism_nbd_export ei;
   struct nlbuf *m = NULL;
   unsigned n = nbd_connections(index), i;
   uint16_t fam;
@@ -1003,7 +748,7 @@ dism_nbd_reconnect(const char *nbd_socket, const char *backend_id, int index)
   /* The same disk, or nothing: a size the device does not have means the
    * server behind the socket is serving something else. */
   snprintf(path, sizeof path, "/sys/block/nbd%d/size", index);
-  if (attach_read_file(path, val, sizeof val) == 0 &&
+  if (dism_attach_read_file(path, val, sizeof val) == 0 &&
       strtoull(val, NULL, 10) * 512 != ei.size) {
     r = -EPROTO;
     dism_set_error("%s exports %" PRIu64 " bytes, but /dev/nbd%d has %s sectors",

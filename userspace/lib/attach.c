@@ -3,21 +3,20 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "attach-internal.h"
 #include "dism-error.h"
+#include "spawn.h"
 
 void
-attach_sleep_ms(int ms)
+dism_attach_sleep_ms(int ms)
 {
   struct timespec ts = { ms / 1000, (long) (ms % 1000) * 1000000L };
 
@@ -26,7 +25,7 @@ attach_sleep_ms(int ms)
 }
 
 int
-attach_read_file(const char *path, char *buf, size_t len)
+dism_attach_read_file(const char *path, char *buf, size_t len)
 {
   ssize_t n;
   int fd, r = 0;
@@ -49,7 +48,7 @@ attach_read_file(const char *path, char *buf, size_t len)
 }
 
 int
-attach_write_file(const char *path, const char *s)
+dism_attach_write_file(const char *path, const char *s)
 {
   size_t len = strlen(s);
   ssize_t n;
@@ -68,21 +67,21 @@ attach_write_file(const char *path, const char *s)
 }
 
 bool
-attach_wait_path(const char *path, int timeout_ms)
+dism_attach_wait_path(const char *path, int timeout_ms)
 {
   int waited = 0;
 
   while (access(path, F_OK) != 0) {
     if (waited >= timeout_ms)
       return false;
-    attach_sleep_ms(20);
+    dism_attach_sleep_ms(20);
     waited += 20;
   }
   return true;
 }
 
 int
-attach_dev_node(const char *name, char *path, size_t len)
+dism_attach_dev_node(const char *name, char *path, size_t len)
 {
   char sys[128], devno[32];
   unsigned maj, min;
@@ -90,11 +89,11 @@ attach_dev_node(const char *name, char *path, size_t len)
   int r;
 
   snprintf(path, len, "/dev/%s", name);
-  if (attach_wait_path(path, ATTACH_NODE_WAIT_MS))
+  if (dism_attach_wait_path(path, ATTACH_NODE_WAIT_MS))
     goto check;
   /* no devtmpfs or udev (a container): make the node from sysfs */
   snprintf(sys, sizeof sys, "/sys/class/block/%s/dev", name);
-  r = attach_read_file(sys, devno, sizeof devno);
+  r = dism_attach_read_file(sys, devno, sizeof devno);
   if (r < 0) {
     dism_set_error("%s: no such block device (%s: %s)", path, sys, strerror(-r));
     return r;
@@ -118,7 +117,7 @@ check:
 }
 
 int
-attach_choose(const struct dism_disk_io *io, unsigned sector_hint, struct dism_attach *out)
+dism_attach_choose(const struct dism_disk_io *io, unsigned sector_hint, struct dism_attach *out)
 {
   struct dism_part_table *t;
   struct dism_part_choice c;
@@ -146,31 +145,34 @@ out:
   return r;
 }
 
+/* Run modprobe (from $PATH, else /sbin) with 0, 1 and 2 on /dev/null. */
+static void
+run_modprobe(const char *const argv[])
+{
+  struct dism_spawn_opts o = DISM_SPAWN_OPTS_INIT;
+  const char *const sbin_argv[] = { "/sbin/modprobe", argv[1], argv[2], NULL };
+  int status = 0;
+  pid_t pid;
+
+  o.search_path = true;
+  if (dism_spawn(argv, &o, &pid) < 0 || dism_spawn_wait(pid, &status) < 0)
+    return;
+  /* 127: no modprobe in $PATH (a root shell's PATH may lack /sbin) */
+  if (dism_spawn_exit_code(status) == 127 &&
+      dism_spawn(sbin_argv, NULL, &pid) == 0)
+    (void) dism_spawn_wait(pid, NULL);
+}
+
 bool
 dism_nbd_available(void)
 {
-  char *argv[] = { "modprobe", "-q", "nbd", NULL };
-  posix_spawn_file_actions_t fa;
-  pid_t pid;
-  int status, r;
+  static const char *const argv[] = { "modprobe", "-q", "nbd", NULL };
 
   if (access("/sys/module/nbd", F_OK) == 0)
     return true;
   /* nbd may be a module nobody loaded yet (modprobe also honours
    * modprobe.d options such as nbds_max=0) */
-  if (posix_spawn_file_actions_init(&fa) != 0)
-    return false;
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-  r = posix_spawnp(&pid, "modprobe", &fa, NULL, argv, environ);
-  if (r == ENOENT)
-    r = posix_spawn(&pid, "/sbin/modprobe", &fa, NULL, argv, environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (r != 0)
-    return false;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-    ;
+  run_modprobe(argv);
   return access("/sys/module/nbd", F_OK) == 0;
 }
 

@@ -5,13 +5,13 @@
  * backup when the primary is damaged, as the kernel does) with both CRCs.
  * No libntfs-3g here, so the fuzzer can link this file alone.
  */
-#include <endian.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "byteorder.h"
 #include "dism-error.h"
 #include "partition.h"
 
@@ -53,10 +53,6 @@ crc32_gpt(const uint8_t *p, size_t n)
   return c ^ 0xffffffffu;
 }
 
-static uint16_t get16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return le16toh(v); }
-static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return le32toh(v); }
-static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return le64toh(v); }
-
 static int
 disk_read(const struct dism_disk_io *io, void *buf, size_t len, uint64_t off)
 {
@@ -84,14 +80,14 @@ dism_ntfs_boot_sector(const uint8_t *sec, size_t len)
     return false;
   if (sec[510] != 0x55 || sec[511] != 0xaa)
     return false;
-  bps = get16(sec + 11);
+  bps = get_le16(sec + 11);
   if (bps < 256 || bps > 4096 || (bps & (bps - 1)))
     return false;
   spc = sec[13];
   /* 1..128 sectors per cluster, or 2^(256-spc) for large clusters */
   if (spc == 0 || (spc > 128 && spc < 244))
     return false;
-  return get64(sec + 40) != 0;       /* total sectors */
+  return get_le64(sec + 40) != 0;       /* total sectors */
 }
 
 /* Read the boot sector of each candidate and mark the NTFS ones.  A
@@ -196,7 +192,7 @@ parse_ebr_chain(const struct dism_disk_io *io, struct dism_part_table *t,
     for (i = 0; i < 4; i++) {
       const uint8_t *e = sec + 446 + 16 * i;
       uint8_t type = e[4];
-      uint64_t start = get32(e + 8), n = get32(e + 12);
+      uint64_t start = get_le32(e + 8), n = get_le32(e + 12);
 
       if (type == 0 || n == 0)
         continue;
@@ -248,7 +244,7 @@ parse_mbr(const struct dism_disk_io *io, const uint8_t *mbr, unsigned ss,
   for (i = 0; i < 4; i++) {
     const uint8_t *e = mbr + 446 + 16 * i;
     uint8_t type = e[4];
-    uint64_t start = get32(e + 8), n = get32(e + 12);
+    uint64_t start = get_le32(e + 8), n = get_le32(e + 12);
 
     if (type == 0 || n == 0)
       continue;
@@ -329,23 +325,23 @@ parse_gpt_at(const struct dism_disk_io *io, unsigned ss, uint64_t lba,
     snprintf(why, whylen, "no \"EFI PART\" signature at LBA %" PRIu64, lba);
     goto out;
   }
-  hsize = get32(hdr + 12);
+  hsize = get_le32(hdr + 12);
   if (hsize < 92 || hsize > ss) {
     snprintf(why, whylen, "header size %u is invalid", hsize);
     goto out;
   }
-  crc = get32(hdr + 16);
+  crc = get_le32(hdr + 16);
   memset(hdr + 16, 0, 4);
   if (crc32_gpt(hdr, hsize) != crc) {
     snprintf(why, whylen, "header CRC32 mismatch at LBA %" PRIu64, lba);
     goto out;
   }
-  my_lba = get64(hdr + 24);
-  first = get64(hdr + 40);
-  last = get64(hdr + 48);
-  ent_lba = get64(hdr + 72);
-  nent = get32(hdr + 80);
-  esize = get32(hdr + 84);
+  my_lba = get_le64(hdr + 24);
+  first = get_le64(hdr + 40);
+  last = get_le64(hdr + 48);
+  ent_lba = get_le64(hdr + 72);
+  nent = get_le32(hdr + 80);
+  esize = get_le32(hdr + 84);
   if (my_lba != lba) {
     snprintf(why, whylen, "header at LBA %" PRIu64 " says it is at LBA %" PRIu64,
              lba, my_lba);
@@ -387,7 +383,7 @@ parse_gpt_at(const struct dism_disk_io *io, unsigned ss, uint64_t lba,
     goto out;
   }
   r = -EINVAL;
-  if (crc32_gpt(ents, arr_bytes) != get32(hdr + 88)) {
+  if (crc32_gpt(ents, arr_bytes) != get_le32(hdr + 88)) {
     snprintf(why, whylen, "entry array CRC32 mismatch");
     goto out;
   }
@@ -403,8 +399,8 @@ parse_gpt_at(const struct dism_disk_io *io, unsigned ss, uint64_t lba,
 
     if (!memcmp(e, zero, 16))
       continue;                      /* unused slot */
-    s = get64(e + 32);
-    l = get64(e + 40);
+    s = get_le64(e + 32);
+    l = get_le64(e + 40);
     if (s > l || s < first || l > last) {
       snprintf(why, whylen, "partition %u (LBA %" PRIu64 "-%" PRIu64 ") is outside "
                "the usable range %" PRIu64 "-%" PRIu64, i + 1, s, l, first, last);
@@ -485,7 +481,7 @@ dism_part_read_table(const struct dism_disk_io *io, unsigned sector_hint,
 
   if (dism_ntfs_boot_sector(mbr, sizeof mbr)) {
     strcpy(t->kind, "none");
-    t->sector_size = get16(mbr + 11) >= 4096 ? 4096 : 512;
+    t->sector_size = get_le16(mbr + 11) >= 4096 ? 4096 : 512;
     t->disk_size = io->size;
     t->whole_disk_ntfs = true;
     r = 0;

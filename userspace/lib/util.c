@@ -1,5 +1,5 @@
 /* util.c - wide strings, files written atomically, paths, mount table,
- * helper programs (found and run). */
+ * helper programs (found and run: common/spawn.c). */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -8,13 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "dism-internal.h"
+#include "guid.h"
+#include "path-size.h"
+#include "spawn.h"
 
 char *
 dism_wide_to_utf8(const wchar_t *w)
@@ -112,7 +112,7 @@ dism_utf8_to_wide(const char *s, wchar_t *out, size_t cap)
 static int
 fsync_dir_of(const char *path)
 {
-  char dir[4096];
+  char dir[DISM_PATH_MAX];
   snprintf(dir, sizeof dir, "%s", path);
   char *slash = strrchr(dir, '/');
   if (!slash)
@@ -132,7 +132,7 @@ fsync_dir_of(const char *path)
 int
 dism_write_file_atomic(const char *path, const char *data, size_t len, mode_t mode)
 {
-  char tmp[4200];
+  char tmp[DISM_SUBPATH_MAX];
   int r = 0, fd = -1;
   snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int) getpid());
   fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
@@ -178,7 +178,7 @@ out:
 int
 dism_mkdir_p(const char *path, mode_t mode)
 {
-  char buf[4096];
+  char buf[DISM_PATH_MAX];
   if (snprintf(buf, sizeof buf, "%s", path) >= (int) sizeof buf) {
     dism_set_error("path too long: %s", path);
     return -ENAMETOOLONG;
@@ -265,17 +265,11 @@ dism_canonical(const char *path, char *out, size_t cap)
 int
 dism_new_guid(char out[37])
 {
-  unsigned char b[16];
-  if (getrandom(b, sizeof b, 0) != (ssize_t) sizeof b) {
-    dism_set_error("getrandom failed: %s", strerror(errno));
+  int r = dism_guid_generate_string(out);
+  if (r < 0) {
+    dism_set_error("getrandom failed: %s", strerror(-r));
     return -EIO;
   }
-  b[6] = (unsigned char) ((b[6] & 0x0F) | 0x40);
-  b[8] = (unsigned char) ((b[8] & 0x3F) | 0x80);
-  snprintf(out, 37,
-           "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-           b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
-           b[12], b[13], b[14], b[15]);
   return 0;
 }
 
@@ -376,52 +370,6 @@ int
 dism_run_capture(const char *const argv[], char *out, size_t cap,
                  enum dism_capture_keep keep)
 {
-  int pipefd[2];
-  out[0] = '\0';
-  if (pipe2(pipefd, O_CLOEXEC) < 0)
-    return -errno;
-  pid_t pid = fork();
-  if (pid == 0) {
-    int devnull = open("/dev/null", O_RDWR);
-    dup2(devnull, 0);
-    dup2(pipefd[1], 1);
-    dup2(pipefd[1], 2);
-    syscall(SYS_close_range, 3U, ~0U, 0U);
-    execv(argv[0], (char *const *) argv);
-    _exit(127);
-  }
-  int e = errno;
-  close(pipefd[1]);
-  if (pid < 0) {
-    close(pipefd[0]);
-    return -e;
-  }
-  size_t len = 0;
-  char buf[4096];
-  ssize_t n;
-  /* The head stops reading once full (the child may then die of SIGPIPE);
-   * the tail reads to the end. */
-  while (!(keep == DISM_KEEP_HEAD && len + 1 >= cap) &&
-         (n = read(pipefd[0], buf, sizeof buf)) != 0) {
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      break;
-    }
-    for (ssize_t i = 0; i < n; i++) {
-      if (len + 1 >= cap) {
-        if (keep == DISM_KEEP_HEAD)
-          break;
-        memmove(out, out + cap / 2, len - cap / 2);
-        len -= cap / 2;
-      }
-      out[len++] = buf[i];
-    }
-  }
-  out[len] = '\0';
-  close(pipefd[0]);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-    ;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return dism_spawn_capture(argv, out, cap, keep == DISM_KEEP_HEAD ? DISM_SPAWN_KEEP_HEAD
+                                                                   : DISM_SPAWN_KEEP_TAIL);
 }
