@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 
 #include "disk.h"
 #include "formats.h"
+#include "test-hooks.h"
 
 static __thread char last_error[1024];
 
@@ -66,27 +66,49 @@ disk_close(struct disk *d)
   free(d);
 }
 
+/* The formats, in detection order: each probe is asked in turn, and raw,
+ * which takes anything, comes last. */
+static const struct disk_format *const formats[] = {
+  &dism_format_vhdx,
+  &dism_format_vhd,
+  &dism_format_raw,
+};
+#define NFORMATS (sizeof formats / sizeof formats[0])
+
+static const struct disk_format *
+format_by_name(const char *name)
+{
+  for (size_t i = 0; i < NFORMATS; i++)
+    if (strcmp(formats[i]->name, name) == 0)
+      return formats[i];
+  return NULL;
+}
+
+static const struct disk_format *
+format_probe(int fd, uint64_t file_size)
+{
+  for (size_t i = 0; i < NFORMATS - 1; i++)
+    if (formats[i]->probe(fd, file_size))
+      return formats[i];
+  return formats[NFORMATS - 1];
+}
+
+const char *
+disk_format_name(size_t i)
+{
+  return i < NFORMATS ? formats[i]->name : NULL;
+}
+
+bool
+disk_format_known(const char *name)
+{
+  return format_by_name(name) != NULL;
+}
+
 const char *
 disk_probe_format(int fd, uint64_t file_size)
 {
-  char sig[8];
-
-  if (file_size >= 8 && pread(fd, sig, 8, 0) == 8 &&
-      memcmp(sig, "vhdxfile", 8) == 0)
-    return "vhdx";
-  /* A VHD ends with a 512-byte footer ("conectix"); images written by old
-   * Virtual PC versions may have a 511-byte footer.  Dynamic VHDs also carry
-   * a copy of the footer at offset 0. */
-  if (file_size >= 512 && pread(fd, sig, 8, file_size - 512) == 8 &&
-      memcmp(sig, "conectix", 8) == 0)
-    return "vhd";
-  if (file_size >= 511 && pread(fd, sig, 8, file_size - 511) == 8 &&
-      memcmp(sig, "conectix", 8) == 0)
-    return "vhd";
-  if (file_size >= 512 && pread(fd, sig, 8, 0) == 8 &&
-      memcmp(sig, "conectix", 8) == 0)
-    return "vhd";
-  return "raw";
+  return format_probe(fd, file_size)->name;
 }
 
 int
@@ -94,13 +116,14 @@ disk_open(const char *path, const struct disk_open_opts *opts_in,
           struct disk **out)
 {
   struct disk_open_opts opts = { 0 };
-  const char *fmt;
+  const struct disk_format *fmt;
   struct stat st;
   int fd = -1, r;
 
   if (opts_in)
     opts = *opts_in;
   *out = NULL;
+  dism_test_hooks_init();
 
   /* O_NONBLOCK: a parent path read from an image may name a FIFO, whose
    * open would wait forever for a writer.  Cleared once the file is known
@@ -133,27 +156,24 @@ disk_open(const char *path, const struct disk_open_opts *opts_in,
       goto out;
     }
 
-  fmt = opts.format;
-  if (!fmt) {
+  if (opts.format) {
+    fmt = format_by_name(opts.format);
+    if (!fmt) {
+      r = -EINVAL;
+      disk_set_error("%s: unknown format '%s'", path, opts.format);
+      goto out;
+    }
+  } else {
     uint64_t fsize = (uint64_t) st.st_size;
     if (S_ISBLK(st.st_mode)) {
       off_t end = lseek(fd, 0, SEEK_END);
       fsize = end > 0 ? (uint64_t) end : 0;
     }
-    fmt = disk_probe_format(fd, fsize);
+    fmt = format_probe(fd, fsize);
   }
 
   /* The backend takes ownership of fd on success. */
-  if (strcmp(fmt, "raw") == 0)
-    r = raw_open(path, fd, &opts, out);
-  else if (strcmp(fmt, "vhd") == 0)
-    r = vhd_open(path, fd, &opts, out);
-  else if (strcmp(fmt, "vhdx") == 0)
-    r = vhdx_open(path, fd, &opts, out);
-  else {
-    r = -EINVAL;
-    disk_set_error("%s: unknown format '%s'", path, fmt);
-  }
+  r = fmt->open(path, fd, &opts, out);
   if (r == 0) {
     (*out)->readonly = (*out)->readonly || opts.readonly;
     return 0;
@@ -236,35 +256,16 @@ disk_full_pread(int fd, const char *path, void *buf, size_t count,
   return 0;
 }
 
-/* Fault injection for the crash tests: with DISM_CRASH_AFTER_WRITES=N in
- * the environment, the process kills itself (SIGKILL, as kill -9 would)
- * just before its N-th image write, so a test can stop a commit at every
- * write it makes instead of at random times. */
-static long crash_after_writes = -2;     /* -2: not read yet, -1: off */
-static long writes_done;
-
-static void
-maybe_crash(void)
-{
-  long n = __atomic_load_n(&crash_after_writes, __ATOMIC_RELAXED);
-
-  if (n == -2) {
-    const char *e = getenv("DISM_CRASH_AFTER_WRITES");
-    n = e && *e ? strtol(e, NULL, 10) : -1;
-    __atomic_store_n(&crash_after_writes, n, __ATOMIC_RELAXED);
-  }
-  if (n >= 0 && __atomic_add_fetch(&writes_done, 1, __ATOMIC_RELAXED) >= n)
-    raise(SIGKILL);
-}
-
 int
 disk_full_pwrite(int fd, const char *path, const void *buf, size_t count,
                  uint64_t offset)
 {
   const char *p = buf;
 
-  if (__builtin_expect(crash_after_writes != -1, 0))
-    maybe_crash();
+  /* The crash tests' kill point (DISM_TEST_CRASH_AFTER_WRITES, read by
+   * disk_open): one flag test when off. */
+  if (__builtin_expect(dism_test_crash_armed, 0))
+    dism_test_before_write();
 
   while (count > 0) {
     ssize_t n = pwrite(fd, p, count, (off_t) offset);

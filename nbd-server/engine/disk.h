@@ -116,6 +116,11 @@ void disk_close(struct disk *d);
 
 /* Probe: returns "vhdx", "vhd" or "raw" for an open fd. */
 const char *disk_probe_format(int fd, uint64_t file_size);
+/* The formats disk_open knows, in detection order: the i-th one's name,
+ * NULL past the last. */
+const char *disk_format_name(size_t i);
+/* Is name one of them (a valid opts->format)? */
+bool disk_format_known(const char *name);
 
 /* Generic entry points: these apply fallbacks (zero without ->zero, etc.)
  * and are what the server and tools call. */

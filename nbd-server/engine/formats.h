@@ -1,16 +1,26 @@
-/* formats.h - the open functions of the format backends (engine-internal).
- * Each takes ownership of fd on success and leaves it open on failure (the
- * caller closes it). */
+/* formats.h - the format backends (engine-internal): one table entry per
+ * format, exported by its file (raw.c, vhd.c, vhdx.c).  disk.c chooses
+ * from the table (disk_open: by name, or by probing in table order). */
 #ifndef DISM_FORMATS_H
 #define DISM_FORMATS_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "disk.h"
 
-int raw_open(const char *path, int fd, const struct disk_open_opts *opts,
-             struct disk **out);
-int vhd_open(const char *path, int fd, const struct disk_open_opts *opts,
-             struct disk **out);
-int vhdx_open(const char *path, int fd, const struct disk_open_opts *opts,
+struct disk_format {
+  const char *name;                  /* "raw", "vhd", "vhdx" (--format) */
+  /* Does the file (file_size bytes, open as fd) look like this format? */
+  bool (*probe)(int fd, uint64_t file_size);
+  /* Takes ownership of fd on success and leaves it open on failure (the
+   * caller closes it). */
+  int (*open)(const char *path, int fd, const struct disk_open_opts *opts,
               struct disk **out);
+};
+
+extern const struct disk_format dism_format_raw;
+extern const struct disk_format dism_format_vhd;
+extern const struct disk_format dism_format_vhdx;
 
 #endif

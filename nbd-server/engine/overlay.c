@@ -49,6 +49,7 @@
 #include "byteorder.h"
 #include "crc32c.h"
 #include "overlay.h"
+#include "test-hooks.h"
 
 #define OVL_MAGIC        "DISMOVL\0"
 #define OVL_VERSION      1u
@@ -640,7 +641,7 @@ live_disable(struct overlay *o)
 }
 
 /* Through disk_full_pwrite, so the crash tests' write counts (and their
- * kill points, DISM_CRASH_AFTER_WRITES) include these writes too. */
+ * kill points, DISM_TEST_CRASH_AFTER_WRITES) include these writes too. */
 static void
 live_write(struct overlay *o, const void *buf, size_t len, uint64_t off)
 {
@@ -685,7 +686,7 @@ live_window(struct overlay *o, uint64_t lo, uint64_t hi)
 static int
 read_boot_id(char id[L_BOOTID_LEN])
 {
-  const char *env = getenv("DISM_BOOT_ID");   /* tests: a simulated reboot */
+  const char *env = dism_test_boot_id();   /* tests: a simulated reboot */
   ssize_t n = 0;
   int fd;
 

@@ -177,7 +177,7 @@ static const struct disk_ops raw_ops = {
   .close   = raw_close,
 };
 
-int
+static int
 raw_open(const char *path, int fd, const struct disk_open_opts *opts,
          struct disk **out)
 {
@@ -215,3 +215,18 @@ raw_open(const char *path, int fd, const struct disk_open_opts *opts,
   *out = d;
   return 0;
 }
+
+/* Raw takes whatever the other formats do not recognise. */
+static bool
+raw_probe(int fd, uint64_t file_size)
+{
+  (void) fd;
+  (void) file_size;
+  return true;
+}
+
+const struct disk_format dism_format_raw = {
+  .name = "raw",
+  .probe = raw_probe,
+  .open = raw_open,
+};

@@ -1281,15 +1281,16 @@ out:
   return r;
 }
 
+/* The dynamic header at footer.data_offset (hoff) into hdr: its checksum,
+ * block size and BAT location (*bat_len bytes), checked against the file
+ * and the virtual size. */
 static int
-open_sparse(struct disk *d, struct vhd *v, int fd, uint64_t file_size,
-            uint64_t data_end, const struct disk_open_opts *opts)
+read_dynamic_header(struct disk *d, struct vhd *v, int fd, uint64_t file_size,
+                    uint64_t data_end, uint64_t hoff, uint8_t hdr[HEADER_SIZE],
+                    const struct disk_open_opts *opts, uint64_t *bat_len)
 {
-  uint8_t hdr[HEADER_SIZE];
-  uint64_t hoff = get_be64(v->footer + F_DATA_OFFSET);
-  uint64_t bat_len, nb;
   uint32_t max_entries, stored, computed;
-  uint8_t *raw = NULL;
+  uint64_t nb;
   int r;
 
   if (hoff < FOOTER_SIZE || data_end < HEADER_SIZE || hoff > data_end - HEADER_SIZE) {
@@ -1337,20 +1338,63 @@ open_sparse(struct disk *d, struct vhd *v, int fd, uint64_t file_size,
     return -EINVAL;
   }
   v->nblocks = (uint32_t) nb;
-  bat_len = (uint64_t) max_entries * 4;
-  if (v->table_offset > data_end || bat_len > data_end - v->table_offset) {
+  *bat_len = (uint64_t) max_entries * 4;
+  if (v->table_offset > data_end || *bat_len > data_end - v->table_offset) {
     disk_set_error("%s: BAT (offset %llu, %u entries) extends past the end of "
                    "the file (%llu bytes)", d->path,
                    (unsigned long long) v->table_offset, max_entries,
                    (unsigned long long) file_size);
     return -EINVAL;
   }
-  if (overlaps(v->table_offset, bat_len, hoff, HEADER_SIZE) ||
+  if (overlaps(v->table_offset, *bat_len, hoff, HEADER_SIZE) ||
       v->table_offset < FOOTER_SIZE) {
     disk_set_error("%s: BAT at offset %llu overlaps the footer copy or the "
                    "dynamic header", d->path, (unsigned long long) v->table_offset);
     return -EINVAL;
   }
+  return 0;
+}
+
+/* The bitmap cache (a power of two of slots within CACHE_BYTES) and the
+ * locks of a dynamic or differencing image. */
+static int
+init_locks(struct vhd *v)
+{
+  uint32_t want = CACHE_BYTES / v->bitmap_size;
+  uint32_t n = 16;
+
+  if (want > v->nblocks)
+    want = v->nblocks;
+  while (n < want && n < (1u << 20))
+    n <<= 1;
+  v->slots = calloc(n, sizeof *v->slots);
+  if (!v->slots)
+    return -ENOMEM;
+  v->nslots = n;
+  pthread_mutex_init(&v->alloc_lock, NULL);
+  for (unsigned i = 0; i < NSTRIPES; i++)
+    pthread_mutex_init(&v->stripe[i], NULL);
+  for (uint32_t i = 0; i < v->nslots; i++) {
+    pthread_mutex_init(&v->slots[i].lock, NULL);
+    v->slots[i].block = UINT32_MAX;
+  }
+  v->locks_ready = true;
+  return 0;
+}
+
+static int
+open_sparse(struct disk *d, struct vhd *v, int fd, uint64_t file_size,
+            uint64_t data_end, const struct disk_open_opts *opts)
+{
+  uint8_t hdr[HEADER_SIZE];
+  uint64_t hoff = get_be64(v->footer + F_DATA_OFFSET);
+  uint64_t bat_len;
+  uint8_t *raw = NULL;
+  int r;
+
+  r = read_dynamic_header(d, v, fd, file_size, data_end, hoff, hdr, opts, &bat_len);
+  if (r < 0)
+    return r;
 
   /* The BAT: bounded by the file size, checked above. */
   v->bat = malloc((size_t) v->nblocks * 4 + 4);
@@ -1376,30 +1420,8 @@ open_sparse(struct disk *d, struct vhd *v, int fd, uint64_t file_size,
   if ((r = check_bat(d, v, data_end, hoff, bat_len)) < 0)
     goto out;
   v->file_end = file_size;
-
-  /* Bitmap cache: a power of two of slots within CACHE_BYTES. */
-  {
-    uint32_t want = CACHE_BYTES / v->bitmap_size;
-    uint32_t n = 16;
-    if (want > v->nblocks)
-      want = v->nblocks;
-    while (n < want && n < (1u << 20))
-      n <<= 1;
-    v->slots = calloc(n, sizeof *v->slots);
-    if (!v->slots) {
-      r = -ENOMEM;
-      goto out;
-    }
-    v->nslots = n;
-  }
-  pthread_mutex_init(&v->alloc_lock, NULL);
-  for (unsigned i = 0; i < NSTRIPES; i++)
-    pthread_mutex_init(&v->stripe[i], NULL);
-  for (uint32_t i = 0; i < v->nslots; i++) {
-    pthread_mutex_init(&v->slots[i].lock, NULL);
-    v->slots[i].block = UINT32_MAX;
-  }
-  v->locks_ready = true;
+  if ((r = init_locks(v)) < 0)
+    goto out;
 
   if (v->type == TYPE_DIFF) {
     struct disk *p = NULL;
@@ -1418,54 +1440,27 @@ out:
   return r;
 }
 
-int
-vhd_open(const char *path, int fd, const struct disk_open_opts *opts,
-         struct disk **out)
+/* The footer to use: the one at the end (512 bytes, or 511 from old
+ * Virtual PC), else the copy at offset 0 that dynamic and differencing
+ * disks keep; one with a bad checksum only in forensic mode.  Copied into
+ * v->footer; *data_end is where the data before it ends. */
+static int
+choose_footer(struct disk *d, struct vhd *v, int fd, uint64_t file_size,
+              const struct disk_open_opts *opts, uint64_t *data_end)
 {
-  struct footer_cand *end = NULL, *copy = NULL, *use = NULL;
-  struct disk *d = NULL;
-  struct vhd *v = NULL;
-  uint64_t file_size, data_end;
-  struct stat st;
+  struct footer_cand *end = calloc(1, sizeof *end), *copy = calloc(1, sizeof *copy);
+  struct footer_cand *use;
   const char *src;
-  int r;
+  int r = 0;
 
-  *out = NULL;
-  if (fstat(fd, &st) < 0) {
-    r = -errno;
-    disk_set_error("%s: fstat: %s", path, strerror(errno));
-    return r;
-  }
-  file_size = (uint64_t) st.st_size;
-  if (S_ISBLK(st.st_mode)) {
-    off_t e = lseek(fd, 0, SEEK_END);
-    file_size = e > 0 ? (uint64_t) e : 0;
-  }
-  d = disk_new(&vhd_ops, path);
-  v = calloc(1, sizeof *v);
-  end = malloc(sizeof *end);
-  copy = malloc(sizeof *copy);
-  if (!d || !v || !end || !copy) {
+  if (!end || !copy) {
     r = -ENOMEM;
     goto out;
   }
-  v->fd = -1;
-  d->priv = v;
-  if (file_size < FOOTER_SIZE - 1) {
-    disk_set_error("%s: too small for a VHD (%llu bytes)", path,
-                   (unsigned long long) file_size);
-    r = -EINVAL;
-    goto out;
-  }
-
-  /* The footer at the end (512 bytes, or 511 from old Virtual PC), else the
-   * copy at offset 0 that dynamic and differencing disks keep. */
-  memset(end, 0, sizeof *end);
   if (file_size >= FOOTER_SIZE)
     footer_read(fd, file_size - FOOTER_SIZE, FOOTER_SIZE, end);
   if (!end->found)
     footer_read(fd, file_size - (FOOTER_SIZE - 1), FOOTER_SIZE - 1, end);
-  memset(copy, 0, sizeof *copy);
   if (file_size >= FOOTER_SIZE + HEADER_SIZE)
     footer_read(fd, 0, FOOTER_SIZE, copy);
 
@@ -1483,7 +1478,7 @@ vhd_open(const char *path, int fd, const struct disk_open_opts *opts,
     if (!opts->allow_bad_checksum) {
       disk_set_error("%s: bad VHD footer checksum (expected 0x%08x, found "
                      "0x%08x); forensic mode (allow bad checksums) reads it "
-                     "anyway", path, c->computed, c->stored);
+                     "anyway", d->path, c->computed, c->stored);
       r = -EINVAL;
       goto out;
     }
@@ -1493,36 +1488,86 @@ vhd_open(const char *path, int fd, const struct disk_open_opts *opts,
                    : "footer copy at offset 0, bad checksum accepted";
   } else {
     disk_set_error("%s: not a VHD: no 'conectix' footer at the end of the file "
-                   "or at offset 0", path);
+                   "or at offset 0", d->path);
     r = -EINVAL;
     goto out;
   }
   memcpy(v->footer, use->b, FOOTER_SIZE);
   v->footer_src = src;
-  data_end = use == end ? file_size - end->len : file_size;
+  *data_end = use == end ? file_size - end->len : file_size;
+out:
+  free(end);
+  free(copy);
+  return r;
+}
+
+/* The footer's disk type, version and virtual size (and its CHS geometry,
+ * for the notes). */
+static int
+parse_footer(struct disk *d, struct vhd *v)
+{
+  const uint8_t *g = v->footer + F_GEOMETRY;
+  unsigned cyl = get_be16(g), heads = g[2], spt = g[3];
 
   v->type = get_be32(v->footer + F_TYPE);
   if (v->type != TYPE_FIXED && v->type != TYPE_DYNAMIC && v->type != TYPE_DIFF) {
-    disk_set_error("%s: unsupported VHD disk type %u", path, v->type);
-    r = -EINVAL;
-    goto out;
+    disk_set_error("%s: unsupported VHD disk type %u", d->path, v->type);
+    return -EINVAL;
   }
   if (get_be32(v->footer + F_VERSION) >> 16 != 1) {
-    disk_set_error("%s: unsupported VHD format version 0x%08x", path,
+    disk_set_error("%s: unsupported VHD format version 0x%08x", d->path,
                    get_be32(v->footer + F_VERSION));
-    r = -EINVAL;
-    goto out;
+    return -EINVAL;
   }
   /* Windows uses current_size; CHS goes into the notes. */
   d->size = get_be64(v->footer + F_CUR_SIZE);
-  {
-    const uint8_t *g = v->footer + F_GEOMETRY;
-    unsigned cyl = get_be16(g), heads = g[2], spt = g[3];
-    snprintf(v->notes, sizeof v->notes,
-             "CHS %u/%u/%u = %llu bytes; virtual size is current_size %llu; %s",
-             cyl, heads, spt, (unsigned long long) cyl * heads * spt * SECTOR,
-             (unsigned long long) d->size, src);
+  snprintf(v->notes, sizeof v->notes,
+           "CHS %u/%u/%u = %llu bytes; virtual size is current_size %llu; %s",
+           cyl, heads, spt, (unsigned long long) cyl * heads * spt * SECTOR,
+           (unsigned long long) d->size, v->footer_src);
+  return 0;
+}
+
+static int
+vhd_open(const char *path, int fd, const struct disk_open_opts *opts,
+         struct disk **out)
+{
+  struct disk *d = NULL;
+  struct vhd *v = NULL;
+  uint64_t file_size, data_end = 0;
+  struct stat st;
+  int r;
+
+  *out = NULL;
+  if (fstat(fd, &st) < 0) {
+    r = -errno;
+    disk_set_error("%s: fstat: %s", path, strerror(errno));
+    return r;
   }
+  file_size = (uint64_t) st.st_size;
+  if (S_ISBLK(st.st_mode)) {
+    off_t e = lseek(fd, 0, SEEK_END);
+    file_size = e > 0 ? (uint64_t) e : 0;
+  }
+  d = disk_new(&vhd_ops, path);
+  v = calloc(1, sizeof *v);
+  if (!d || !v) {
+    r = -ENOMEM;
+    goto out;
+  }
+  v->fd = -1;
+  d->priv = v;
+  if (file_size < FOOTER_SIZE - 1) {
+    disk_set_error("%s: too small for a VHD (%llu bytes)", path,
+                   (unsigned long long) file_size);
+    r = -EINVAL;
+    goto out;
+  }
+  r = choose_footer(d, v, fd, file_size, opts, &data_end);
+  if (r == 0)
+    r = parse_footer(d, v);
+  if (r < 0)
+    goto out;
   v->fd = fd;
   v->readonly = opts->readonly;
   if (v->type == TYPE_FIXED) {
@@ -1556,7 +1601,29 @@ out:
   } else if (r < 0) {
     free(v);
   }
-  free(end);
-  free(copy);
   return r;
 }
+
+/* A VHD ends with a 512-byte footer ("conectix"); images written by old
+ * Virtual PC versions may have a 511-byte footer.  Dynamic VHDs also carry
+ * a copy of the footer at offset 0. */
+static bool
+vhd_probe(int fd, uint64_t file_size)
+{
+  char sig[8];
+
+  if (file_size >= 512 && pread(fd, sig, 8, file_size - 512) == 8 &&
+      memcmp(sig, "conectix", 8) == 0)
+    return true;
+  if (file_size >= 511 && pread(fd, sig, 8, file_size - 511) == 8 &&
+      memcmp(sig, "conectix", 8) == 0)
+    return true;
+  return file_size >= 512 && pread(fd, sig, 8, 0) == 8 &&
+         memcmp(sig, "conectix", 8) == 0;
+}
+
+const struct disk_format dism_format_vhd = {
+  .name = "vhd",
+  .probe = vhd_probe,
+  .open = vhd_open,
+};

@@ -18,6 +18,36 @@
 #define LOG_MAX_BYTES  (256ull * VX_MiB)      /* refuse to load larger logs */
 #define VX_MAX_FILE    (1ull << 48)           /* no VHDX file is this large */
 
+/* Log entry header (MS-VHDX 2.3.1.1). */
+#define LE_SIGNATURE       0
+#define LE_CHECKSUM        4
+#define LE_ENTRY_LENGTH    8
+#define LE_TAIL            12
+#define LE_SEQ             16
+#define LE_DESC_COUNT      24
+#define LE_LOG_GUID        32
+#define LE_FLUSHED_OFFSET  48
+#define LE_LAST_OFFSET     56
+
+/* Zero and data descriptors (2.3.1.2, 2.3.1.3).  A data descriptor keeps
+ * the first 8 and the last 4 bytes of its page; its data sector the rest. */
+#define LD_SIGNATURE       0
+#define LD_TRAILING        4            /* data: the page's last 4 bytes */
+#define LD_LEADING         8            /* data: the page's first 8 bytes */
+#define LD_ZERO_LENGTH     8            /* zero: bytes to zero */
+#define LD_FILE_OFFSET     16
+#define LD_SEQ             24
+#define LEADING_BYTES      8
+#define TRAILING_BYTES     4
+
+/* Data sector (2.3.1.4): the page's middle at the same offsets as in the
+ * page, between the two halves of the sequence number. */
+#define DS_SIGNATURE       0
+#define DS_SEQ_HIGH        4
+#define DS_DATA            LEADING_BYTES
+#define DS_DATA_SIZE       (VX_PAGE - LEADING_BYTES - TRAILING_BYTES)
+#define DS_SEQ_LOW         (VX_PAGE - TRAILING_BYTES)
+
 static const char SIG_LOGE[4] = { 'l', 'o', 'g', 'e' };
 static const char SIG_DESC[4] = { 'd', 'e', 's', 'c' };
 static const char SIG_ZERO[4] = { 'z', 'e', 'r', 'o' };
@@ -69,43 +99,44 @@ entry_valid(struct log_scan *s, uint32_t i)
   if (s->state[i])
     return s->state[i] == 2;
   s->state[i] = 1;
-  if (memcmp(h, SIG_LOGE, 4) != 0)
+  if (memcmp(h + LE_SIGNATURE, SIG_LOGE, 4) != 0)
     return false;
-  len = get_le32(h + 8);
-  tail = get_le32(h + 12);
-  seq = get_le64(h + 16);
-  dc = get_le32(h + 24);
+  len = get_le32(h + LE_ENTRY_LENGTH);
+  tail = get_le32(h + LE_TAIL);
+  seq = get_le64(h + LE_SEQ);
+  dc = get_le32(h + LE_DESC_COUNT);
   if (len == 0 || len % VX_PAGE || len / VX_PAGE > s->n || tail % VX_PAGE ||
       tail / VX_PAGE >= s->n || seq == 0)
     return false;
-  if (memcmp(h + 32, s->guid, 16) != 0)
+  if (memcmp(h + LE_LOG_GUID, s->guid, 16) != 0)
     return false;
   nsect = len / VX_PAGE;
   dsect = (uint32_t) ((LOG_HDR_SIZE + LOG_DESC_SIZE * dc + VX_PAGE - 1) / VX_PAGE);
   if (dsect > nsect)
     return false;
   memcpy(tmp, h, VX_PAGE);
-  put_le32(tmp + 4, 0);
+  put_le32(tmp + LE_CHECKSUM, 0);
   crc = dism_crc32c(0, tmp, VX_PAGE);
   for (uint32_t k = 1; k < nsect; k++)
     crc = dism_crc32c(crc, sect(s, (uint64_t) i + k), VX_PAGE);
-  if (crc != get_le32(h + 4))
+  if (crc != get_le32(h + LE_CHECKSUM))
     return false;
   for (uint64_t k = 0; k < dc; k++) {
     const uint8_t *d = desc_at(s, i, k);
-    if (get_le64(d + 24) != seq || get_le64(d + 16) % VX_PAGE)
+    if (get_le64(d + LD_SEQ) != seq || get_le64(d + LD_FILE_OFFSET) % VX_PAGE)
       return false;
-    if (memcmp(d, SIG_ZERO, 4) == 0) {
-      uint64_t zl = get_le64(d + 8);
+    if (memcmp(d + LD_SIGNATURE, SIG_ZERO, 4) == 0) {
+      uint64_t zl = get_le64(d + LD_ZERO_LENGTH);
       if (zl == 0 || zl % VX_PAGE)
         return false;
-    } else if (memcmp(d, SIG_DESC, 4) == 0) {
+    } else if (memcmp(d + LD_SIGNATURE, SIG_DESC, 4) == 0) {
       const uint8_t *ds;
       if (dsect + ndata >= nsect)
         return false;
       ds = sect(s, (uint64_t) i + dsect + ndata);
-      if (memcmp(ds, SIG_DATA, 4) != 0 || get_le32(ds + 4) != (uint32_t) (seq >> 32) ||
-          get_le32(ds + 4092) != (uint32_t) seq)
+      if (memcmp(ds + DS_SIGNATURE, SIG_DATA, 4) != 0 ||
+          get_le32(ds + DS_SEQ_HIGH) != (uint32_t) (seq >> 32) ||
+          get_le32(ds + DS_SEQ_LOW) != (uint32_t) seq)
         return false;
       ndata++;
     } else {
@@ -324,16 +355,214 @@ zero_file_range(struct vhdx *v, uint64_t off, uint64_t len)
   return 0;
 }
 
+/* What a replay tracks while it walks the active sequence, and what it
+ * collects for a read-only open (replayed in memory). */
+struct replay {
+  struct log_op *ops;           /* the operations, in log order */
+  size_t nops, nops_cap;
+  uint8_t *pages;               /* their 4 KiB pages, 64 at a time */
+  size_t npages;
+  uint64_t maxend;              /* the file's size once replayed */
+};
+
+static int
+scan_alloc(struct log_scan *s, uint32_t n)
+{
+  s->n = n;
+  s->state = calloc(n, 1);
+  s->seq = calloc(n, sizeof *s->seq);
+  s->nsect = calloc(n, sizeof *s->nsect);
+  s->tail = calloc(n, sizeof *s->tail);
+  s->head_of = calloc(n, sizeof *s->head_of);
+  return s->state && s->seq && s->nsect && s->tail && s->head_of ? 0 : -ENOMEM;
+}
+
+static void
+scan_free(struct log_scan *s)
+{
+  free(s->state);
+  free(s->seq);
+  free(s->nsect);
+  free(s->tail);
+  free(s->head_of);
+}
+
+/* The head entry's FlushedOffset and LastFileOffset, checked against the
+ * file: *maxend is where the replayed file ends, at least. */
+static int
+check_head(struct vhdx *v, const struct log_scan *s, uint32_t head, uint64_t *maxend)
+{
+  uint64_t flushed = get_le64(sect(s, head) + LE_FLUSHED_OFFSET);
+  uint64_t last = get_le64(sect(s, head) + LE_LAST_OFFSET);
+
+  if (flushed > v->phys_size) {
+    disk_set_error("%s: truncated: the log says the file was flushed up to %llu bytes "
+                   "but it has %llu", v->path, (unsigned long long) flushed,
+                   (unsigned long long) v->phys_size);
+    return -EIO;
+  }
+  if (last > VX_MAX_FILE) {
+    disk_set_error("%s: log entry LastFileOffset %llu is absurd", v->path,
+                   (unsigned long long) last);
+    return -EINVAL;
+  }
+  *maxend = last > v->phys_size ? last : v->phys_size;
+  return 0;
+}
+
+/* Remember one operation (page NULL: zero the range) for the in-memory
+ * replay. */
+static int
+collect_op(struct replay *rp, uint64_t off, uint64_t len, const uint8_t *page)
+{
+  size_t pidx = SIZE_MAX;
+
+  if (rp->nops == rp->nops_cap) {
+    size_t cap = rp->nops_cap ? rp->nops_cap * 2 : 64;
+    struct log_op *no = realloc(rp->ops, cap * sizeof *no);
+    if (!no)
+      return -ENOMEM;
+    rp->ops = no;
+    rp->nops_cap = cap;
+  }
+  if (page) {
+    if (rp->npages % 64 == 0) {
+      uint8_t *np = realloc(rp->pages, (rp->npages + 64) * VX_PAGE);
+      if (!np)
+        return -ENOMEM;
+      rp->pages = np;
+    }
+    memcpy(rp->pages + rp->npages * VX_PAGE, page, VX_PAGE);
+    pidx = rp->npages++;
+  }
+  rp->ops[rp->nops] = (struct log_op) { off, off + len, rp->nops, pidx, NULL };
+  rp->nops++;
+  return 0;
+}
+
+/* Descriptor k of the entry at sector i, whose data sectors start dsect
+ * sectors in (*ndata of them used so far): checked, then written to the
+ * file or, read-only, collected. */
+static int
+replay_descriptor(struct vhdx *v, const struct log_scan *s, struct replay *rp,
+                  uint32_t i, uint32_t dsect, uint64_t k, uint32_t *ndata)
+{
+  const uint8_t *d = desc_at(s, i, k);
+  uint64_t off = get_le64(d + LD_FILE_OFFSET), len;
+  const uint8_t *page = NULL;
+  uint8_t full[VX_PAGE];
+
+  if (memcmp(d + LD_SIGNATURE, SIG_ZERO, 4) == 0) {
+    len = get_le64(d + LD_ZERO_LENGTH);
+  } else {
+    const uint8_t *ds = sect(s, (uint64_t) i + dsect + (*ndata)++);
+    len = VX_PAGE;
+    memcpy(full, d + LD_LEADING, LEADING_BYTES);
+    memcpy(full + DS_DATA, ds + DS_DATA, DS_DATA_SIZE);
+    memcpy(full + VX_PAGE - TRAILING_BYTES, d + LD_TRAILING, TRAILING_BYTES);
+    page = full;
+  }
+  if (off > VX_MAX_FILE || len > VX_MAX_FILE - off) {
+    disk_set_error("%s: log descriptor for offset %llu length %llu is out of range",
+                   v->path, (unsigned long long) off, (unsigned long long) len);
+    return -EINVAL;
+  }
+  if (off < 192 * VX_KiB) {
+    /* Headers and the file identifier never go through the log. */
+    disk_set_error("%s: log entry writes into the VHDX headers (offset %llu)",
+                   v->path, (unsigned long long) off);
+    return -EINVAL;
+  }
+  if (off + len > rp->maxend)
+    rp->maxend = off + len;
+  if (v->readonly)
+    return collect_op(rp, off, len, page);
+  if (page)
+    return disk_full_pwrite(v->fd, v->path, page, VX_PAGE, off);
+  return zero_file_range(v, off, len);
+}
+
+/* Walk the sequence tail..head and replay every descriptor in order. */
+static int
+replay_sequence(struct vhdx *v, struct log_scan *s, struct replay *rp,
+                uint32_t tail, uint32_t head)
+{
+  unsigned entries = 0;
+  uint32_t i = tail;
+  int r;
+
+  for (;;) {
+    uint64_t dc = get_le32(sect(s, i) + LE_DESC_COUNT);
+    uint32_t dsect = (uint32_t) ((LOG_HDR_SIZE + LOG_DESC_SIZE * dc + VX_PAGE - 1) / VX_PAGE);
+    uint32_t ndata = 0;
+
+    entries++;
+    for (uint64_t k = 0; k < dc; k++) {
+      r = replay_descriptor(v, s, rp, i, dsect, k, &ndata);
+      if (r < 0)
+        return r;
+    }
+    if (i == head)
+      break;
+    i = succ(s, i);
+    if (i == UINT32_MAX)        /* find_sequence guarantees the path */
+      return -EIO;
+  }
+  v->replayed_entries = entries;
+  return 0;
+}
+
+/* Read-only: the collected operations become the overlay reads see. */
+static int
+finish_in_memory(struct vhdx *v, struct replay *rp)
+{
+  int r;
+
+  for (size_t q = 0; q < rp->nops; q++)
+    rp->ops[q].data = rp->ops[q].page == SIZE_MAX ? NULL
+                                                  : rp->pages + rp->ops[q].page * VX_PAGE;
+  r = build_overlay(v, rp->ops, rp->nops);
+  if (r < 0)
+    return r;
+  v->ovl_pages = rp->pages;
+  rp->pages = NULL;
+  v->file_size = rp->maxend;
+  v->replayed_in_memory = true;
+  return 0;
+}
+
+/* Read-write: the file extended to the size the log gives it, and the
+ * replayed writes made durable. */
+static int
+finish_on_disk(struct vhdx *v, uint64_t maxend)
+{
+  if (maxend > v->phys_size) {
+    struct stat st;
+    if (ftruncate(v->fd, (off_t) maxend) < 0 && fstat(v->fd, &st) == 0 &&
+        (uint64_t) st.st_size < maxend) {
+      int r = -errno;
+      disk_set_error("%s: extending the file to %llu bytes for log replay: %s",
+                     v->path, (unsigned long long) maxend, strerror(errno));
+      return r;
+    }
+    v->phys_size = v->file_size = maxend;
+  }
+  if (fdatasync(v->fd) < 0) {
+    int r = -errno;
+    disk_set_error("%s: fdatasync after log replay: %s", v->path, strerror(errno));
+    return r;
+  }
+  v->replayed_on_disk = true;
+  return 0;
+}
+
 int
 vx_log_replay(struct vhdx *v)
 {
   struct log_scan s = { 0 };
-  struct log_op *ops = NULL;
-  uint8_t *logbuf = NULL, *pages = NULL;
-  size_t nops = 0, nops_cap = 0, npages = 0;
-  uint32_t tail = 0, head = 0, i;
-  uint64_t flushed, last, maxend;
-  unsigned entries = 0;
+  struct replay rp = { 0 };
+  uint8_t *logbuf = NULL;
+  uint32_t tail = 0, head = 0;
   int r;
 
   if (dism_guid_is_zero(&v->log_guid))
@@ -344,17 +573,11 @@ vx_log_replay(struct vhdx *v)
     return -EINVAL;
   }
   logbuf = malloc(v->log_length);
-  s.n = v->log_length / VX_PAGE;
-  s.state = calloc(s.n, 1);
-  s.seq = calloc(s.n, sizeof *s.seq);
-  s.nsect = calloc(s.n, sizeof *s.nsect);
-  s.tail = calloc(s.n, sizeof *s.tail);
-  s.head_of = calloc(s.n, sizeof *s.head_of);
-  if (!logbuf || !s.state || !s.seq || !s.nsect || !s.tail || !s.head_of) {
+  r = scan_alloc(&s, v->log_length / VX_PAGE);
+  if (r == 0 && !logbuf)
     r = -ENOMEM;
-    goto out;
-  }
-  r = disk_full_pread(v->fd, v->path, logbuf, v->log_length, v->log_offset, false);
+  if (r == 0)
+    r = disk_full_pread(v->fd, v->path, logbuf, v->log_length, v->log_offset, false);
   if (r < 0)
     goto out;
   s.buf = logbuf;
@@ -369,139 +592,18 @@ vx_log_replay(struct vhdx *v)
     v->log_empty_guid = true;
     goto clear;
   }
-  flushed = get_le64(sect(&s, head) + 48);
-  last = get_le64(sect(&s, head) + 56);
-  if (flushed > v->phys_size) {
-    disk_set_error("%s: truncated: the log says the file was flushed up to %llu bytes "
-                   "but it has %llu", v->path, (unsigned long long) flushed,
-                   (unsigned long long) v->phys_size);
-    r = -EIO;
+  r = check_head(v, &s, head, &rp.maxend);
+  if (r == 0)
+    r = replay_sequence(v, &s, &rp, tail, head);
+  if (r < 0)
     goto out;
-  }
-  if (last > VX_MAX_FILE) {
-    disk_set_error("%s: log entry LastFileOffset %llu is absurd", v->path,
-                   (unsigned long long) last);
-    r = -EINVAL;
-    goto out;
-  }
-  maxend = last > v->phys_size ? last : v->phys_size;
-
-  /* Walk the sequence tail..head and collect (or apply) the descriptors. */
-  i = tail;
-  for (;;) {
-    const uint8_t *h = sect(&s, i);
-    uint64_t dc = get_le32(h + 24);
-    uint32_t dsect = (uint32_t) ((LOG_HDR_SIZE + LOG_DESC_SIZE * dc + VX_PAGE - 1) / VX_PAGE);
-    uint32_t ndata = 0;
-
-    entries++;
-    for (uint64_t k = 0; k < dc; k++) {
-      const uint8_t *d = desc_at(&s, i, k);
-      uint64_t off = get_le64(d + 16), len;
-      const uint8_t *page = NULL;
-      uint8_t full[VX_PAGE];
-
-      if (memcmp(d, SIG_ZERO, 4) == 0) {
-        len = get_le64(d + 8);
-      } else {
-        const uint8_t *ds = sect(&s, (uint64_t) i + dsect + ndata++);
-        len = VX_PAGE;
-        memcpy(full, d + 8, 8);                 /* LeadingBytes */
-        memcpy(full + 8, ds + 8, 4084);
-        memcpy(full + 4092, d + 4, 4);          /* TrailingBytes */
-        page = full;
-      }
-      if (off > VX_MAX_FILE || len > VX_MAX_FILE - off) {
-        disk_set_error("%s: log descriptor for offset %llu length %llu is out of range",
-                       v->path, (unsigned long long) off, (unsigned long long) len);
-        r = -EINVAL;
-        goto out;
-      }
-      if (off < 192 * VX_KiB) {
-        /* Headers and the file identifier never go through the log. */
-        disk_set_error("%s: log entry writes into the VHDX headers (offset %llu)",
-                       v->path, (unsigned long long) off);
-        r = -EINVAL;
-        goto out;
-      }
-      if (off + len > maxend)
-        maxend = off + len;
-      if (v->readonly) {
-        if (nops == nops_cap) {
-          size_t cap = nops_cap ? nops_cap * 2 : 64;
-          struct log_op *no = realloc(ops, cap * sizeof *no);
-          if (!no) {
-            r = -ENOMEM;
-            goto out;
-          }
-          ops = no;
-          nops_cap = cap;
-        }
-        size_t pidx = SIZE_MAX;
-        if (page) {
-          if (npages % 64 == 0) {
-            uint8_t *np = realloc(pages, (npages + 64) * VX_PAGE);
-            if (!np) {
-              r = -ENOMEM;
-              goto out;
-            }
-            pages = np;
-          }
-          memcpy(pages + npages * VX_PAGE, page, VX_PAGE);
-          pidx = npages++;
-        }
-        ops[nops] = (struct log_op) { off, off + len, nops, pidx, NULL };
-        nops++;
-      } else if (page) {
-        r = disk_full_pwrite(v->fd, v->path, page, VX_PAGE, off);
-        if (r < 0)
-          goto out;
-      } else {
-        r = zero_file_range(v, off, len);
-        if (r < 0)
-          goto out;
-      }
-    }
-    if (i == head)
-      break;
-    i = succ(&s, i);
-    if (i == UINT32_MAX) {      /* find_sequence guarantees the path */
-      r = -EIO;
-      goto out;
-    }
-  }
-  v->replayed_entries = entries;
-
   if (v->readonly) {
-    for (size_t q = 0; q < nops; q++)
-      ops[q].data = ops[q].page == SIZE_MAX ? NULL : pages + ops[q].page * VX_PAGE;
-    r = build_overlay(v, ops, nops);
-    if (r < 0)
-      goto out;
-    v->ovl_pages = pages;
-    pages = NULL;
-    v->file_size = maxend;
-    v->replayed_in_memory = true;
-    r = 0;
+    r = finish_in_memory(v, &rp);
     goto out;
   }
-  if (maxend > v->phys_size) {
-    struct stat st;
-    if (ftruncate(v->fd, (off_t) maxend) < 0 && fstat(v->fd, &st) == 0 &&
-        (uint64_t) st.st_size < maxend) {
-      r = -errno;
-      disk_set_error("%s: extending the file to %llu bytes for log replay: %s",
-                     v->path, (unsigned long long) maxend, strerror(errno));
-      goto out;
-    }
-    v->phys_size = v->file_size = maxend;
-  }
-  if (fdatasync(v->fd) < 0) {
-    r = -errno;
-    disk_set_error("%s: fdatasync after log replay: %s", v->path, strerror(errno));
+  r = finish_on_disk(v, rp.maxend);
+  if (r < 0)
     goto out;
-  }
-  v->replayed_on_disk = true;
 clear:
   r = 0;
   if (!v->readonly) {
@@ -511,13 +613,9 @@ clear:
   }
 out:
   free(logbuf);
-  free(s.state);
-  free(s.seq);
-  free(s.nsect);
-  free(s.tail);
-  free(s.head_of);
-  free(ops);
-  free(pages);
+  scan_free(&s);
+  free(rp.ops);
+  free(rp.pages);
   return r;
 }
 
@@ -541,28 +639,28 @@ commit_batch(struct vhdx *v, size_t n, const uint64_t *offs, uint8_t *const *pag
     return -ENOMEM;
   if (v->log_pos + len > v->log_length)
     v->log_pos = 0;             /* entries never wrap: start again at 0 */
-  memcpy(e, SIG_LOGE, 4);
-  put_le32(e + 8, (uint32_t) len);
-  put_le32(e + 12, (uint32_t) v->log_pos);  /* each entry is its own tail */
-  put_le64(e + 16, v->log_seq);
-  put_le32(e + 24, (uint32_t) n);
-  memcpy(e + 32, &v->log_guid, 16);
-  put_le64(e + 48, v->phys_size);
-  put_le64(e + 56, v->phys_size);
+  memcpy(e + LE_SIGNATURE, SIG_LOGE, 4);
+  put_le32(e + LE_ENTRY_LENGTH, (uint32_t) len);
+  put_le32(e + LE_TAIL, (uint32_t) v->log_pos);  /* each entry is its own tail */
+  put_le64(e + LE_SEQ, v->log_seq);
+  put_le32(e + LE_DESC_COUNT, (uint32_t) n);
+  memcpy(e + LE_LOG_GUID, &v->log_guid, 16);
+  put_le64(e + LE_FLUSHED_OFFSET, v->phys_size);
+  put_le64(e + LE_LAST_OFFSET, v->phys_size);
   for (size_t k = 0; k < n; k++) {
     uint8_t *d = e + LOG_HDR_SIZE + LOG_DESC_SIZE * k;
     uint8_t *ds = e + (k + 1) * VX_PAGE;
-    memcpy(d, SIG_DESC, 4);
-    memcpy(d + 4, pages[k] + 4092, 4);
-    memcpy(d + 8, pages[k], 8);
-    put_le64(d + 16, offs[k]);
-    put_le64(d + 24, v->log_seq);
-    memcpy(ds, SIG_DATA, 4);
-    put_le32(ds + 4, (uint32_t) (v->log_seq >> 32));
-    memcpy(ds + 8, pages[k] + 8, 4084);
-    put_le32(ds + 4092, (uint32_t) v->log_seq);
+    memcpy(d + LD_SIGNATURE, SIG_DESC, 4);
+    memcpy(d + LD_TRAILING, pages[k] + VX_PAGE - TRAILING_BYTES, TRAILING_BYTES);
+    memcpy(d + LD_LEADING, pages[k], LEADING_BYTES);
+    put_le64(d + LD_FILE_OFFSET, offs[k]);
+    put_le64(d + LD_SEQ, v->log_seq);
+    memcpy(ds + DS_SIGNATURE, SIG_DATA, 4);
+    put_le32(ds + DS_SEQ_HIGH, (uint32_t) (v->log_seq >> 32));
+    memcpy(ds + DS_DATA, pages[k] + DS_DATA, DS_DATA_SIZE);
+    put_le32(ds + DS_SEQ_LOW, (uint32_t) v->log_seq);
   }
-  put_le32(e + 4, dism_crc32c(0, e, len));
+  put_le32(e + LE_CHECKSUM, dism_crc32c(0, e, len));
 
   /* MS-VHDX order: everything the entry depends on (new payload data, the
    * previous entry's in-place writes) is stable before the entry; the entry

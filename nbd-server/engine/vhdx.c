@@ -30,6 +30,58 @@
 #define VX_RT_SIZE   (64 * VX_KiB)
 #define VX_MAX_VSIZE (64ull << 40)            /* 64 TiB, the spec's maximum */
 #define VX_MAX_ITEM  VX_MiB                   /* metadata items are <= 1 MiB */
+#define VX_IDENT_CREATOR 8                    /* file identifier: Creator, UTF-16 */
+
+/* Header fields (MS-VHDX 2.2.2). */
+#define HDR_SIGNATURE        0
+#define HDR_CHECKSUM         4
+#define HDR_SEQ              8
+#define HDR_FILE_WRITE_GUID  16
+#define HDR_DATA_WRITE_GUID  32
+#define HDR_LOG_GUID         48
+#define HDR_LOG_VERSION      64
+#define HDR_VERSION          66
+#define HDR_LOG_LENGTH       68
+#define HDR_LOG_OFFSET       72
+
+/* Region table (2.2.3): a header, then entries. */
+#define RT_SIGNATURE         0
+#define RT_CHECKSUM          4
+#define RT_COUNT             8
+#define RT_ENTRIES           16
+#define RT_ENTRY_SIZE        32
+#define RTE_GUID             0
+#define RTE_OFFSET           16
+#define RTE_LENGTH           24
+#define RTE_FLAGS            28
+#define RTE_F_REQUIRED       1u
+
+/* Metadata table (2.6.1): a header, then entries. */
+#define MT_SIGNATURE         0
+#define MT_COUNT             10
+#define MT_ENTRIES           32
+#define MT_ENTRY_SIZE        32
+#define MTE_ITEM_ID          0
+#define MTE_OFFSET           16
+#define MTE_LENGTH           20
+#define MTE_FLAGS            24
+#define MTE_F_REQUIRED       4u
+
+/* File parameters metadata item (2.6.2.1). */
+#define FP_BLOCK_SIZE        0
+#define FP_FLAGS             4
+#define FP_F_LEAVE_ALLOC     1u
+#define FP_F_HAS_PARENT      2u
+
+/* Parent locator (2.6.2.6): a header, then key/value entries. */
+#define PL_TYPE              0
+#define PL_COUNT             18
+#define PL_ENTRIES           20
+#define PL_ENTRY_SIZE        12
+#define PLE_KEY_OFFSET       0
+#define PLE_VALUE_OFFSET     4
+#define PLE_KEY_LENGTH       8
+#define PLE_VALUE_LENGTH     10
 
 static const char GUID_BAT[]      = "2DC27766-F623-4200-9D64-115E9BFD4A08";
 static const char GUID_META[]     = "8B7CA206-4790-4B9A-B8FE-575F050F886E";
@@ -125,16 +177,16 @@ vx_write_header(struct vhdx *v)
   uint8_t h[VX_PAGE] = { 0 };
   int slot = 1 - v->hdr_slot, r;
 
-  memcpy(h, "head", 4);
-  put_le64(h + 8, v->seq + 1);
-  memcpy(h + 16, &v->file_write_guid, 16);
-  memcpy(h + 32, &v->data_write_guid, 16);
-  memcpy(h + 48, &v->log_guid, 16);
-  put_le16(h + 64, 0);
-  put_le16(h + 66, 1);
-  put_le32(h + 68, v->log_length);
-  put_le64(h + 72, v->log_offset);
-  put_le32(h + 4, dism_crc32c(0, h, sizeof h));
+  memcpy(h + HDR_SIGNATURE, "head", 4);
+  put_le64(h + HDR_SEQ, v->seq + 1);
+  memcpy(h + HDR_FILE_WRITE_GUID, &v->file_write_guid, 16);
+  memcpy(h + HDR_DATA_WRITE_GUID, &v->data_write_guid, 16);
+  memcpy(h + HDR_LOG_GUID, &v->log_guid, 16);
+  put_le16(h + HDR_LOG_VERSION, 0);
+  put_le16(h + HDR_VERSION, 1);
+  put_le32(h + HDR_LOG_LENGTH, v->log_length);
+  put_le64(h + HDR_LOG_OFFSET, v->log_offset);
+  put_le32(h + HDR_CHECKSUM, dism_crc32c(0, h, sizeof h));
   r = disk_full_pwrite(v->fd, v->path, h, sizeof h, slot ? VX_HDR2 : VX_HDR1);
   if (r == 0)
     r = sync_fd(v);
@@ -152,11 +204,11 @@ header_ok(const uint8_t *h)
 {
   uint8_t tmp[VX_PAGE];
 
-  if (memcmp(h, "head", 4) != 0)
+  if (memcmp(h + HDR_SIGNATURE, "head", 4) != 0)
     return false;
   memcpy(tmp, h, VX_PAGE);
-  put_le32(tmp + 4, 0);
-  return dism_crc32c(0, tmp, VX_PAGE) == get_le32(h + 4);
+  put_le32(tmp + HDR_CHECKSUM, 0);
+  return dism_crc32c(0, tmp, VX_PAGE) == get_le32(h + HDR_CHECKSUM);
 }
 
 static int
@@ -181,19 +233,19 @@ parse_headers(struct vhdx *v)
   }
   /* The higher sequence number wins; Disk2vhd writes equal ones. */
   if (ok[0] && ok[1])
-    slot = get_le64(h[1] + 8) > get_le64(h[0] + 8) ? 1 : 0;
+    slot = get_le64(h[1] + HDR_SEQ) > get_le64(h[0] + HDR_SEQ) ? 1 : 0;
   else
     slot = ok[0] ? 0 : 1;
   c = h[slot];
   v->hdr_slot = slot;
-  v->seq = get_le64(c + 8);
-  memcpy(&v->file_write_guid, c + 16, 16);
-  memcpy(&v->data_write_guid, c + 32, 16);
-  memcpy(&v->log_guid, c + 48, 16);
-  v->log_version = get_le16(c + 64);
-  v->version = get_le16(c + 66);
-  v->log_length = get_le32(c + 68);
-  v->log_offset = get_le64(c + 72);
+  v->seq = get_le64(c + HDR_SEQ);
+  memcpy(&v->file_write_guid, c + HDR_FILE_WRITE_GUID, 16);
+  memcpy(&v->data_write_guid, c + HDR_DATA_WRITE_GUID, 16);
+  memcpy(&v->log_guid, c + HDR_LOG_GUID, 16);
+  v->log_version = get_le16(c + HDR_LOG_VERSION);
+  v->version = get_le16(c + HDR_VERSION);
+  v->log_length = get_le32(c + HDR_LOG_LENGTH);
+  v->log_offset = get_le64(c + HDR_LOG_OFFSET);
   if (v->version != 1) {
     disk_set_error("%s: unsupported VHDX version %u", v->path, v->version);
     return -ENOTSUP;
@@ -222,7 +274,7 @@ ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 static int
 parse_region_table(struct vhdx *v, const uint8_t *rt)
 {
-  uint32_t n = get_le32(rt + 8);
+  uint32_t n = get_le32(rt + RT_COUNT);
   bool have_bat = false, have_meta = false;
 
   if (n > 2047) {
@@ -230,16 +282,17 @@ parse_region_table(struct vhdx *v, const uint8_t *rt)
     return -EINVAL;
   }
   for (uint32_t i = 0; i < n; i++) {
-    const uint8_t *e = rt + 16 + 32 * (size_t) i;
-    uint64_t off = get_le64(e + 16);
-    uint32_t len = get_le32(e + 24);
-    bool required = get_le32(e + 28) & 1;
-    bool is_bat = guid_is(e, GUID_BAT), is_meta = guid_is(e, GUID_META);
+    const uint8_t *e = rt + RT_ENTRIES + RT_ENTRY_SIZE * (size_t) i;
+    uint64_t off = get_le64(e + RTE_OFFSET);
+    uint32_t len = get_le32(e + RTE_LENGTH);
+    bool required = get_le32(e + RTE_FLAGS) & RTE_F_REQUIRED;
+    const uint8_t *id = e + RTE_GUID;
+    bool is_bat = guid_is(id, GUID_BAT), is_meta = guid_is(id, GUID_META);
 
     if (!is_bat && !is_meta) {
       if (required) {
         char g[37];
-        dism_guid_to_string((const struct dism_guid *) e, g);
+        dism_guid_to_string((const struct dism_guid *) id, g);
         disk_set_error("%s: unknown required region {%s}", v->path, g);
         return -ENOTSUP;
       }
@@ -294,10 +347,10 @@ parse_regions(struct vhdx *v)
     r = vx_read_file(v, rt, VX_RT_SIZE, k ? VX_RT2 : VX_RT1);
     if (r < 0)
       goto out;
-    if (memcmp(rt, "regi", 4) != 0)
+    if (memcmp(rt + RT_SIGNATURE, "regi", 4) != 0)
       continue;
-    uint32_t sum = get_le32(rt + 4);
-    put_le32(rt + 4, 0);
+    uint32_t sum = get_le32(rt + RT_CHECKSUM);
+    put_le32(rt + RT_CHECKSUM, 0);
     if (dism_crc32c(0, rt, VX_RT_SIZE) != sum)
       continue;
     ok = true;
@@ -320,25 +373,25 @@ parse_locator(struct vhdx *v, const uint8_t *p, uint32_t len)
 {
   uint16_t n;
 
-  if (len < 20) {
+  if (len < PL_ENTRIES) {
     disk_set_error("%s: parent locator is truncated", v->path);
     return -EINVAL;
   }
-  if (!guid_is(p, GUID_PLOC_VHDX)) {
+  if (!guid_is(p + PL_TYPE, GUID_PLOC_VHDX)) {
     char g[37];
-    dism_guid_to_string((const struct dism_guid *) p, g);
+    dism_guid_to_string((const struct dism_guid *) (p + PL_TYPE), g);
     disk_set_error("%s: unsupported parent locator type {%s}", v->path, g);
     return -ENOTSUP;
   }
-  n = get_le16(p + 18);
-  if (20 + 12 * (uint64_t) n > len) {
+  n = get_le16(p + PL_COUNT);
+  if (PL_ENTRIES + PL_ENTRY_SIZE * (uint64_t) n > len) {
     disk_set_error("%s: parent locator has %u entries but only %u bytes", v->path, n, len);
     return -EINVAL;
   }
   for (uint16_t i = 0; i < n; i++) {
-    const uint8_t *e = p + 20 + 12 * (size_t) i;
-    uint32_t ko = get_le32(e), vo = get_le32(e + 4);
-    uint16_t kl = get_le16(e + 8), vl = get_le16(e + 10);
+    const uint8_t *e = p + PL_ENTRIES + PL_ENTRY_SIZE * (size_t) i;
+    uint32_t ko = get_le32(e + PLE_KEY_OFFSET), vo = get_le32(e + PLE_VALUE_OFFSET);
+    uint16_t kl = get_le16(e + PLE_KEY_LENGTH), vl = get_le16(e + PLE_VALUE_LENGTH);
     char key[64], val[4096];
     char **slot = NULL;
 
@@ -395,12 +448,12 @@ parse_metadata(struct vhdx *v)
   r = vx_read_file(v, t, 64 * VX_KiB, v->meta_offset);
   if (r < 0)
     goto out;
-  if (memcmp(t, "metadata", 8) != 0) {
+  if (memcmp(t + MT_SIGNATURE, "metadata", 8) != 0) {
     disk_set_error("%s: metadata table has a bad signature", v->path);
     r = -EINVAL;
     goto out;
   }
-  uint16_t n = get_le16(t + 10);
+  uint16_t n = get_le16(t + MT_COUNT);
   if (n > 2047) {
     disk_set_error("%s: metadata table has %u entries (at most 2047)", v->path, n);
     r = -EINVAL;
@@ -412,22 +465,23 @@ parse_metadata(struct vhdx *v)
     goto out;
   }
   for (uint16_t i = 0; i < n; i++) {
-    const uint8_t *e = t + 32 + 32 * (size_t) i;
-    uint32_t ioff = get_le32(e + 16), ilen = get_le32(e + 20), fl = get_le32(e + 24);
-    bool required = fl & 4;
+    const uint8_t *e = t + MT_ENTRIES + MT_ENTRY_SIZE * (size_t) i;
+    uint32_t ioff = get_le32(e + MTE_OFFSET), ilen = get_le32(e + MTE_LENGTH);
+    bool required = get_le32(e + MTE_FLAGS) & MTE_F_REQUIRED;
+    const uint8_t *id = e + MTE_ITEM_ID;
     int kind;
     static const uint32_t want_len[6] = { 8, 8, 16, 4, 4, 0 };
 
-    if (guid_is(e, GUID_FPARAMS)) kind = 0;
-    else if (guid_is(e, GUID_VSIZE)) kind = 1;
-    else if (guid_is(e, GUID_PAGE83)) kind = 2;
-    else if (guid_is(e, GUID_LSS)) kind = 3;
-    else if (guid_is(e, GUID_PSS)) kind = 4;
-    else if (guid_is(e, GUID_PLOC)) kind = 5;
+    if (guid_is(id, GUID_FPARAMS)) kind = 0;
+    else if (guid_is(id, GUID_VSIZE)) kind = 1;
+    else if (guid_is(id, GUID_PAGE83)) kind = 2;
+    else if (guid_is(id, GUID_LSS)) kind = 3;
+    else if (guid_is(id, GUID_PSS)) kind = 4;
+    else if (guid_is(id, GUID_PLOC)) kind = 5;
     else {
       if (required) {
         char g[37];
-        dism_guid_to_string((const struct dism_guid *) e, g);
+        dism_guid_to_string((const struct dism_guid *) id, g);
         disk_set_error("%s: unknown required metadata item {%s}", v->path, g);
         r = -ENOTSUP;
         goto out;
@@ -452,9 +506,9 @@ parse_metadata(struct vhdx *v)
       goto out;
     switch (kind) {
     case 0:
-      v->block_size = get_le32(item);
-      v->leave_alloc = get_le32(item + 4) & 1;
-      v->has_parent = get_le32(item + 4) & 2;
+      v->block_size = get_le32(item + FP_BLOCK_SIZE);
+      v->leave_alloc = get_le32(item + FP_FLAGS) & FP_F_LEAVE_ALLOC;
+      v->has_parent = get_le32(item + FP_FLAGS) & FP_F_HAS_PARENT;
       break;
     case 1: v->vsize = get_le64(item); break;
     case 2: memcpy(&v->page83, item, 16); v->have_page83 = true; break;
@@ -1504,14 +1558,14 @@ static const struct disk_ops vx_ops = {
   .close   = vx_close,
 };
 
-int
+static int
 vhdx_open(const char *path, int fd, const struct disk_open_opts *opts,
           struct disk **out)
 {
   struct disk *d = NULL;
   struct vhdx *v = NULL;
   struct stat st;
-  uint8_t ident[8 + 512];
+  uint8_t ident[VX_IDENT_CREATOR + 512];
   int r;
 
   *out = NULL;
@@ -1551,7 +1605,7 @@ vhdx_open(const char *path, int fd, const struct disk_open_opts *opts,
     r = -EINVAL;
     goto fail;
   }
-  (void) dism_utf16le_to_utf8(ident + 8, 256, v->creator, sizeof v->creator);
+  (void) dism_utf16le_to_utf8(ident + VX_IDENT_CREATOR, 256, v->creator, sizeof v->creator);
 
   r = parse_headers(v);
   if (r == 0)
@@ -1591,3 +1645,18 @@ fail:
     vx_free(v);
   return r;
 }
+
+static bool
+vhdx_probe(int fd, uint64_t file_size)
+{
+  char sig[8];
+
+  return file_size >= 8 && pread(fd, sig, 8, 0) == 8 &&
+         memcmp(sig, "vhdxfile", 8) == 0;
+}
+
+const struct disk_format dism_format_vhdx = {
+  .name = "vhdx",
+  .probe = vhdx_probe,
+  .open = vhdx_open,
+};

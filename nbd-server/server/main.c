@@ -28,6 +28,7 @@
 #include "control.h"
 #include "fuse-export.h"
 #include "sandbox.h"
+#include "test-hooks.h"
 
 #define PROG "dism-nbd-server"
 #define MAX_LISTENERS 32
@@ -127,9 +128,37 @@ usage(FILE *f)
 "      --no-sandbox           keep every privilege (debugging; see PRIVILEGES in\n"
 "                             docs/nbd-server.md)\n"
 "  -v, --verbose              log connections and errors to stderr\n"
+"      --capabilities         print what this server supports, one word a line\n"
+"                             (control, fuse-file, overlay, tls, format-vhdx...),\n"
+"                             and exit: for programs, instead of reading this help\n"
 "  -h, --help                 this help\n"
 "\n"
 "SIGTERM or SIGINT: stop accepting, finish in-flight requests, flush, exit.\n");
+}
+
+/* --capabilities: one word per feature a caller may need to know about
+ * before starting the server (libdism asks for control and fuse-file).
+ * Words are only ever added; a word's meaning never changes. */
+static void
+print_capabilities(void)
+{
+  static const char *const words[] = {
+    "control",            /* --control PATH: STATUS, FLUSH, COMMIT, SHUTDOWN */
+    "fuse-file",          /* --fuse-file PATH */
+    "overlay",            /* --overlay FILE */
+    "tls",                /* --tls, --tls-certificates, --tls-psk */
+    "fd",                 /* --fd N */
+    "fd-transmission",    /* --fd-transmission N */
+    "socket-activation",  /* --socket-activation */
+    "sandbox",            /* sandboxed by default; --no-sandbox, --user */
+    "handshake-timeout",  /* --handshake-timeout S */
+    "exit-when-idle",     /* --exit-when-idle */
+  };
+
+  for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+    printf("%s\n", words[i]);
+  for (size_t i = 0; disk_format_name(i); i++)
+    printf("format-%s\n", disk_format_name(i));
 }
 
 static void __attribute__((format(printf, 1, 2)))
@@ -171,7 +200,7 @@ enum {
   OPT_FD = 256, OPT_FD_TRANSMISSION, OPT_SOCKET_ACTIVATION, OPT_EXIT_WHEN_IDLE,
   OPT_NO_MULTI_CONN, OPT_HANDSHAKE_TIMEOUT, OPT_ALLOW_BAD_CHECKSUM, OPT_FUSE_FILE, OPT_CONTROL,
   OPT_TLS, OPT_TLS_CERTIFICATES, OPT_TLS_VERIFY_PEER, OPT_TLS_PSK,
-  OPT_NO_SANDBOX, OPT_USER,
+  OPT_NO_SANDBOX, OPT_USER, OPT_CAPABILITIES,
 };
 
 /* The TLS options together.  Credentials without --tls mean
@@ -209,161 +238,203 @@ check_tls_args(struct options *o)
   return 0;
 }
 
-/* Returns 0, 1 for an error (already printed), or 2 after --help. */
+static const struct option longopts[] = {
+  { "unix", required_argument, NULL, 'u' },
+  { "tcp", required_argument, NULL, 'p' },
+  { "fd", required_argument, NULL, OPT_FD },
+  { "fd-transmission", required_argument, NULL, OPT_FD_TRANSMISSION },
+  { "socket-activation", no_argument, NULL, OPT_SOCKET_ACTIVATION },
+  { "fuse-file", required_argument, NULL, OPT_FUSE_FILE },
+  { "control", required_argument, NULL, OPT_CONTROL },
+  { "tls", required_argument, NULL, OPT_TLS },
+  { "tls-certificates", required_argument, NULL, OPT_TLS_CERTIFICATES },
+  { "tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY_PEER },
+  { "tls-psk", required_argument, NULL, OPT_TLS_PSK },
+  { "readonly", no_argument, NULL, 'r' },
+  { "overlay", required_argument, NULL, 'o' },
+  { "format", required_argument, NULL, 'f' },
+  { "allow-bad-checksum", no_argument, NULL, OPT_ALLOW_BAD_CHECKSUM },
+  { "export-name", required_argument, NULL, 'e' },
+  { "description", required_argument, NULL, 'd' },
+  { "no-multi-conn", no_argument, NULL, OPT_NO_MULTI_CONN },
+  { "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
+  { "threads", required_argument, NULL, 't' },
+  { "pidfile", required_argument, NULL, 'P' },
+  { "exit-when-idle", no_argument, NULL, OPT_EXIT_WHEN_IDLE },
+  { "oneshot", no_argument, NULL, OPT_EXIT_WHEN_IDLE },
+  { "no-sandbox", no_argument, NULL, OPT_NO_SANDBOX },
+  { "user", required_argument, NULL, OPT_USER },
+  { "capabilities", no_argument, NULL, OPT_CAPABILITIES },
+  { "verbose", no_argument, NULL, 'v' },
+  { "help", no_argument, NULL, 'h' },
+  { NULL, 0, NULL, 0 },
+};
+
+/* --fd N and --fd-transmission N: an open descriptor, either kind. */
+static int
+add_fd(struct options *o, int c, const char *arg)
+{
+  unsigned long v;
+
+  if (!parse_uint(arg, INT_MAX, &v) || fcntl((int) v, F_GETFD) < 0) {
+    fail("--fd %s: not an open file descriptor", arg);
+    return 1;
+  }
+  if (o->nfds + o->ntransmission_fds >= MAX_FDS) {
+    fail("too many --fd options");
+    return 1;
+  }
+  if (c == OPT_FD)
+    o->fds[o->nfds++] = (int) v;
+  else
+    o->transmission_fds[o->ntransmission_fds++] = (int) v;
+  return 0;
+}
+
+static int
+parse_tls_mode(struct options *o, const char *arg)
+{
+  if (strcmp(arg, "off") == 0)
+    o->tls = NBD_TLS_OFF;
+  else if (strcmp(arg, "on") == 0)
+    o->tls = NBD_TLS_ON;
+  else if (strcmp(arg, "require") == 0)
+    o->tls = NBD_TLS_REQUIRE;
+  else {
+    fail("--tls=%s: expected off, on or require", arg);
+    return 1;
+  }
+  return 0;
+}
+
+/* The options that take a number. */
+static int
+parse_number_option(struct options *o, int c, const char *arg)
+{
+  unsigned long v;
+
+  if (c == OPT_HANDSHAKE_TIMEOUT) {
+    if (!parse_uint(arg, 3600, &v) || v == 0) {
+      fail("--handshake-timeout %s: expected 1..3600 seconds", arg);
+      return 1;
+    }
+    o->handshake_timeout = (unsigned) v;
+    return 0;
+  }
+  if (!parse_uint(arg, NBD_SERVER_MAX_THREADS, &v) || v == 0) {
+    fail("--threads %s: expected 1..%d", arg, NBD_SERVER_MAX_THREADS);
+    return 1;
+  }
+  o->threads = (unsigned) v;
+  return 0;
+}
+
+/* One option from getopt_long: 0, 1 for an error (already printed), or 2
+ * after --help or --capabilities. */
+static int
+parse_option(struct options *o, int c, const char *arg)
+{
+  switch (c) {
+  case 'u':
+    o->unix_path = arg;
+    break;
+  case 'p':
+    if (o->ntcp == MAX_LISTENERS) {
+      fail("too many --tcp options");
+      return 1;
+    }
+    o->tcp[o->ntcp++] = arg;
+    break;
+  case OPT_FD:
+  case OPT_FD_TRANSMISSION:
+    return add_fd(o, c, arg);
+  case OPT_SOCKET_ACTIVATION:
+    o->socket_activation = true;
+    break;
+  case OPT_FUSE_FILE:
+    o->fuse_file = arg;
+    break;
+  case OPT_CONTROL:
+    o->control_path = arg;
+    break;
+  case OPT_TLS:
+    return parse_tls_mode(o, arg);
+  case OPT_TLS_CERTIFICATES:
+    o->tls_certificates = arg;
+    break;
+  case OPT_TLS_VERIFY_PEER:
+    o->tls_verify_peer = true;
+    break;
+  case OPT_TLS_PSK:
+    o->tls_psk = arg;
+    break;
+  case 'r':
+    o->readonly = true;
+    break;
+  case 'o':
+    o->overlay = arg;
+    break;
+  case 'f':
+    if (!disk_format_known(arg)) {
+      fail("--format %s: expected raw, vhd or vhdx", arg);
+      return 1;
+    }
+    o->format = arg;
+    break;
+  case OPT_ALLOW_BAD_CHECKSUM:
+    o->allow_bad_checksum = true;
+    break;
+  case 'e':
+    o->export_name = arg;
+    break;
+  case 'd':
+    o->description = arg;
+    break;
+  case OPT_NO_MULTI_CONN:
+    o->no_multi_conn = true;
+    break;
+  case OPT_HANDSHAKE_TIMEOUT:
+  case 't':
+    return parse_number_option(o, c, arg);
+  case 'P':
+    o->pidfile = arg;
+    break;
+  case OPT_EXIT_WHEN_IDLE:
+    o->exit_when_idle = true;
+    break;
+  case OPT_NO_SANDBOX:
+    o->no_sandbox = true;
+    break;
+  case OPT_USER:
+    o->user = arg;
+    break;
+  case 'v':
+    o->verbose = true;
+    break;
+  case OPT_CAPABILITIES:
+    print_capabilities();
+    return 2;
+  case 'h':
+    usage(stdout);
+    return 2;
+  default:
+    usage(stderr);
+    return 1;
+  }
+  return 0;
+}
+
+/* Returns 0, 1 for an error (already printed), or 2 after --help or
+ * --capabilities. */
 static int
 parse_args(int argc, char **argv, struct options *o)
 {
-  static const struct option longopts[] = {
-    { "unix", required_argument, NULL, 'u' },
-    { "tcp", required_argument, NULL, 'p' },
-    { "fd", required_argument, NULL, OPT_FD },
-    { "fd-transmission", required_argument, NULL, OPT_FD_TRANSMISSION },
-    { "socket-activation", no_argument, NULL, OPT_SOCKET_ACTIVATION },
-    { "fuse-file", required_argument, NULL, OPT_FUSE_FILE },
-    { "control", required_argument, NULL, OPT_CONTROL },
-    { "tls", required_argument, NULL, OPT_TLS },
-    { "tls-certificates", required_argument, NULL, OPT_TLS_CERTIFICATES },
-    { "tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY_PEER },
-    { "tls-psk", required_argument, NULL, OPT_TLS_PSK },
-    { "readonly", no_argument, NULL, 'r' },
-    { "overlay", required_argument, NULL, 'o' },
-    { "format", required_argument, NULL, 'f' },
-    { "allow-bad-checksum", no_argument, NULL, OPT_ALLOW_BAD_CHECKSUM },
-    { "export-name", required_argument, NULL, 'e' },
-    { "description", required_argument, NULL, 'd' },
-    { "no-multi-conn", no_argument, NULL, OPT_NO_MULTI_CONN },
-    { "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
-    { "threads", required_argument, NULL, 't' },
-    { "pidfile", required_argument, NULL, 'P' },
-    { "exit-when-idle", no_argument, NULL, OPT_EXIT_WHEN_IDLE },
-    { "oneshot", no_argument, NULL, OPT_EXIT_WHEN_IDLE },
-    { "no-sandbox", no_argument, NULL, OPT_NO_SANDBOX },
-    { "user", required_argument, NULL, OPT_USER },
-    { "verbose", no_argument, NULL, 'v' },
-    { "help", no_argument, NULL, 'h' },
-    { NULL, 0, NULL, 0 },
-  };
-  unsigned long v;
-  int c;
+  int c, r;
 
   while ((c = getopt_long(argc, argv, "u:p:ro:f:e:d:t:P:vh", longopts, NULL)) != -1) {
-    switch (c) {
-    case 'u':
-      o->unix_path = optarg;
-      break;
-    case 'p':
-      if (o->ntcp == MAX_LISTENERS) {
-        fail("too many --tcp options");
-        return 1;
-      }
-      o->tcp[o->ntcp++] = optarg;
-      break;
-    case OPT_FD:
-    case OPT_FD_TRANSMISSION:
-      if (!parse_uint(optarg, INT_MAX, &v) || fcntl((int) v, F_GETFD) < 0) {
-        fail("--fd %s: not an open file descriptor", optarg);
-        return 1;
-      }
-      if (o->nfds + o->ntransmission_fds >= MAX_FDS) {
-        fail("too many --fd options");
-        return 1;
-      }
-      if (c == OPT_FD)
-        o->fds[o->nfds++] = (int) v;
-      else
-        o->transmission_fds[o->ntransmission_fds++] = (int) v;
-      break;
-    case OPT_SOCKET_ACTIVATION:
-      o->socket_activation = true;
-      break;
-    case OPT_FUSE_FILE:
-      o->fuse_file = optarg;
-      break;
-    case OPT_CONTROL:
-      o->control_path = optarg;
-      break;
-    case OPT_TLS:
-      if (strcmp(optarg, "off") == 0)
-        o->tls = NBD_TLS_OFF;
-      else if (strcmp(optarg, "on") == 0)
-        o->tls = NBD_TLS_ON;
-      else if (strcmp(optarg, "require") == 0)
-        o->tls = NBD_TLS_REQUIRE;
-      else {
-        fail("--tls=%s: expected off, on or require", optarg);
-        return 1;
-      }
-      break;
-    case OPT_TLS_CERTIFICATES:
-      o->tls_certificates = optarg;
-      break;
-    case OPT_TLS_VERIFY_PEER:
-      o->tls_verify_peer = true;
-      break;
-    case OPT_TLS_PSK:
-      o->tls_psk = optarg;
-      break;
-    case 'r':
-      o->readonly = true;
-      break;
-    case 'o':
-      o->overlay = optarg;
-      break;
-    case 'f':
-      if (strcmp(optarg, "raw") && strcmp(optarg, "vhd") && strcmp(optarg, "vhdx")) {
-        fail("--format %s: expected raw, vhd or vhdx", optarg);
-        return 1;
-      }
-      o->format = optarg;
-      break;
-    case OPT_ALLOW_BAD_CHECKSUM:
-      o->allow_bad_checksum = true;
-      break;
-    case 'e':
-      o->export_name = optarg;
-      break;
-    case 'd':
-      o->description = optarg;
-      break;
-    case OPT_NO_MULTI_CONN:
-      o->no_multi_conn = true;
-      break;
-    case OPT_HANDSHAKE_TIMEOUT:
-      if (!parse_uint(optarg, 3600, &v) || v == 0) {
-        fail("--handshake-timeout %s: expected 1..3600 seconds", optarg);
-        return 1;
-      }
-      o->handshake_timeout = (unsigned) v;
-      break;
-    case 't':
-      if (!parse_uint(optarg, NBD_SERVER_MAX_THREADS, &v) || v == 0) {
-        fail("--threads %s: expected 1..%d", optarg, NBD_SERVER_MAX_THREADS);
-        return 1;
-      }
-      o->threads = (unsigned) v;
-      break;
-    case 'P':
-      o->pidfile = optarg;
-      break;
-    case OPT_EXIT_WHEN_IDLE:
-      o->exit_when_idle = true;
-      break;
-    case OPT_NO_SANDBOX:
-      o->no_sandbox = true;
-      break;
-    case OPT_USER:
-      o->user = optarg;
-      break;
-    case 'v':
-      o->verbose = true;
-      break;
-    case 'h':
-      usage(stdout);
-      return 2;
-    default:
-      usage(stderr);
-      return 1;
-    }
+    r = parse_option(o, c, optarg);
+    if (r != 0)
+      return r;
   }
   if (optind + 1 != argc) {
     fail(optind == argc ? "no IMAGE given" : "more than one IMAGE given");
@@ -485,39 +556,43 @@ lock_down(const struct options *o, struct sandbox *sb, struct fuse_export *fuse)
   return r;
 }
 
-int
-main(int argc, char **argv)
-{
-  struct options o = { .export_name = "", .description = "", .tls = -1 };
-  struct nbd_server_config cfg = { 0 };
-  struct nbd_server *srv = NULL;
-  struct disk *disk = NULL;
-  struct pollfd pfd[MAX_LISTENERS + 2];
+/* What main sets up, for the steps below and their one teardown. */
+struct run {
+  struct options o;
+  struct sandbox *sb;
+  int sigfd;
+  struct disk *disk;
   int listeners[MAX_LISTENERS];
-  int nlisteners = 0, sigfd = -1, control_fd = -1, status = 1, i, r;
-  bool unix_created = false, control_created = false;
-  bool pidfile_prepared = false, pidfile_written = false, fuse_running = false;
-  bool selftest = getenv("DISM_SANDBOX_SELFTEST") != NULL;
+  int nlisteners;
+  bool unix_created;
+  struct fuse_export *fuse;
+  int control_fd;
+  bool control_created;
   char pidfile_tmp[PATH_MAX];
-  struct fuse_export *fuse = NULL;
-  struct control *control = NULL;
-  struct sandbox *sb = NULL;
-  sigset_t stop_signals;
+  bool pidfile_prepared, pidfile_written;
+  struct nbd_server *srv;
+  struct control *control;
+  bool selftest;
+};
 
-  r = parse_args(argc, argv, &o);
-  if (r != 0)
-    return r == 2 ? 0 : 1;
+/* The process itself: file modes, the sandbox object, memory, signals. */
+static int
+setup_process(struct run *rn)
+{
+  const struct options *o = &rn->o;
+  sigset_t stop_signals;
+  int r;
 
   /* Sockets (between bind and chmod), the pid file, the FUSE file and the
    * overlay: for their owner only. */
   umask(077);
-  if (!o.no_sandbox) {
-    r = sandbox_new(&sb);
-    if (r == 0 && o.user)
-      r = sandbox_set_user(sb, o.user);
+  if (!o->no_sandbox) {
+    r = sandbox_new(&rn->sb);
+    if (r == 0 && o->user)
+      r = sandbox_set_user(rn->sb, o->user);
     if (r < 0) {
       fail("%s", r == -ENOMEM ? strerror(ENOMEM) : disk_last_error());
-      goto out;
+      return r;
     }
   }
 
@@ -532,213 +607,285 @@ main(int argc, char **argv)
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
   sigprocmask(SIG_BLOCK, &stop_signals, NULL);
-  sigfd = signalfd(-1, &stop_signals, SFD_CLOEXEC);
-  if (sigfd < 0) {
+  rn->sigfd = signalfd(-1, &stop_signals, SFD_CLOEXEC);
+  if (rn->sigfd < 0) {
     fail("signalfd: %s", strerror(errno));
-    goto out;
+    return -1;
   }
   /* Serving the kernel's nbd driver: our I/O must not recurse into the
    * block device we serve under memory pressure.  Needs CAP_SYS_RESOURCE;
    * best effort.  Threads created later inherit it. */
-  if ((o.nfds || o.ntransmission_fds) &&
-      prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) < 0 && o.verbose)
+  if ((o->nfds || o->ntransmission_fds) &&
+      prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) < 0 && o->verbose)
     fail("PR_SET_IO_FLUSHER: %s (continuing)", strerror(errno));
+  return 0;
+}
 
-  if (open_image(&o, &disk) < 0)
-    goto out;
+/* Everything that opens a path or binds a socket, before the sandbox:
+ * the listeners, the FUSE file, the control socket, the pid file. */
+static int
+open_endpoints(struct run *rn)
+{
+  const struct options *o = &rn->o;
+  int i, r;
 
-  if (o.unix_path) {
-    r = nbd_listen_unix(o.unix_path);
+  if (o->unix_path) {
+    r = nbd_listen_unix(o->unix_path);
     if (r < 0) {
       fail("%s", disk_last_error());
-      goto out;
+      return r;
     }
-    listeners[nlisteners++] = r;
-    unix_created = true;
+    rn->listeners[rn->nlisteners++] = r;
+    rn->unix_created = true;
   }
-  for (i = 0; i < o.ntcp; i++) {
-    r = nbd_listen_tcp(o.tcp[i], listeners + nlisteners, MAX_LISTENERS - nlisteners);
+  for (i = 0; i < o->ntcp; i++) {
+    r = nbd_listen_tcp(o->tcp[i], rn->listeners + rn->nlisteners,
+                       MAX_LISTENERS - rn->nlisteners);
     if (r < 0) {
       fail("%s", disk_last_error());
-      goto out;
+      return r;
     }
-    nlisteners += r;
+    rn->nlisteners += r;
   }
-  if (o.socket_activation) {
-    r = activation_fds(listeners + nlisteners, MAX_LISTENERS - nlisteners);
+  if (o->socket_activation) {
+    r = activation_fds(rn->listeners + rn->nlisteners, MAX_LISTENERS - rn->nlisteners);
     if (r < 0) {
       fail("--socket-activation: no sockets passed (LISTEN_PID/LISTEN_FDS)");
-      goto out;
+      return r;
     }
-    nlisteners += r;
+    rn->nlisteners += r;
   }
-  if (o.fuse_file) {
-    r = fuse_export_mount(disk, o.fuse_file, o.readonly, &fuse);
+  if (o->fuse_file) {
+    r = fuse_export_mount(rn->disk, o->fuse_file, o->readonly, &rn->fuse);
     if (r < 0) {
       fail("%s", disk_last_error());
-      goto out;
+      return r;
     }
   }
-  if (o.control_path) {
-    control_fd = nbd_listen_unix(o.control_path);
-    if (control_fd < 0) {
+  if (o->control_path) {
+    rn->control_fd = nbd_listen_unix(o->control_path);
+    if (rn->control_fd < 0) {
       fail("%s", disk_last_error());
-      goto out;
+      return rn->control_fd;
     }
-    control_created = true;
+    rn->control_created = true;
   }
-  if (o.pidfile) {
-    r = pidfile_prepare(o.pidfile, pidfile_tmp, sizeof pidfile_tmp);
+  if (o->pidfile) {
+    r = pidfile_prepare(o->pidfile, rn->pidfile_tmp, sizeof rn->pidfile_tmp);
     if (r < 0) {
-      fail("%s: %s", o.pidfile, strerror(-r));
-      goto out;
+      fail("%s: %s", o->pidfile, strerror(-r));
+      return r;
     }
-    pidfile_prepared = true;
+    rn->pidfile_prepared = true;
   }
+  return 0;
+}
+
+/* The NBD server, created once the sandbox's first step is in force, and
+ * then its seccomp filter (after the TLS credentials are read). */
+static int
+create_server(struct run *rn)
+{
+  const struct options *o = &rn->o;
+  struct nbd_server_config cfg = {
+    .export_name = o->export_name,
+    .description = o->description,
+    .readonly = o->readonly,
+    .no_multi_conn = o->no_multi_conn,
+    .threads = o->threads,
+    .handshake_timeout = o->handshake_timeout,
+    .log = log_to_stderr,
+    .log_opaque = &rn->o.verbose,
+    .tls = (enum nbd_tls_mode) o->tls,
+    .tls_certificates = o->tls_certificates,
+    .tls_psk = o->tls_psk,
+    .tls_verify_peer = o->tls_verify_peer,
+  };
+  int r;
 
   /* Set up: give up what serving does not need, before any thread exists
    * (sandbox.c; docs/nbd-server.md, PRIVILEGES). */
-  if (sb && lock_down(&o, sb, fuse) < 0) {
+  if (rn->sb && lock_down(o, rn->sb, rn->fuse) < 0) {
     fail("%s (--no-sandbox turns the sandbox off)", disk_last_error());
-    goto out;
+    return -1;
   }
-
-  cfg.export_name = o.export_name;
-  cfg.description = o.description;
-  cfg.readonly = o.readonly;
-  cfg.no_multi_conn = o.no_multi_conn;
-  cfg.threads = o.threads;
-  cfg.handshake_timeout = o.handshake_timeout;
-  cfg.log = log_to_stderr;
-  cfg.log_opaque = &o.verbose;
-  cfg.tls = (enum nbd_tls_mode) o.tls;
-  cfg.tls_certificates = o.tls_certificates;
-  cfg.tls_psk = o.tls_psk;
-  cfg.tls_verify_peer = o.tls_verify_peer;
-  r = nbd_server_new(disk, &cfg, &srv);
+  r = nbd_server_new(rn->disk, &cfg, &rn->srv);
   if (r < 0) {
     fail("%s", disk_last_error());
-    goto out;
+    return r;
   }
-  if (sb) {
-    r = sandbox_filter_syscalls(sb);
+  if (rn->sb) {
+    r = sandbox_filter_syscalls(rn->sb);
     if (r < 0) {
       fail("%s (--no-sandbox turns the sandbox off)", disk_last_error());
-      goto out;
+      return r;
     }
-    if (o.verbose || selftest)
-      fail("%s", sandbox_describe(sb));
+    if (o->verbose || rn->selftest)
+      fail("%s", sandbox_describe(rn->sb));
   }
-  if (selftest)
-    sandbox_selftest(o.image);
+  if (rn->selftest)
+    sandbox_selftest(o->image);
+  return 0;
+}
 
-  if (fuse) {
-    r = fuse_export_serve(fuse);
+/* Start every server thread (FUSE, control, the --fd connections), then
+ * publish the pid file: from then on the server serves. */
+static int
+start_serving(struct run *rn)
+{
+  const struct options *o = &rn->o;
+  int i, r;
+
+  if (rn->fuse) {
+    r = fuse_export_serve(rn->fuse);
     if (r < 0) {
-      fail("%s: %s", o.fuse_file, disk_last_error());
-      goto out;
+      fail("%s: %s", o->fuse_file, disk_last_error());
+      return r;
     }
   }
-  if (control_fd >= 0) {
-    r = control_start_fd(control_fd, disk, srv, &control);
-    control_fd = -1;
+  if (rn->control_fd >= 0) {
+    r = control_start_fd(rn->control_fd, rn->disk, rn->srv, &rn->control);
+    rn->control_fd = -1;
     if (r < 0) {
-      fail("%s: %s", o.control_path, disk_last_error());
-      goto out;
+      fail("%s: %s", o->control_path, disk_last_error());
+      return r;
     }
   }
-  for (i = 0; i < o.nfds; i++)
-    nbd_server_start_fd(srv, o.fds[i], false);
-  for (i = 0; i < o.ntransmission_fds; i++)
-    nbd_server_start_fd(srv, o.transmission_fds[i], true);
+  for (i = 0; i < o->nfds; i++)
+    nbd_server_start_fd(rn->srv, o->fds[i], false);
+  for (i = 0; i < o->ntransmission_fds; i++)
+    nbd_server_start_fd(rn->srv, o->transmission_fds[i], true);
 
-  if (pidfile_prepared) {
-    if (rename(pidfile_tmp, o.pidfile) < 0) {
-      fail("%s: %s", o.pidfile, strerror(errno));
-      goto out;
+  if (rn->pidfile_prepared) {
+    if (rename(rn->pidfile_tmp, o->pidfile) < 0) {
+      fail("%s: %s", o->pidfile, strerror(errno));
+      return -1;
     }
-    pidfile_prepared = false;
-    pidfile_written = true;
+    rn->pidfile_prepared = false;
+    rn->pidfile_written = true;
   }
+  return 0;
+}
 
-  for (i = 0; i < nlisteners; i++)
-    pfd[i] = (struct pollfd) { .fd = listeners[i], .events = POLLIN };
-  pfd[nlisteners] = (struct pollfd) { .fd = sigfd, .events = POLLIN };
-  pfd[nlisteners + 1] = (struct pollfd) { .fd = nbd_server_event_fd(srv),
-                                          .events = POLLIN };
+/* Accept connections until a stop signal, or until idle when that ends
+ * the server.  0, or -1 if poll failed. */
+static int
+serve_loop(struct run *rn)
+{
+  const struct options *o = &rn->o;
+  struct pollfd pfd[MAX_LISTENERS + 2];
+  int n = rn->nlisteners, i;
+
+  for (i = 0; i < n; i++)
+    pfd[i] = (struct pollfd) { .fd = rn->listeners[i], .events = POLLIN };
+  pfd[n] = (struct pollfd) { .fd = rn->sigfd, .events = POLLIN };
+  pfd[n + 1] = (struct pollfd) { .fd = nbd_server_event_fd(rn->srv), .events = POLLIN };
   for (;;) {
-    if (poll(pfd, (nfds_t) nlisteners + 2, -1) < 0) {
+    if (poll(pfd, (nfds_t) n + 2, -1) < 0) {
       if (errno == EINTR)
         continue;
       fail("poll: %s", strerror(errno));
-      goto out;
+      return -1;
     }
-    if (pfd[nlisteners].revents) {
-      if (o.verbose)
+    if (pfd[n].revents) {
+      if (o->verbose)
         fail("signal received: shutting down");
-      break;
+      return 0;
     }
-    if (pfd[nlisteners + 1].revents) {
+    if (pfd[n + 1].revents) {
       uint64_t ended;
-      if (read(pfd[nlisteners + 1].fd, &ended, sizeof ended) < 0) {
+      if (read(pfd[n + 1].fd, &ended, sizeof ended) < 0) {
         /* spurious wakeup: the count below decides */
       }
       /* Without listeners nothing new can come: the same as idle exit. */
-      if ((o.exit_when_idle || nlisteners == 0) &&
-          nbd_server_connections(srv) == 0 &&
-          nbd_server_connections_total(srv) > 0)
-        break;
+      if ((o->exit_when_idle || n == 0) &&
+          nbd_server_connections(rn->srv) == 0 &&
+          nbd_server_connections_total(rn->srv) > 0)
+        return 0;
     }
-    for (i = 0; i < nlisteners; i++) {
+    for (i = 0; i < n; i++) {
       int fd;
 
       if (!pfd[i].revents)
         continue;
-      fd = accept4(listeners[i], NULL, NULL, SOCK_CLOEXEC);
+      fd = accept4(rn->listeners[i], NULL, NULL, SOCK_CLOEXEC);
       if (fd < 0) {
-        if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED && o.verbose)
+        if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED && o->verbose)
           fail("accept: %s", strerror(errno));
         continue;
       }
-      nbd_server_start_fd(srv, fd, false);
+      nbd_server_start_fd(rn->srv, fd, false);
     }
   }
-  status = 0;
+}
 
-out:
-  /* Stop accepting, let in-flight requests finish, then flush. */
-  for (i = 0; i < nlisteners; i++)
-    close(listeners[i]);
-  if (unix_created)
-    unlink(o.unix_path);
-  control_stop(control);
-  if (control_fd >= 0)
-    close(control_fd);
-  if (control_created)
-    unlink(o.control_path);
-  if (fuse_export_stop(fuse) < 0) {
+/* Stop accepting, let in-flight requests finish, then flush; undo what
+ * was set up.  Returns the exit status. */
+static int
+teardown(struct run *rn, int status)
+{
+  const struct options *o = &rn->o;
+  bool fuse_running = false;
+  int i;
+
+  for (i = 0; i < rn->nlisteners; i++)
+    close(rn->listeners[i]);
+  if (rn->unix_created)
+    unlink(o->unix_path);
+  control_stop(rn->control);
+  if (rn->control_fd >= 0)
+    close(rn->control_fd);
+  if (rn->control_created)
+    unlink(o->control_path);
+  if (fuse_export_stop(rn->fuse) < 0) {
     fail("%s (its FUSE threads are left to the exit)", disk_last_error());
     fuse_running = true;
     status = 1;
   }
-  if (srv) {
-    nbd_server_shutdown(srv);
-    nbd_server_free(srv);
+  if (rn->srv) {
+    nbd_server_shutdown(rn->srv);
+    nbd_server_free(rn->srv);
   }
-  if (disk) {
-    if (!disk->readonly && disk_flush(disk) < 0) {
+  if (rn->disk) {
+    if (!rn->disk->readonly && disk_flush(rn->disk) < 0) {
       fail("%s", disk_last_error());
       status = 1;
     }
     if (!fuse_running)
-      disk_close(disk);
+      disk_close(rn->disk);
   }
-  if (pidfile_written)
-    unlink(o.pidfile);
-  if (pidfile_prepared)
-    unlink(pidfile_tmp);
-  sandbox_free(sb);
-  if (sigfd >= 0)
-    close(sigfd);
+  if (rn->pidfile_written)
+    unlink(o->pidfile);
+  if (rn->pidfile_prepared)
+    unlink(rn->pidfile_tmp);
+  sandbox_free(rn->sb);
+  if (rn->sigfd >= 0)
+    close(rn->sigfd);
   return status;
+}
+
+int
+main(int argc, char **argv)
+{
+  struct run rn = {
+    .o = { .export_name = "", .description = "", .tls = -1 },
+    .sigfd = -1,
+    .control_fd = -1,
+  };
+  int status = 1, r;
+
+  r = parse_args(argc, argv, &rn.o);
+  if (r != 0)
+    return r == 2 ? 0 : 1;
+  dism_test_hooks_init();
+  rn.selftest = dism_test_sandbox_selftest();
+
+  if (setup_process(&rn) == 0 &&
+      open_image(&rn.o, &rn.disk) == 0 &&
+      open_endpoints(&rn) == 0 &&
+      create_server(&rn) == 0 &&
+      start_serving(&rn) == 0 &&
+      serve_loop(&rn) == 0)
+    status = 0;
+  return teardown(&rn, status);
 }

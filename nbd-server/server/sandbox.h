@@ -54,7 +54,7 @@ int sandbox_filter_syscalls(struct sandbox *sb);
 /* One line describing what is in force, for the log. */
 const char *sandbox_describe(struct sandbox *sb);
 
-/* DISM_SANDBOX_SELFTEST=1 (tests): try what the sandbox must refuse (an
+/* DISM_TEST_SANDBOX_SELFTEST=1 (tests): try what the sandbox must refuse (an
  * execve, an AF_INET socket, a fork, kill(1, 0), an executable mapping,
  * opening /etc/passwd, reopening image, creating a file in /tmp) and print
  * one line per attempt to stderr: "sandbox selftest: WHAT: refused

@@ -67,7 +67,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     abort();
   if (size > 1 && write(fd, data + 1, size - 1) != (ssize_t) (size - 1))
     abort();
-  if (vhd_open("/nonexistent-fuzz-dir/fuzz.vhd", fd, &opts, &d) < 0) {
+  if (dism_format_vhd.open("/nonexistent-fuzz-dir/fuzz.vhd", fd, &opts, &d) < 0) {
     close(fd);        /* on failure the caller keeps fd */
     return 0;
   }

@@ -7,7 +7,7 @@
  *   CRASH_SHIM_COUNT=OUT     at exit, write the number of such calls to OUT
  *
  * It interposes libc's entry points, so it reaches what a library (wimlib,
- * libntfs-3g) writes, which the engine's own DISM_CRASH_AFTER_WRITES cannot.
+ * libntfs-3g) writes, which the engine's own DISM_TEST_CRASH_AFTER_WRITES cannot.
  * A kill before a call, not after, so every prefix of the call sequence is
  * a state the test sees.  Test code only: never installed. */
 #define _GNU_SOURCE

@@ -165,6 +165,12 @@ like "missing image: message names the file" "$err" "^dism-nbd-server: $TMPD/non
 err=$("$BIN/dism-nbd-server" "$IMG" 2>&1); st=$?
 is "no listener: exit status 1" "$st" 1
 like "usage message" "$("$BIN/dism-nbd-server" --help)" "^Usage: dism-nbd-server"
+# --capabilities: one word a line, for programs (libdism), exit status 0
+caps=$("$BIN/dism-nbd-server" --capabilities); st=$?
+is "--capabilities: exit status 0" "$st" 0
+is "--capabilities: control and fuse-file, one word a line" \
+  "$(grep -xE 'control|fuse-file' <<<"$caps" | sort | tr '\n' ' ')" "control fuse-file "
+like "--help names --capabilities" "$("$BIN/dism-nbd-server" --help)" "--capabilities"
 
 # clean shutdown of the first server: SIGTERM flushes and exits 0
 kill -TERM "$RW_PID"; wait "$RW_PID"; is "SIGTERM: exit status 0" "$?" 0

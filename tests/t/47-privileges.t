@@ -64,7 +64,7 @@ truncate -s 64M "$img"
 head -c $((8 << 20)) /dev/urandom > "$TMPD/data"
 head -c $((1 << 20)) /dev/urandom > "$TMPD/data2"
 fuse=$TMPD/a.fuse
-SRV_ENV=DISM_SANDBOX_SELFTEST=1 start_srv a --unix "$TMPD/a.sock" --control "$TMPD/a.ctl" \
+SRV_ENV=DISM_TEST_SANDBOX_SELFTEST=1 start_srv a --unix "$TMPD/a.sock" --control "$TMPD/a.ctl" \
   --overlay "$TMPD/a.ovl" --fuse-file "$fuse" "$img" ||
   { not_ok "the sandboxed server starts"; exit 1; }
 ok "the sandboxed server starts (overlay, control socket, FUSE file)"
@@ -137,7 +137,7 @@ check "kill -9: the helper unmounts the FUSE file" bash -c "! grep -q ' $TMPD/k.
 check "  and exits" wait_gone "$kh"
 
 # --no-sandbox keeps everything (and the selftest sees it).
-SRV_ENV=DISM_SANDBOX_SELFTEST=1 start_srv n --no-sandbox -r --unix "$TMPD/n.sock" "$img"
+SRV_ENV=DISM_TEST_SANDBOX_SELFTEST=1 start_srv n --no-sandbox -r --unix "$TMPD/n.sock" "$img"
 is "--no-sandbox: NoNewPrivs 0, Seccomp 0" "$(field $SPID NoNewPrivs) $(field $SPID Seccomp)" "0 0"
 isnt_zero=$(field $SPID CapEff)
 check "--no-sandbox: capabilities kept" test "$isnt_zero" != $ZERO

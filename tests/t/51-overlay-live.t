@@ -62,7 +62,7 @@ run_killed -N "$TMPD/o.ovl" "$B" script "$TMPD/a.txt" >/dev/null
 check "after a kill the live map is there" test -s "$TMPD/o.ovl.live"
 "$DT" -O "$TMPD/o.ovl" "$B" flush
 check "  reopened and flushed: the writes survive a reboot" \
-  bash -c "DISM_BOOT_ID=another-boot '$DT' -O '$TMPD/o.ovl' '$B' cat | cmp - '$TMPD/a-model.img'"
+  bash -c "DISM_TEST_BOOT_ID=another-boot '$DT' -O '$TMPD/o.ovl' '$B' cat | cmp - '$TMPD/a-model.img'"
 
 # ---------------------------------------------------------------------------
 # A simulated reboot after the kill: the live map of the old boot is not
@@ -73,7 +73,7 @@ cp "$B" "$TMPD/r-model.img"; "$DT" "$TMPD/r-model.img" script "$TMPD/r-old.txt"
 rm -f "$TMPD/o.ovl"
 run_killed -N "$TMPD/o.ovl" "$B" script "$TMPD/r.txt" >/dev/null
 check "another boot id: the last flush's state, not the live map" \
-  bash -c "DISM_BOOT_ID=another-boot '$DT' -O '$TMPD/o.ovl' '$B' cat | cmp - '$TMPD/r-model.img'"
+  bash -c "DISM_TEST_BOOT_ID=another-boot '$DT' -O '$TMPD/o.ovl' '$B' cat | cmp - '$TMPD/r-model.img'"
 
 # ---------------------------------------------------------------------------
 # A stale live map (a copy kept from before a later session that flushed)
@@ -86,7 +86,7 @@ rm -f "$TMPD/o.ovl"
 run_killed -N "$TMPD/o.ovl" "$B" script "$TMPD/g1.txt" >/dev/null
 cp "$TMPD/o.ovl.live" "$TMPD/stale.live"
 # the second session starts from a reboot's view (no live map) and flushes
-DISM_BOOT_ID=another-boot "$DT" -O "$TMPD/o.ovl" "$B" script "$TMPD/g2.txt"
+DISM_TEST_BOOT_ID=another-boot "$DT" -O "$TMPD/o.ovl" "$B" script "$TMPD/g2.txt"
 cp "$TMPD/stale.live" "$TMPD/o.ovl.live"
 check "a stale live map (older generation window) is refused" \
   bash -c "'$DT' -O '$TMPD/o.ovl' '$B' cat | cmp - '$TMPD/g-model.img'"

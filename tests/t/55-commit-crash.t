@@ -46,7 +46,7 @@ for fmt in vhdx vpc; do
 
   # Kill points: the commit's image writes, counted once with strace, then
   # the commit is killed (SIGKILL) just before write N for N spread over
-  # all of them (DISM_CRASH_AFTER_WRITES, see disk_full_pwrite).
+  # all of them (DISM_TEST_CRASH_AFTER_WRITES, see disk_full_pwrite).
   # (LeakSanitizer cannot run under ptrace: off for this one run of an
   # ASan disk-tool, in the suite's sanitizer pass.)
   total=$(ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
@@ -60,7 +60,7 @@ for fmt in vhdx vpc; do
     # being thrown away: a restore removes it)
     cp "$TMPD/pristine.$ext" "$base"; cp "$TMPD/pristine.ovl" "$TMPD/o.ovl"; rm -f "$TMPD/o.ovl.live"
     # (the braces keep bash's "Killed" notice out of the output)
-    { DISM_CRASH_AFTER_WRITES=$n "$DT" -W -O "$TMPD/o.ovl" "$base" commit; rc=$?; } 2>/dev/null
+    { DISM_TEST_CRASH_AFTER_WRITES=$n "$DT" -W -O "$TMPD/o.ovl" "$base" commit; rc=$?; } 2>/dev/null
     [ $rc -eq 137 ] && killed=$((killed+1))
     if ! "$DT" -r "$base" cat > "$TMPD/got.raw" 2>"$TMPD/err"; then
       bad=$((bad+1)); diag "kill $i: image does not open: $(cat "$TMPD/err")"; continue

@@ -1,0 +1,69 @@
+/* test-hooks.c - the DISM_TEST_* environment variables (test-hooks.h). */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "test-hooks.h"
+
+bool dism_test_crash_armed;
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static long crash_after_writes;
+static long writes_done;
+static bool sandbox_selftest;
+static const char *boot_id;
+
+/* The value of a hook, NULL when unset or empty; warns when set. */
+static const char *
+hook(const char *name)
+{
+  const char *v = getenv(name);
+
+  if (!v || !*v)
+    return NULL;
+  fprintf(stderr, "%s: warning: test hook %s=%s is in force\n",
+          program_invocation_short_name, name, v);
+  return v;
+}
+
+static void
+read_hooks(void)
+{
+  const char *v = hook("DISM_TEST_CRASH_AFTER_WRITES");
+
+  if (v) {
+    crash_after_writes = strtol(v, NULL, 10);
+    dism_test_crash_armed = crash_after_writes >= 0;
+  }
+  sandbox_selftest = hook("DISM_TEST_SANDBOX_SELFTEST") != NULL;
+  boot_id = hook("DISM_TEST_BOOT_ID");
+}
+
+void
+dism_test_hooks_init(void)
+{
+  pthread_once(&once, read_hooks);
+}
+
+void
+dism_test_before_write(void)
+{
+  if (__atomic_add_fetch(&writes_done, 1, __ATOMIC_RELAXED) >= crash_after_writes)
+    raise(SIGKILL);
+}
+
+bool
+dism_test_sandbox_selftest(void)
+{
+  dism_test_hooks_init();
+  return sandbox_selftest;
+}
+
+const char *
+dism_test_boot_id(void)
+{
+  dism_test_hooks_init();
+  return boot_id;
+}

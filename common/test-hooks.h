@@ -1,0 +1,36 @@
+/* test-hooks.h - the test suite's hooks into the programs: the DISM_TEST_*
+ * environment variables, all read here, once per process, and announced:
+ * each one set makes the process write one warning line to stderr, so a
+ * hook is never in force silently.
+ *
+ *   DISM_TEST_CRASH_AFTER_WRITES=N  SIGKILL just before the N-th image write
+ *                                   (disk_full_pwrite), as kill -9 would: the
+ *                                   crash tests stop a commit at every write
+ *   DISM_TEST_SANDBOX_SELFTEST=1    the server tries what its sandbox must
+ *                                   refuse, and logs each attempt
+ *   DISM_TEST_BOOT_ID=ID            the overlay's boot id: a simulated reboot
+ */
+#ifndef DISM_TEST_HOOKS_H
+#define DISM_TEST_HOOKS_H
+
+#include <stdbool.h>
+
+/* Read the hooks and warn about those set.  Idempotent and thread-safe;
+ * called where a program starts using them (disk_open, the server's
+ * main), never on a per-write path. */
+void dism_test_hooks_init(void);
+
+/* Set by dism_test_hooks_init when DISM_TEST_CRASH_AFTER_WRITES is: the
+ * write path tests this flag alone, then calls dism_test_before_write. */
+extern bool dism_test_crash_armed;
+
+/* Count one image write; SIGKILL the process if it is the N-th. */
+void dism_test_before_write(void);
+
+/* DISM_TEST_SANDBOX_SELFTEST set (non-empty). */
+bool dism_test_sandbox_selftest(void);
+
+/* DISM_TEST_BOOT_ID, or NULL when unset or empty. */
+const char *dism_test_boot_id(void);
+
+#endif
