@@ -27,7 +27,7 @@ spdx_files() {
 # built from) is LGPL; the programs, tests, build and system files GPL.
 spdx_licence() {
   case $1 in
-    userspace/lib/*|userspace/include/*|nbd-server/engine/*|nbd-server/protocol/*|common/*|docs/man/DismApi.3)
+    userspace/lib/*|userspace/include/*|nbd-server/engine/*|common/*|docs/man/DismApi.3)
       echo "$SPDX_LIBRARY" ;;
     *) echo "$SPDX_PROGRAMS" ;;
   esac
