@@ -55,7 +55,7 @@ LDFLAGS += $(SANFLAGS) -pthread
 ENGINE_SRC := $(wildcard nbd-server/engine/*.c)
 SERVER_SRC := $(wildcard nbd-server/server/*.c)
 TOOL_SRC   := $(wildcard nbd-server/tools/*.c)
-UNIT_SRC   := $(wildcard tests/unit/*.c)
+DRIVER_SRC := $(wildcard tests/drivers/*.c)
 FUZZ_SRC   := $(wildcard tests/fuzz/*.c)
 
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
@@ -65,7 +65,7 @@ SERVER_LIB := $(BUILD)/libnbdserver.a
 
 SERVER_BIN := $(BUILD)/bin/dism-nbd-server
 TOOL_BINS  := $(patsubst nbd-server/tools/%.c,$(BUILD)/bin/%,$(TOOL_SRC))
-UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+DRIVER_BINS := $(patsubst tests/drivers/%.c,$(BUILD)/tests/%,$(DRIVER_SRC))
 FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 
 FUSE_CFLAGS := $(shell $(PKG_CONFIG) --cflags fuse3 2>/dev/null)
@@ -103,7 +103,7 @@ WIM_LIBS    := $(shell $(PKG_CONFIG) --libs wimlib 2>/dev/null || echo -lwim)
 DISM_INC    := -Iuserspace/include -Iuserspace/lib
 
 .PHONY: all check demo bench fuzz fuzz-campaign fuzz-build install uninstall clean deps
-all: $(SERVER_BIN) $(TOOL_BINS) $(UNIT_BINS) $(LIBDISM_SO) $(LIBDISM_A) $(DISM_PC) $(DISM_BIN)
+all: $(SERVER_BIN) $(TOOL_BINS) $(DRIVER_BINS) $(LIBDISM_SO) $(LIBDISM_A) $(DISM_PC) $(DISM_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -213,26 +213,26 @@ uninstall-supervise:
 	rm -f $(DESTDIR)$(LIBEXECDIR)/dism-supervise
 
 # The C API test links the shared library (what applications use).
-$(BUILD)/tests/test-dismapi: tests/unit/test-dismapi.c $(LIBDISM_SO) userspace/include/DismApi.h
+$(BUILD)/tests/test-dismapi: tests/drivers/test-dismapi.c $(LIBDISM_SO) userspace/include/DismApi.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -Iuserspace/include $(CFLAGS) -o $@ $< -L$(BUILD) -ldism \
 	  -Wl,-rpath,'$$ORIGIN/..' $(LDFLAGS) $(LIBS)
 
 # The fd/leak cycle test (tests/t/58-fd-cycles.t) too: a long-lived
 # application process.
-$(BUILD)/tests/test-fd-cycles: tests/unit/test-fd-cycles.c $(LIBDISM_SO) userspace/include/DismApi.h
+$(BUILD)/tests/test-fd-cycles: tests/drivers/test-fd-cycles.c $(LIBDISM_SO) userspace/include/DismApi.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -Iuserspace/include $(CFLAGS) -o $@ $< -L$(BUILD) -ldism \
 	  -Wl,-rpath,'$$ORIGIN/..' $(LDFLAGS) $(LIBS)
 
 # The attach-layer test calls libdism's internal functions (attach.h,
 # partition.h), which the shared library hides: link the static one.
-$(BUILD)/tests/test-attach: tests/unit/test-attach.c $(LIBDISM_A)
+$(BUILD)/tests/test-attach: tests/drivers/test-attach.c $(LIBDISM_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(DISM_INC) $(CFLAGS) -o $@ $< $(LIBDISM_A) $(LDFLAGS) $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
 
 # The WIM commit crash test drives dism_wim_capture directly (internal: static library).
-$(BUILD)/tests/wim-capture: tests/unit/wim-capture.c $(LIBDISM_A)
+$(BUILD)/tests/wim-capture: tests/drivers/wim-capture.c $(LIBDISM_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(DISM_INC) $(WIM_CFLAGS) $(CFLAGS) -o $@ $< $(LIBDISM_A) $(LDFLAGS) $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
 
@@ -248,7 +248,7 @@ $(BUILD)/bin/%: $(BUILD)/nbd-server/tools/%.o $(ENGINE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(SERVER_LIB) $(ENGINE_LIB)
+$(BUILD)/tests/%: tests/drivers/%.c $(SERVER_LIB) $(ENGINE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -Inbd-server/server $(CFLAGS) $(NBD_CFLAGS) -o $@ $< $(SERVER_LIB) $(ENGINE_LIB) $(LDFLAGS) $(NBD_LIBS) $(GNUTLS_LIBS) $(LIBS)
 

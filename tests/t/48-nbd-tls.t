@@ -5,7 +5,7 @@
 # the VHDX); clients without TLS or with the wrong credentials get nothing
 # and the server goes on serving the right ones; the protocol details at the
 # byte level (tests/lib/nbd-tls-checks.py); TLS 1.2 and renegotiation
-# (tests/unit/tls-client.c); a bare --tcp PORT listens on loopback only.
+# (tests/drivers/tls-client.c); a bare --tcp PORT listens on loopback only.
 # The sanitizer build (SAN_BUILD, default build-san) serves one TLS round.
 source "$(dirname "$0")/../lib/tap.sh"
 need_cmd certtool psktool nbdinfo nbdcopy nbdsh qemu-img qemu-io ss sha256sum "$PY"

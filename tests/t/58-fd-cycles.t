@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Resources over many mounts: one long-lived libdism process
-# (tests/unit/test-fd-cycles.c) mounts and unmounts a tiny VHDX 200 times
+# (tests/drivers/test-fd-cycles.c) mounts and unmounts a tiny VHDX 200 times
 # and, spread among those, a small WIM 40 times, read-only and read/write
 # alternating; its open descriptors, threads, child processes and heap in
 # use must not grow, and after DismShutdown its descriptors are those it had

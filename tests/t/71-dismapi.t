@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DISM's C API from a C program (tests/unit/test-dismapi.c): init/shutdown
+# DISM's C API from a C program (tests/drivers/test-dismapi.c): init/shutdown
 # codes, DismDelete, per-thread error messages, the mount rules, cancel
 # before start, sessions.  No mount is made here (72-dism-mount.t does).
 source "$(dirname "$0")/../lib/tap.sh"
