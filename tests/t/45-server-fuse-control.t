@@ -4,6 +4,7 @@
 # overlay (the image untouched), a loop device over a byte range of it reads
 # that range; COMMIT merges the overlay into the image while the export is
 # in use, and writes racing the commit are neither lost nor merged twice.
+# needs-root: FUSE file, loop devices
 source "$(dirname "$0")/../lib/tap.sh"
 need_cmd qemu-img losetup nbdcopy sha256sum
 need_file /dev/fuse "$BIN/dism-nbd-server"

@@ -9,6 +9,7 @@
 #
 # SAN_BUILD (default build-san) names the ASan+UBSan build checked at the
 # end of part 1.
+# needs-root: drops root's capabilities, runs as other users, mounts
 source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/../lib/dism-img.sh"
 need_cmd setpriv useradd userdel nbdcopy nbdinfo pgrep sha256sum cmp

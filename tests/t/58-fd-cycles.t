@@ -12,6 +12,7 @@
 #   FD_CYCLES_VHDX / FD_CYCLES_WIM (default 200 / 40), FD_CYCLES_SAN_VHDX /
 #   FD_CYCLES_SAN_WIM (default 60 / 12) change the counts.  A cycle takes
 #   0.1 to 0.5 s on the loaded 2-core build machine: 30 to 70 s in all.
+# needs-root: dism mounts (loop devices, ntfs-3g)
 source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/../lib/dism-img.sh"
 need_cmd wimlib-imagex pgrep

@@ -2,6 +2,7 @@
 # End to end: mount VHDX/VHD images read/write and read-only with the dism
 # command and the C API, see the files (Unicode names, an ADS), commit while
 # mounted, commit on unmount, discard, and DISM's rules that need a mount.
+# needs-root: loop devices, ntfs-3g mounts
 source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/../lib/dism-img.sh"
 need_file "$DISM" "$TBIN/test-dismapi"

@@ -3,6 +3,7 @@
 # servicing refused with DISMAPI_E_NEEDS_REMOUNT, /Remount-Image and
 # DismRemountImage bring the mounts back with their changes; and
 # /Cleanup-Mountpoints removes only Invalid mounts.
+# needs-root: loop devices, ntfs-3g mounts
 source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/../lib/dism-img.sh"
 need_file "$DISM" "$TBIN/test-dismapi"

@@ -5,6 +5,7 @@
 # the damaged ones refused with nothing left behind; integrity; split WIMs;
 # read/write: commit (replace, append, while mounted), discard, dedup; a WIM
 # captured from an NTFS volume keeps its streams, hard links and names.
+# needs-root: loop devices, ntfs-3g mounts
 source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/../lib/dism-img.sh"
 need_cmd wimlib-imagex wiminfo unzip sha256sum

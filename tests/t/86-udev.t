@@ -24,6 +24,7 @@
 #  5. The mount sends a synthetic change event for the loop device once the
 #     record names it; unmount leaves nothing for the helper to find.
 #  6. make install / uninstall of the rules and the helper.
+# needs-root: loop devices, mount namespaces, root-owned records
 source "$(dirname "$0")/../lib/tap.sh"
 # make install with another PREFIX rebuilds the path-bearing files (generator,
 # units, rules) in $BUILD: rebuild them for the default paths afterwards.
