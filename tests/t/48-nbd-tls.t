@@ -183,31 +183,10 @@ PY
 is "nbdsh: writes over TLS read back on a new TLS connection" "$out" "written"
 
 # SIGTERM with a TLS client connected: clean exit (close_notify sent).
-out=$("$PY" - "$PKI/client" "$XPORT" "$X_PID" <<'PY' 2>&1
-import nbd, os, signal, sys, time
-h = nbd.NBD(); h.set_tls(nbd.TLS_REQUIRE); h.set_tls_certificates(sys.argv[1])
-h.connect_tcp("127.0.0.1", sys.argv[2])
-h.pread(512, 0)
-os.kill(int(sys.argv[3]), signal.SIGTERM)
-time.sleep(0.5)
-try:
-    h.pread(512, 0); print("still served")
-except nbd.Error:
-    print("closed")
-PY
-)
+out=$("$PY" "$ROOT/tests/lib/tls-sigterm-client.py" "$PKI/client" "$XPORT" "$X_PID" 2>&1)
 is "SIGTERM with a TLS client connected: the connection is closed" "$out" "closed"
 wait "$X_PID"; is "the X.509 server exits 0 on SIGTERM" "$?" 0
-"$PY" - "$TMPD/disk.vhdx" "$TMPD/after.raw" "$SRC" <<'PY' >"$TMPD/persist.out" 2>&1
-import subprocess, sys
-vhdx, raw, src = sys.argv[1:]
-subprocess.run(["qemu-img", "convert", "-f", "vhdx", "-O", "raw", vhdx, raw], check=True)
-got = open(raw, "rb").read(); want = bytearray(open(src, "rb").read())
-data = bytes(range(256)) * 4096 * 3
-want[5 * 2**20 + 123: 5 * 2**20 + 123 + len(data)] = data
-want[45 * 2**20: 45 * 2**20 + 4096] = b"tls!" * 1024
-print("same" if got == bytes(want) else "differs")
-PY
+"$PY" "$ROOT/tests/lib/tls-writes-landed.py" "$TMPD/disk.vhdx" "$TMPD/after.raw" "$SRC" >"$TMPD/persist.out" 2>&1
 is "the TLS writes are in the VHDX file (qemu-img reads them back)" "$(cat "$TMPD/persist.out")" "same"
 check "qemu-img check: the VHDX is consistent" qemu-img check -f vhdx "$TMPD/disk.vhdx"
 

@@ -18,30 +18,11 @@ run() { OUT=$(dism "$@" 2>&1); RC=$?; }
 # listing DIR IMAGE: the tree as the corpus listings write it (image, type,
 # path, size, sha256 of the unnamed stream), sorted by path.
 listing() {
-  $PY - "$1" "$2" <<'EOF'
-import hashlib, os, sys
-root, image = sys.argv[1], sys.argv[2]
-out = []
-for d, dirs, files in os.walk(root):
-    for n in dirs:
-        out.append((image, 'dir', os.path.relpath(os.path.join(d, n), root), '-', '-'))
-    for n in files:
-        p = os.path.join(d, n)
-        with open(p, 'rb') as f:
-            h = hashlib.sha256(f.read()).hexdigest()
-        out.append((image, 'file', os.path.relpath(p, root), str(os.path.getsize(p)), h))
-for t in sorted(out, key=lambda t: t[2]):
-    print('\t'.join(t))
-EOF
+  $PY "$ROOT/tests/lib/tree-listing.py" "$1" "$2"
 }
 # expected NAME IMAGE: that image's lines of the corpus listing, sorted alike.
 expected() {
-  $PY - "$W/listings/$1.tsv" "$2" <<'EOF'
-import sys
-rows = [l.rstrip('\n').split('\t') for l in open(sys.argv[1], encoding='utf-8') if l.strip()]
-for t in sorted((r for r in rows if r[0] == sys.argv[2]), key=lambda t: t[2]):
-    print('\t'.join(t))
-EOF
+  $PY "$ROOT/tests/lib/listing-expected.py" "$W/listings/$1.tsv" "$2"
 }
 nothing_left() {  # nothing_left WHAT: no mount, record, volume or live state
   local left
