@@ -159,27 +159,7 @@ like "the server logged the failed handshakes" "$(cat "$TMPD/x509.log")" "TLS ha
 
 # Writes over TLS (nbdsh, two connections) persist.  nbdsh runs the
 # "python3" on PATH: make it the system one, which has the nbd module.
-out=$(PATH=/usr/bin:$PATH nbdsh -c - <<PY 2>&1
-import os, nbd
-def conn():
-    h = nbd.NBD()
-    h.set_tls(nbd.TLS_REQUIRE)
-    h.set_tls_certificates("$PKI/client")
-    h.connect_tcp("127.0.0.1", "$XPORT")
-    return h
-data = bytes(range(256)) * 4096 * 3          # 3 MiB, across VHDX blocks
-h = conn()
-h.pwrite(data, 5 * $MiB + 123)
-h.pwrite(b"tls!" * 1024, 45 * $MiB)          # into a hole
-h.flush()
-h.shutdown()
-h = conn()
-assert h.pread(len(data), 5 * $MiB + 123) == data
-assert h.pread(4096, 45 * $MiB) == b"tls!" * 1024
-h.shutdown()
-print("written")
-PY
-)
+out=$(PATH=/usr/bin:$PATH TLS_CLIENT_PKI="$PKI/client" TLS_PORT="$XPORT" nbdsh -c - < "$ROOT/tests/lib/tls-nbdsh-writes.py" 2>&1)
 is "nbdsh: writes over TLS read back on a new TLS connection" "$out" "written"
 
 # SIGTERM with a TLS client connected: clean exit (close_notify sent).
