@@ -32,7 +32,7 @@ for f in tests/t/*.t; do
   fi
 done
 if [ ${#skipped[@]} -gt 0 ]; then
-  echo "# not root: running the ${#files[@]} files that need no root, ${#skipped[@]} skipped (listed at the end; sudo make check runs all)"
+  echo "# not root: ${#files[@]} test files run, ${#skipped[@]} need root and are skipped (listed at the end; sudo make check runs them all)"
 fi
 
 rc_plain=0 rc_san=0 sum_plain="" sum_san=""
