@@ -11,6 +11,7 @@
 #
 # The ASan build is $SAN (SAN_BUILD; see tests/lib/tap.sh).  MALFORMED_ONLY=REGEX
 # runs a subset; MALFORMED_JOBS (default 2) sets the process pool.
+# needs-root: dism (its /Get-ImageInfo and /Mount-Image) runs for root only
 source "$(dirname "$0")/../lib/tap.sh"
 need_cmd "$PY" qemu-img mkntfs ntfs-3g losetup mountpoint
 need_file "$SAN/bin/dism-imageinfo" "$SAN/bin/dism" "$SAN/tests/disk-scan" "$CORPUS/MANIFEST.md"
