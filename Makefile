@@ -59,9 +59,10 @@ COMMON_SRC := $(wildcard common/*.c)
 ENGINE_SRC := $(wildcard nbd-server/engine/*.c)
 SERVER_SRC := $(wildcard nbd-server/server/*.c)
 TOOL_SRC   := $(wildcard nbd-server/tools/*.c)
-# The unit tests of common/: tests/unit/test-NAME.c for common/NAME.h.
-COMMON_TEST_SRC := $(wildcard $(patsubst common/%.h,tests/unit/test-%.c,$(wildcard common/*.h)))
-UNIT_SRC   := $(filter-out $(COMMON_TEST_SRC),$(wildcard tests/unit/*.c))
+# Test drivers (C programs the test scripts run) and unit tests (C, TAP, of
+# pure functions: tests/unit/test-NAME.c for common/NAME.h; 01-unit.t).
+DRIVER_SRC := $(wildcard tests/drivers/*.c)
+UNIT_SRC   := $(wildcard tests/unit/*.c)
 FUZZ_SRC   := $(wildcard tests/fuzz/*.c)
 
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
@@ -73,8 +74,8 @@ SERVER_LIB := $(BUILD)/libnbdserver.a
 
 SERVER_BIN := $(BUILD)/bin/dism-nbd-server
 TOOL_BINS  := $(patsubst nbd-server/tools/%.c,$(BUILD)/bin/%,$(TOOL_SRC))
-UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
-COMMON_TEST_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(COMMON_TEST_SRC))
+DRIVER_BINS := $(patsubst tests/drivers/%.c,$(BUILD)/tests/%,$(DRIVER_SRC))
+UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
 FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 
 # pkg-config is asked at recipe time, once per variable, not when the
@@ -122,7 +123,7 @@ $(call pkg_config,WIM_LIBS,--libs wimlib,-lwim)
 DISM_INC    := -Iuserspace/include -Iuserspace/lib
 
 .PHONY: all check demo bench fuzz fuzz-campaign fuzz-build install uninstall clean deps
-all: $(SERVER_BIN) $(TOOL_BINS) $(UNIT_BINS) $(COMMON_TEST_BINS) $(LIBDISM_SO) $(LIBDISM_A) $(DISM_PC) $(DISM_BIN)
+all: $(SERVER_BIN) $(TOOL_BINS) $(DRIVER_BINS) $(UNIT_BINS) $(LIBDISM_SO) $(LIBDISM_A) $(DISM_PC) $(DISM_BIN)
 
 $(BUILD)/%.o: %.c | $(AFTER_DEPS)
 	@mkdir -p $(dir $@)
@@ -259,26 +260,26 @@ uninstall-supervise:
 	rm -f $(DESTDIR)$(LIBEXECDIR)/dism-supervise
 
 # The C API test links the shared library (what applications use).
-$(BUILD)/tests/test-dismapi: tests/unit/test-dismapi.c $(LIBDISM_SO) userspace/include/DismApi.h
+$(BUILD)/tests/test-dismapi: tests/drivers/test-dismapi.c $(LIBDISM_SO) userspace/include/DismApi.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -Iuserspace/include $(CFLAGS) -o $@ $< -L$(BUILD) -ldism \
 	  -Wl,-rpath,'$$ORIGIN/..' $(LDFLAGS) $(LIBS)
 
 # The fd/leak cycle test (tests/t/58-fd-cycles.t) too: a long-lived
 # application process.
-$(BUILD)/tests/test-fd-cycles: tests/unit/test-fd-cycles.c $(LIBDISM_SO) userspace/include/DismApi.h
+$(BUILD)/tests/test-fd-cycles: tests/drivers/test-fd-cycles.c $(LIBDISM_SO) userspace/include/DismApi.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -Iuserspace/include $(CFLAGS) -o $@ $< -L$(BUILD) -ldism \
 	  -Wl,-rpath,'$$ORIGIN/..' $(LDFLAGS) $(LIBS)
 
 # The attach-layer test calls libdism's internal functions (attach.h,
 # partition.h), which the shared library hides: link the static one.
-$(BUILD)/tests/test-attach: tests/unit/test-attach.c $(LIBDISM_A)
+$(BUILD)/tests/test-attach: tests/drivers/test-attach.c $(LIBDISM_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(DISM_INC) $(CFLAGS) -o $@ $< $(LIBDISM_A) $(LDFLAGS) $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
 
 # The WIM commit crash test drives dism_wim_capture directly (internal: static library).
-$(BUILD)/tests/wim-capture: tests/unit/wim-capture.c $(LIBDISM_A)
+$(BUILD)/tests/wim-capture: tests/drivers/wim-capture.c $(LIBDISM_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(DISM_INC) $(WIM_CFLAGS) $(CFLAGS) -o $@ $< $(LIBDISM_A) $(LDFLAGS) $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
 
@@ -294,7 +295,7 @@ $(BUILD)/bin/%: $(BUILD)/nbd-server/tools/%.o $(ENGINE_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(SERVER_LIB) $(ENGINE_LIB) $(COMMON_LIB)
+$(BUILD)/tests/%: tests/drivers/%.c $(SERVER_LIB) $(ENGINE_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -Inbd-server/server $(CFLAGS) $(NBD_CFLAGS) -o $@ $< $(SERVER_LIB) $(ENGINE_LIB) $(COMMON_LIB) $(LDFLAGS) $(NBD_LIBS) $(GNUTLS_LIBS) $(LIBS)
 
@@ -302,6 +303,11 @@ $(BUILD)/tests/%: tests/unit/%.c $(SERVER_LIB) $(ENGINE_LIB) $(COMMON_LIB)
 $(BUILD)/tests/unit/%: tests/unit/%.c $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(COMMON_LIB) $(LDFLAGS)
+
+# The test drivers were in tests/unit/ before: a build directory made then
+# has dependency files naming tests/unit/<driver>.c.  Such a name needs no
+# rule (the driver is rebuilt from tests/drivers/ and its .d rewritten).
+tests/unit/%.c: ;
 
 # libFuzzer targets: clang, ASan+UBSan, the engine/server sources rebuilt
 # with coverage instrumentation.
@@ -341,7 +347,7 @@ deps:
 
 # When deps is a goal, the targets compiled straight from sources, or whose
 # recipe reads pkg-config before any object is built, wait for it too.
-$(UNIT_BINS) $(COMMON_TEST_BINS) $(FUZZ_BINS) $(DISM_PC) $(CRASH_SHIM): | $(AFTER_DEPS)
+$(DRIVER_BINS) $(UNIT_BINS) $(FUZZ_BINS) $(DISM_PC) $(CRASH_SHIM): | $(AFTER_DEPS)
 
 check: deps
 	$(MAKE) all

@@ -18,7 +18,7 @@ a fixed seed.  The same names always give the same bytes.
 For a VHD/VHDX case the runner records the sha256 of every file, then runs,
 under the ASan+UBSan build and a timeout, dism-imageinfo, disk-scan (which
 opens the image read-only through the engine and reads all of it: see
-tests/unit/disk-scan.c) and dism /Get-ImageInfo (libdism).  Each run must end
+tests/drivers/disk-scan.c) and dism /Get-ImageInfo (libdism).  Each run must end
 in success or in a clean error: exit 1 with a stderr line that names the
 image (dism: see below).  No sanitizer report, no signal, no timeout, the
 tools agree on whether the image opens, and every file keeps its sha256.

@@ -4,6 +4,13 @@
 # and a plan at the end.  A missing tool, device or corpus file is a FAILURE
 # (need_cmd / need_file), never a skip.  Scripts run from the project root
 # with $BUILD set (default build).
+#
+# Root: a script that needs root says so in its header, once, on a line
+#   # needs-root: WHY (e.g. loop devices, mounts)
+# Run by anyone else it is skipped whole ("1..0 # SKIP needs root: WHY");
+# run-tests.sh reads the same line (tests/lib/needs-root.sh) to list a
+# non-root run's skips.  That is the only skip there is: run as root, every
+# script runs.
 
 set -u
 : "${BUILD:=build}"
@@ -24,6 +31,12 @@ PY=/usr/bin/python3
 # memory bounds are not asserted on them (ASan's shadow and quarantine).
 SANITIZED=0
 grep -q __asan_init "$BIN/dism-nbd-server" 2>/dev/null && SANITIZED=1
+source "$ROOT/tests/lib/needs-root.sh"
+_tap_why=$(needs_root "$0")
+if [ -n "$_tap_why" ] && [ "$(id -u)" -ne 0 ]; then
+  echo "1..0 # SKIP needs root: $_tap_why"
+  exit 0
+fi
 _tap_n=0
 _tap_failed=0
 TMPD=$(mktemp -d /tmp/dism-test.XXXXXX)

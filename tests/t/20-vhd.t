@@ -19,16 +19,7 @@ fsha() { sha256sum "$1" | cut -d' ' -f1; }
 ZERO1M=$(head -c 1048576 /dev/zero | sha)
 # pysha IMG [PARENT]: sha256 of the whole disk as libvhdi reads it.
 pysha() {
-  "$PY" - "$@" <<'EOF'
-import hashlib, sys, pyvhdi
-f = pyvhdi.file(); f.open(sys.argv[1])
-if len(sys.argv) > 2:
-    p = pyvhdi.file(); p.open(sys.argv[2]); f.set_parent(p)
-h = hashlib.sha256(); size = f.get_media_size(); off = 0
-while off < size:
-    n = min(4 << 20, size - off); h.update(f.read_buffer_at_offset(n, off)); off += n
-print(h.hexdigest())
-EOF
+  "$PY" "$ROOT/tests/lib/vhdi-sha256.py" "$@"
 }
 # qraw IMG OUT: qemu's raw view (current_size, as we and Windows use).
 qraw() { qemu-img convert --image-opts "driver=vpc,force_size_calc=current_size,file.filename=$1" -O raw "$2"; }
@@ -42,30 +33,7 @@ qcheck() {
 }
 # gen_script FILE SEED SIZE COUNT MAXLEN ALIGN [ZEROES]: random disk-tool writes.
 gen_script() {
-  "$PY" - "$@" <<'EOF'
-import random, sys
-path, seed, size, count, maxlen, align = sys.argv[1], *map(int, sys.argv[2:7])
-zeroes = len(sys.argv) > 7
-r = random.Random(seed)
-with open(path, "w") as f:
-    for i in range(count):
-        ln = max(align, r.randrange(1, maxlen) // align * align)
-        off = r.randrange(0, size - ln) // align * align
-        if zeroes and i % 5 == 4:
-            f.write("z %d %d\n" % (off, ln))
-        else:
-            f.write("w %d %d %d\n" % (off, ln, i + 1))
-        if i % 7 == 6:
-            f.write("f\n")
-    # across a block boundary, and the very end of the disk
-    if align > 1:
-        f.write("w %d %d 900\n" % ((2 << 20) - 4096, 8192))
-        f.write("w %d %d 901\n" % (size // 4096 * 4096 - 4096, 4096))
-    else:
-        f.write("w %d %d 900\n" % ((2 << 20) - 1000, 3000))
-        f.write("w %d %d 901\n" % (size - 777, 777))
-    f.write("f\n")
-EOF
+  "$PY" "$ROOT/tests/lib/vhd-write-script.py" "$@"
 }
 size_of() { "$DT" -r "$1" info | sed -n 's/^virtual_size=//p'; }
 

@@ -30,46 +30,14 @@ print(h.hexdigest())'
 fsha() { sha256sum "$1" | cut -d' ' -f1; }
 # pysha IMG [PARENT]: the whole disk as libvhdi reads it.
 pysha() {
-  "$PY" - "$@" <<'EOF'
-import hashlib, sys, pyvhdi
-f = pyvhdi.file(); f.open(sys.argv[1])
-if len(sys.argv) > 2:
-    p = pyvhdi.file(); p.open(sys.argv[2]); f.set_parent(p)
-h = hashlib.sha256(); size = f.get_media_size(); off = 0
-while off < size:
-    n = min(4 << 20, size - off); h.update(f.read_buffer_at_offset(n, off)); off += n
-print(h.hexdigest())
-EOF
+  "$PY" "$ROOT/tests/lib/vhdi-sha256.py" "$@"
 }
 ourcat() { "$DT" -r "$1" cat; }
 # mkscript SIZE SEED BS OUT: random writes/zeroes/trims (and flushes) inside
 # SIZE.  Trims cover whole BS blocks: partial-block trims are hints a VHDX
 # ignores, while the raw model file would punch them.
 mkscript() {
-  "$PY" - "$1" "$2" "$3" > "$4" <<'EOF'
-import random, sys
-size, seed, bs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-r = random.Random(seed)
-for i in range(40):
-    k = r.random()
-    big = r.random() < 0.3
-    ln = r.randrange(1, (8 << 20) if big else 200000)
-    ln = min(ln, size // 2)
-    off = r.randrange(0, size - ln)
-    if r.random() < 0.4:
-        off -= off % 512; ln = max(512, ln - ln % 512)
-    if k < 0.6:   print("w %d %d %d" % (off, ln, r.randrange(1 << 30)))
-    elif k < 0.8: print("z %d %d" % (off, ln))
-    elif k < 0.95:
-        b = r.randrange(0, size // bs); n = r.randrange(1, min(4, size // bs - b) + 1)
-        print("t %d %d" % (b * bs, n * bs))
-    else:         print("f")
-# Whole-block zero/trim at the end exercise the BAT state changes.
-print("z 0 %d" % (size // 4))
-print("w 4096 8192 7")
-print("t %d %d" % (size // 2 // bs * bs, bs))
-print("f")
-EOF
+  "$PY" "$ROOT/tests/lib/vhdx-write-script.py" "$1" "$2" "$3" > "$4"
 }
 
 # ---- corpus ----------------------------------------------------------------
@@ -206,16 +174,7 @@ qemu-img convert -f raw -O vhdx -o block_size=1M "$D/base.raw" "$D/base.vhdx"
 head -c 32M /dev/urandom > "$D/c.raw"
 PRESENT="1000:5000,2M:1M,5M:100K,9437184:512,15M:1M,20M:3M"
 $MK create "$D/child.vhdx" --size 32M --block-size 1M --parent "$D/base.vhdx" --data "$D/c.raw" --present "$PRESENT"
-"$PY" - "$D" "$PRESENT" <<'EOF'
-import sys
-d, ranges = sys.argv[1], sys.argv[2]
-num = lambda s: int(s[:-1]) * {"K": 1024, "M": 1 << 20}[s[-1]] if s[-1] in "KM" else int(s)
-b = bytearray(open(d + "/base.raw", "rb").read()); c = open(d + "/c.raw", "rb").read()
-for r in ranges.split(","):
-    o, l = map(num, r.split(":")); s = o // 512 * 512; e = (o + l + 511) // 512 * 512
-    b[s:e] = c[s:e]
-open(d + "/merged.raw", "wb").write(b)
-EOF
+"$PY" "$ROOT/tests/lib/merge-present.py" "$D" "$PRESENT"
 PSUM=$(fsha "$D/base.vhdx")
 like "diff: info" "$("$DT" -r "$D/child.vhdx" info)" 'subtype=differencing.*has_parent=1'
 is "diff: merged read (bitmap runs + parent)" "$(ourcat "$D/child.vhdx" | psha)" "$(psha < "$D/merged.raw")"

@@ -34,15 +34,7 @@ check_fail "not rotational" nbdinfo --is rotational "$U"
 
 # The allocation map must match the file's own holes (SEEK_DATA/SEEK_HOLE).
 expected_map() {
-  "$PY" - "$IMG" <<'PY'
-import os, sys
-fd = os.open(sys.argv[1], os.O_RDONLY); size = os.fstat(fd).st_size; pos = 0
-while pos < size:
-    try: data = os.lseek(fd, pos, os.SEEK_DATA)
-    except OSError: data = size
-    if data > pos: print(pos, data - pos, 3); pos = data; continue
-    hole = os.lseek(fd, pos, os.SEEK_HOLE); print(pos, hole - pos, 0); pos = hole
-PY
+  "$PY" "$ROOT/tests/lib/file-extent-map.py" "$IMG"
 }
 got_map=$(nbdinfo --map --json "$U" | "$PY" -c 'import json,sys
 for e in json.load(sys.stdin): print(e["offset"], e["length"], e["type"])')
@@ -94,66 +86,17 @@ check_fail "pidfile removed at exit" test -e "$TMPD/tcp.pid"
 
 # --fd: a connected socket, handshake included (libnbd on the other end);
 # --fd-transmission: handshake done elsewhere, simple replies only.
-out=$("$PY" - "$BIN/dism-nbd-server" "$IMG" "$ROOT/tests/lib" <<'PY' 2>&1
-import os, socket, subprocess, sys, struct
-sys.path.insert(0, sys.argv[3]); import nbd, nbdclient as N
-srv, img = sys.argv[1], sys.argv[2]
-want = open(img, "rb").read(4096 * 3)[4096:8192]
-a, b = socket.socketpair()
-p = subprocess.Popen([srv, "--fd", str(b.fileno()), img], pass_fds=[b.fileno()])
-b.close()
-h = nbd.NBD(); h.connect_socket(a.detach())   # libnbd owns the fd now
-assert h.pread(4096, 4096) == want, "--fd read"
-h.shutdown(); del h
-assert p.wait(timeout=10) == 0, "--fd: server exit status"
-a, b = socket.socketpair()
-p = subprocess.Popen([srv, "--fd-transmission", str(b.fileno()), img], pass_fds=[b.fileno()])
-b.close()
-c = N.Client.__new__(N.Client); c.sock = a; c.structured = c.extended = False
-c.cookie = 0; c.read_lengths = {}
-r = c.read(4096, 4096)
-assert r["form"] == "simple" and r["data"] == want, "--fd-transmission read"
-assert c.call(N.CMD_FLUSH)["error"] == 0
-assert c.call(N.CMD_BLOCK_STATUS, 0, 4096)["error"] == N.EINVAL
-c.disc(); assert c.is_closed_by_peer()
-assert p.wait(timeout=10) == 0, "--fd-transmission: server exit status"
-print("fd-ok")
-PY
-)
+out=$("$PY" "$ROOT/tests/lib/nbd-fd-modes.py" "$BIN/dism-nbd-server" "$IMG" "$ROOT/tests/lib" 2>&1)
 is "--fd and --fd-transmission serve a socketpair" "$out" "fd-ok"
 
 # --socket-activation: a listening socket passed as fd 3 (LISTEN_PID/LISTEN_FDS)
-out=$("$PY" - "$BIN/dism-nbd-server" "$IMG" "$TMPD/sa.sock" <<'PY' 2>&1
-import os, socket, subprocess, sys, nbd
-srv, img, path = sys.argv[1:]
-ls = socket.socket(socket.AF_UNIX); ls.bind(path); ls.listen(4)
-p = subprocess.Popen(["sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" --socket-activation --oneshot "$1"', srv, img],
-                     pass_fds=[ls.fileno()], preexec_fn=lambda: os.dup2(ls.fileno(), 3))
-ls.close()
-h = nbd.NBD(); h.connect_unix(path)
-assert h.get_size() == os.path.getsize(img)
-h.shutdown(); del h
-assert p.wait(timeout=10) == 0, "exit status"
-print("sa-ok")
-PY
-)
+out=$("$PY" "$ROOT/tests/lib/nbd-socket-activation.py" "$BIN/dism-nbd-server" "$IMG" "$TMPD/sa.sock" 2>&1)
 is "--socket-activation serves the passed socket" "$out" "sa-ok"
 
 # SIGTERM while a client is connected (idle): the server ends the
 # connection, flushes and exits 0; the client sees the connection close.
 start_server term "$IMG" || not_ok "server starts"
-out=$("$PY" - "$(uri "$SOCK")" "$SERVER_PID" <<'PY' 2>&1
-import nbd, os, signal, sys, time
-h = nbd.NBD(); h.connect_uri(sys.argv[1])
-h.pwrite(b"term" * 1024, 0)
-os.kill(int(sys.argv[2]), signal.SIGTERM)
-time.sleep(0.3)
-try:
-    h.pread(512, 0); print("still served after SIGTERM")
-except nbd.Error:
-    print("closed")
-PY
-)
+out=$("$PY" "$ROOT/tests/lib/nbd-sigterm-client.py" "$(uri "$SOCK")" "$SERVER_PID" 2>&1)
 is "SIGTERM with a connected client: connection closed" "$out" "closed"
 wait "$SERVER_PID"; is "SIGTERM with a connected client: exit status 0" "$?" 0
 is "the write before SIGTERM is in the file" "$(head -c 8 "$IMG")" "termterm"

@@ -4,6 +4,7 @@
 # overlay (the image untouched), a loop device over a byte range of it reads
 # that range; COMMIT merges the overlay into the image while the export is
 # in use, and writes racing the commit are neither lost nor merged twice.
+# needs-root: FUSE file, loop devices
 source "$(dirname "$0")/../lib/tap.sh"
 need_cmd qemu-img losetup nbdcopy sha256sum
 need_file /dev/fuse "$BIN/dism-nbd-server"
@@ -39,37 +40,7 @@ like "STATUS reports the overlay's bytes" "$out" "^OK size=50331648 sector=512 o
 check_fail "an unknown command is refused" $CTL "$TMPD/c.sock" FROB
 
 # COMMIT while a client writes through NBD at the same time.
-$PY - "$(uri "$SOCK")" "$TMPD/model" "$TMPD/c.sock" "$ROOT/tests/lib/ctl.py" <<'PY' > "$TMPD/race.log" 2>&1
-import nbd, random, subprocess, sys, threading
-uri, model_path, ctl_sock, ctl = sys.argv[1:5]
-h = nbd.NBD(); h.connect_uri(uri)
-size = h.get_size()
-model = bytearray()                         # the disk as the client sees it
-for off in range(0, size, 8 << 20):
-    model += h.pread(min(8 << 20, size - off), off)
-r = random.Random(11)
-stop = threading.Event()
-commits = []
-def committer():
-    for _ in range(3):
-        p = subprocess.run(["/usr/bin/python3", ctl, ctl_sock, "COMMIT"], capture_output=True, text=True)
-        commits.append(p.returncode)
-    stop.set()
-t = threading.Thread(target=committer); t.start()
-n = 0
-while not stop.is_set() or n < 200:
-    off = r.randrange(0, size - 65536) & ~511
-    data = r.randbytes(r.randrange(512, 65536) & ~511)
-    h.pwrite(data, off)
-    model[off:off + len(data)] = data
-    n += 1
-    if n > 20000: break
-t.join()
-h.flush()
-open(model_path, "wb").write(model)
-print("writes", n, "commits", commits)
-sys.exit(0 if commits == [0, 0, 0] else 1)
-PY
+$PY "$ROOT/tests/lib/commit-race.py" "$(uri "$SOCK")" "$TMPD/model" "$TMPD/c.sock" "$ROOT/tests/lib/ctl.py" > "$TMPD/race.log" 2>&1
 rc=$?
 check "three COMMITs while writing through NBD all succeed ($(tail -1 "$TMPD/race.log"))" test $rc -eq 0
 check "after the race the export equals the client's model" \

@@ -5,7 +5,7 @@
 # the VHDX); clients without TLS or with the wrong credentials get nothing
 # and the server goes on serving the right ones; the protocol details at the
 # byte level (tests/lib/nbd-tls-checks.py); TLS 1.2 and renegotiation
-# (tests/unit/tls-client.c); a bare --tcp PORT listens on loopback only.
+# (tests/drivers/tls-client.c); a bare --tcp PORT listens on loopback only.
 # The sanitizer build (SAN_BUILD, default build-san) serves one TLS round.
 source "$(dirname "$0")/../lib/tap.sh"
 need_cmd certtool psktool nbdinfo nbdcopy nbdsh qemu-img qemu-io ss sha256sum "$PY"
@@ -86,9 +86,11 @@ start_tcp() {
 
 # -- option errors ----------------------------------------------------------
 srv=$BIN/dism-nbd-server
+# The credentials are read once the port is bound: --tcp 0 (any free port)
+# binds for anyone, where port 1 needs root.
 bad_args() {   # bad_args "what" REGEX ARGS...: exit status 1 and a message
   local what=$1 re=$2 err st; shift 2
-  err=$("$srv" --tcp 1 "$@" "$TMPD/ref.raw" 2>&1); st=$?
+  err=$("$srv" --tcp 0 "$@" "$TMPD/ref.raw" 2>&1); st=$?
   if [ $st -eq 1 ] && [[ $err =~ $re ]]; then ok "$what"; else not_ok "$what"; diag "status $st: $err"; fi
 }
 bad_args "--tls=on without credentials is refused" "needs --tls-certificates DIR or --tls-psk FILE" --tls=on
@@ -159,55 +161,14 @@ like "the server logged the failed handshakes" "$(cat "$TMPD/x509.log")" "TLS ha
 
 # Writes over TLS (nbdsh, two connections) persist.  nbdsh runs the
 # "python3" on PATH: make it the system one, which has the nbd module.
-out=$(PATH=/usr/bin:$PATH nbdsh -c - <<PY 2>&1
-import os, nbd
-def conn():
-    h = nbd.NBD()
-    h.set_tls(nbd.TLS_REQUIRE)
-    h.set_tls_certificates("$PKI/client")
-    h.connect_tcp("127.0.0.1", "$XPORT")
-    return h
-data = bytes(range(256)) * 4096 * 3          # 3 MiB, across VHDX blocks
-h = conn()
-h.pwrite(data, 5 * $MiB + 123)
-h.pwrite(b"tls!" * 1024, 45 * $MiB)          # into a hole
-h.flush()
-h.shutdown()
-h = conn()
-assert h.pread(len(data), 5 * $MiB + 123) == data
-assert h.pread(4096, 45 * $MiB) == b"tls!" * 1024
-h.shutdown()
-print("written")
-PY
-)
+out=$(PATH=/usr/bin:$PATH TLS_CLIENT_PKI="$PKI/client" TLS_PORT="$XPORT" nbdsh -c - < "$ROOT/tests/lib/tls-nbdsh-writes.py" 2>&1)
 is "nbdsh: writes over TLS read back on a new TLS connection" "$out" "written"
 
 # SIGTERM with a TLS client connected: clean exit (close_notify sent).
-out=$("$PY" - "$PKI/client" "$XPORT" "$X_PID" <<'PY' 2>&1
-import nbd, os, signal, sys, time
-h = nbd.NBD(); h.set_tls(nbd.TLS_REQUIRE); h.set_tls_certificates(sys.argv[1])
-h.connect_tcp("127.0.0.1", sys.argv[2])
-h.pread(512, 0)
-os.kill(int(sys.argv[3]), signal.SIGTERM)
-time.sleep(0.5)
-try:
-    h.pread(512, 0); print("still served")
-except nbd.Error:
-    print("closed")
-PY
-)
+out=$("$PY" "$ROOT/tests/lib/tls-sigterm-client.py" "$PKI/client" "$XPORT" "$X_PID" 2>&1)
 is "SIGTERM with a TLS client connected: the connection is closed" "$out" "closed"
 wait "$X_PID"; is "the X.509 server exits 0 on SIGTERM" "$?" 0
-"$PY" - "$TMPD/disk.vhdx" "$TMPD/after.raw" "$SRC" <<'PY' >"$TMPD/persist.out" 2>&1
-import subprocess, sys
-vhdx, raw, src = sys.argv[1:]
-subprocess.run(["qemu-img", "convert", "-f", "vhdx", "-O", "raw", vhdx, raw], check=True)
-got = open(raw, "rb").read(); want = bytearray(open(src, "rb").read())
-data = bytes(range(256)) * 4096 * 3
-want[5 * 2**20 + 123: 5 * 2**20 + 123 + len(data)] = data
-want[45 * 2**20: 45 * 2**20 + 4096] = b"tls!" * 1024
-print("same" if got == bytes(want) else "differs")
-PY
+"$PY" "$ROOT/tests/lib/tls-writes-landed.py" "$TMPD/disk.vhdx" "$TMPD/after.raw" "$SRC" >"$TMPD/persist.out" 2>&1
 is "the TLS writes are in the VHDX file (qemu-img reads them back)" "$(cat "$TMPD/persist.out")" "same"
 check "qemu-img check: the VHDX is consistent" qemu-img check -f vhdx "$TMPD/disk.vhdx"
 

@@ -19,19 +19,7 @@ gen() { "$PY" "$ROOT/tests/lib/ovl-script.py" "$@"; }
 
 # granules OVL OLD NEW: every 4 KiB granule of OVL equals OLD's or NEW's.
 granules_old_or_new() {
-  "$PY" - "$@" <<'EOF'
-import sys
-ovl, old, new = (open(p, 'rb').read() for p in sys.argv[1:4])
-if not (len(ovl) == len(old) == len(new)):
-    sys.exit("sizes differ: %d %d %d" % (len(ovl), len(old), len(new)))
-bad = []
-for g in range(0, len(ovl), 4096):
-    o = ovl[g:g + 4096]
-    if o != old[g:g + 4096] and o != new[g:g + 4096]:
-        bad.append(g // 4096)
-if bad:
-    sys.exit("granules neither old nor new: %s" % bad[:20])
-EOF
+  "$PY" "$ROOT/tests/lib/granules-old-or-new.py" "$@"
 }
 
 mkbase() {  # mkbase FILE SIZE: random contents
@@ -178,19 +166,7 @@ is "the base is byte-identical" "$(sha256sum < "$B")" "$sum_before"
 # A sparse 2 TiB base: small overlay file and small memory.
 truncate -s 2T "$TMPD/huge.img"
 printf 'w 0 65536 1\nw 1099511627776 8192 2\nz 2000000000000 4096\nw 2199023251456 4096 3\nf\n' > "$TMPD/h.txt"
-rss=$("$PY" - "$DT" "$TMPD/huge.ovl" "$TMPD/huge.img" "$TMPD/h.txt" <<'EOF'
-import os, subprocess, sys
-dt, ovl, img, script = sys.argv[1:]
-worst = 0
-for args in ([dt, "-N", ovl, img, "script", script], [dt, "-O", ovl, img, "map"]):
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-    _, status, ru = os.wait4(p.pid, 0)
-    if status != 0:
-        sys.exit("failed: %s" % args)
-    worst = max(worst, ru.ru_maxrss)
-print(worst)
-EOF
-)
+rss=$("$PY" "$ROOT/tests/lib/overlay-huge-rss.py" "$DT" "$TMPD/huge.ovl" "$TMPD/huge.img" "$TMPD/h.txt")
 if [[ $rss =~ ^[0-9]+$ ]] && [ "$rss" -lt 65536 ]; then
   ok "2 TiB base: create, write, map within 64 MiB RSS ($rss KiB)"
 else

@@ -117,23 +117,11 @@ start_server() {
 }
 rm -f "$TMPD/srv.ovl"
 start_server
-out=$(cd "$ROOT/tests/lib" && "$PY" - "$S" <<'EOF' 2>&1
-import sys, nbdclient
-c = nbdclient.connect_go(sys.argv[1], structured=False)
-errs = [c.write(i * 40960, bytes([i + 1]) * 40960)["error"] for i in range(64)]
-print("written" if not any(errs) else "errors %s" % errs)   # 2.5 MiB, no FLUSH
-EOF
-)
+out=$("$PY" "$ROOT/tests/lib/live-write-64.py" "$S" 2>&1)
 is "64 writes acknowledged (no flush)" "$out" "written"
 kill -9 "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null
 start_server
-out=$(cd "$ROOT/tests/lib" && "$PY" - "$S" <<'EOF' 2>&1
-import sys, nbdclient
-c = nbdclient.connect_go(sys.argv[1], structured=False)
-bad = [i for i in range(64) if c.read(i * 40960, 40960)["data"] != bytes([i + 1]) * 40960]
-print("bad %s" % bad[:8] if bad else "all there")
-EOF
-)
+out=$("$PY" "$ROOT/tests/lib/live-read-64.py" "$S" 2>&1)
 is "  after kill -9 a new server on the same overlay reads them all" "$out" "all there"
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null
 check "  a clean shutdown leaves no live map" test ! -s "$TMPD/srv.ovl.live"

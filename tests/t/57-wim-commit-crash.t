@@ -10,6 +10,7 @@
 # image.  Then once end to end through dism: a killed /Unmount-Image /Commit
 # keeps the mount and its volume, and the next /Unmount-Image /Commit lands
 # the changes.
+# needs-root: ntfs-3g mounts, dism mounts (loop devices)
 source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/../lib/dism-img.sh"
 need_cmd wimlib-imagex mkntfs ntfs-3g sha256sum

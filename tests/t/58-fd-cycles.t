@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Resources over many mounts: one long-lived libdism process
-# (tests/unit/test-fd-cycles.c) mounts and unmounts a tiny VHDX 200 times
+# (tests/drivers/test-fd-cycles.c) mounts and unmounts a tiny VHDX 200 times
 # and, spread among those, a small WIM 40 times, read-only and read/write
 # alternating; its open descriptors, threads, child processes and heap in
 # use must not grow, and after DismShutdown its descriptors are those it had
@@ -12,6 +12,7 @@
 #   FD_CYCLES_VHDX / FD_CYCLES_WIM (default 200 / 40), FD_CYCLES_SAN_VHDX /
 #   FD_CYCLES_SAN_WIM (default 60 / 12) change the counts.  A cycle takes
 #   0.1 to 0.5 s on the loaded 2-core build machine: 30 to 70 s in all.
+# needs-root: dism mounts (loop devices, ntfs-3g)
 source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/../lib/dism-img.sh"
 need_cmd wimlib-imagex pgrep

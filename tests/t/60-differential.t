@@ -58,31 +58,14 @@ for rel in vhd/qemu-virtualpc-dynamic.vhd vhd/qemu-hyperv2012r2-dynamic.vhd; do
   is "corpus $rel: virtual size is current_size" "$size" 136365211648
   map=$(nbdinfo --map --totals "$(uri "$SOCK")" | awk '{print $3}' | tr '\n' ' ')
   like "corpus $rel: map is all hole+zero" "$map" '^3 $'
-  zero=$($PY - "$(uri "$SOCK")" <<'PY'
-import nbd, sys
-h = nbd.NBD(); h.connect_uri(sys.argv[1])
-size = h.get_size()
-ok = all(h.pread(65536, off) == bytes(65536) for off in range(0, size - 65536, size // 97))
-print("zero" if ok else "nonzero")
-PY
-)
+  zero=$($PY "$ROOT/tests/lib/nbd-sampled-zero.py" "$(uri "$SOCK")")
   is "corpus $rel: sampled reads are zero" "$zero" zero
   kill $SERVER_PID; wait $SERVER_PID 2>/dev/null
 done
 
 # --- generated images with known data ------------------------------------
 raw=$TMPD/src.raw
-$PY - "$raw" <<'PY'
-import os, random, sys
-r = random.Random(1234)
-size = 72 * 1024 * 1024 + 3 * 512          # not a multiple of any block size
-with open(sys.argv[1], "wb") as f:
-    f.truncate(size)
-    for _ in range(40):                    # scattered data, holes between
-        off = r.randrange(0, size - 300000) & ~511
-        f.seek(off); f.write(r.randbytes(r.randrange(1, 300000)))
-    f.seek(size - 4096); f.write(b"\xa5" * 4096)   # data in the last block
-PY
+$PY "$ROOT/tests/lib/sparse-random-raw.py" "$raw"
 srcsum=$(sha256sum "$raw" | cut -d' ' -f1)
 
 gen() {  # gen NAME qemu-img-convert-args...

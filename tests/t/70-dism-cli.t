@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The dism command: syntax, output, and DISM's rules that need no mount.
+# needs-root: builds its test disk with a loop device and an ntfs-3g mount
 source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/../lib/dism-img.sh"
 need_file "$DISM"

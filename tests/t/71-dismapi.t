@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# DISM's C API from a C program (tests/unit/test-dismapi.c): init/shutdown
+# DISM's C API from a C program (tests/drivers/test-dismapi.c): init/shutdown
 # codes, DismDelete, per-thread error messages, the mount rules, cancel
-# before start, sessions.  No mount is made here (72-dism-mount.t does).
+# before start, sessions.  No mount is made here (72-dism-mount-api.t does).
+# needs-root: builds its test disk with a loop device and an ntfs-3g mount
 source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/../lib/dism-img.sh"
 need_file "$TBIN/test-dismapi"

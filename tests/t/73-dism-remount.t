@@ -3,6 +3,7 @@
 # servicing refused with DISMAPI_E_NEEDS_REMOUNT, /Remount-Image and
 # DismRemountImage bring the mounts back with their changes; and
 # /Cleanup-Mountpoints removes only Invalid mounts.
+# needs-root: loop devices, ntfs-3g mounts
 source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/../lib/dism-img.sh"
 need_file "$DISM" "$TBIN/test-dismapi"
@@ -17,12 +18,6 @@ status_of() { dism /Get-MountedImageInfo /Format:json | $PY -c '
 import json,sys
 for m in json.load(sys.stdin)["mounted_images"]:
     if m["mount_dir"] == sys.argv[1]: print(m["status"])' "$1"; }
-control() { $PY - "$1" "$2" <<'PYEOF'
-import socket, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall((sys.argv[2] + "\n").encode())
-print(s.recv(4096).decode().strip())
-PYEOF
-}
 
 run /Mount-Image /ImageFile:"$TMPD/a.vhdx" /Index:1 /MountDir:"$TMPD/m1"
 is "mount a.vhdx read/write at m1" "$RC" 0
@@ -33,7 +28,7 @@ is "mount c.vhd read-only at m3" "$RC" 0
 echo "survives a reboot" > "$TMPD/m1/keep.txt"
 echo "b's change" > "$TMPD/m2/b.txt"
 sync
-for c in "$DISM_RUN_DIR"/mounts/*/control.sock; do control "$c" FLUSH >/dev/null; done
+for c in "$DISM_RUN_DIR"/mounts/*/control.sock; do $PY "$ROOT/tests/lib/ctl.py" "$c" FLUSH >/dev/null; done
 
 # --- simulated reboot: servers killed, devices gone, /run cleared ---
 for f in "$DISM_RUN_DIR"/mounts/*/server.pid; do kill -9 "$(cat "$f")"; done

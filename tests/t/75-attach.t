@@ -7,7 +7,8 @@
 # for the server's FUSE file); the loop device must hold exactly the chosen
 # partition's bytes, mount with ntfs-3g and show \Windows, and be gone after
 # dism_detach.  Then damaged tables (tests/lib/disk-tamper.py) must give clear
-# errors, also under ASan+UBSan ($SAN_BUILD, default build-san).  Driver: tests/unit/test-attach.c.
+# errors, also under ASan+UBSan ($SAN_BUILD, default build-san).  Driver: tests/drivers/test-attach.c.
+# needs-root: loop devices, ntfs-3g mounts
 source "$(dirname "$0")/../lib/tap.sh"
 need_cmd sfdisk mkntfs mkfs.vfat ntfs-3g losetup blockdev truncate cmp python3 mountpoint
 T=$TBIN/test-attach

@@ -9,6 +9,7 @@
 # reader, qemu-img and libvhdi read the same bytes, and the independent
 # view shows exactly the changes.  Images without NTFS are refused clearly
 # and leave nothing behind.
+# needs-root: loop devices, ntfs-3g mounts
 source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/../lib/dism-img.sh"
 need_cmd sgdisk mkntfs ntfs-3g qemu-img losetup setfattr getfattr

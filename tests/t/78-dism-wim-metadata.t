@@ -13,6 +13,7 @@
 # mount changes some of it, /Unmount-Image /Commit, and a fresh
 # `wimlib-imagex apply` into a new NTFS volume must show the changes and the
 # untouched metadata.
+# needs-root: ntfs-3g mounts, dism mounts (loop devices)
 source "$(dirname "$0")/../lib/tap.sh"
 need_cmd wimlib-imagex mkntfs ntfs-3g setfattr getfattr truncate mountpoint
 need_file "$BIN/dism" "$ROOT/tests/lib/ntfsmeta.py"

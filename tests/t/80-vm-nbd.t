@@ -8,6 +8,7 @@
 #
 # DISM_VM_SERVER=qemu-nbd runs the same checks against qemu-nbd (a way to
 # check the harness itself); the default, and what the suite runs, is ours.
+# needs-root: the host side builds or checks disks with loop devices and ntfs-3g mounts
 source "$(dirname "$0")/../lib/tap.sh"
 need_cmd qemu-system-x86_64 qemu-img mkntfs ntfs-3g sfdisk sha256sum truncate
 SERVER=${DISM_VM_SERVER:-dism}

@@ -7,6 +7,7 @@
 # CONNECT with no index and several sockets, backend id, max_sectors_kb,
 # partition scan, the \Windows partition chosen, read-only refused writes,
 # dism_detach leaves nothing.
+# needs-root: the host side builds or checks disks with loop devices and ntfs-3g mounts
 source "$(dirname "$0")/../lib/tap.sh"
 need_cmd qemu-system-x86_64 qemu-img mkntfs mkfs.vfat ntfs-3g sfdisk sha256sum truncate losetup
 need_file "$BIN/dism-nbd-server" "$TBIN/test-attach"

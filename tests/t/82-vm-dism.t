@@ -9,6 +9,7 @@
 # twice at once, discards, and checks that nothing is left.  The committed
 # VHDX comes back on a virtio disk; the host then checks it independently
 # (qemu-img check, raw conversion, ntfs-3g) against files only the host made.
+# needs-root: the host side builds or checks disks with loop devices and ntfs-3g mounts
 source "$(dirname "$0")/../lib/tap.sh"
 need_cmd qemu-system-x86_64 qemu-img mkntfs mkfs.vfat ntfs-3g ntfsfix sfdisk sha256sum truncate losetup
 need_file "$BIN/dism" "$BIN/dism-nbd-server"

@@ -11,6 +11,7 @@
 # /Commit; then a /Discard that must leave the WIM byte-identical.  The WIM
 # comes back on a virtio disk; the host checks it with wimlib alone
 # (verify, apply of every image) against what only the host knows.
+# needs-root: the host side builds or checks disks with loop devices and ntfs-3g mounts
 source "$(dirname "$0")/../lib/tap.sh"
 need_cmd qemu-system-x86_64 wimlib-imagex wiminfo mkntfs ntfs-3g ntfsfix sha256sum truncate setfattr getfattr
 need_file "$BIN/dism" "$BIN/dism-nbd-server" "$CORPUS/wim/wimlib-mwl-MultiImage.wim"

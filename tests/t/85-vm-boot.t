@@ -13,6 +13,7 @@
 # the other says what to do and comes back through dism-remount.service's
 # command; finally the images hold every change.  The host only builds the
 # images.
+# needs-root: the host side builds or checks disks with loop devices and ntfs-3g mounts
 source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/../lib/dism-img.sh"
 need_cmd qemu-system-x86_64 qemu-img sha256sum

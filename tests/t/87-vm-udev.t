@@ -11,6 +11,7 @@
 # /dev/nbdX and /dev/nbdXpN, the devices carry the DISM_* properties and are
 # not watched (a virtio disk is: the control); nothing but dism mounted
 # anything; after unmounting the links are gone.
+# needs-root: the host side builds or checks disks with loop devices and ntfs-3g mounts
 source "$(dirname "$0")/../lib/tap.sh"
 need_cmd qemu-system-x86_64 qemu-img udevadm mkntfs mkfs.vfat ntfs-3g sfdisk
 need_file "$BIN/dism" "$BIN/dism-nbd-server" "$BIN/dism-udev-id" "$ROOT/udev/60-dism.rules.in" \

@@ -9,6 +9,7 @@
 # committed image; the committed VHDX comes back on a virtio disk and is
 # checked here without dism (qemu-img check, ntfsfix, ntfs-3g, sha256 of
 # every file against the guest's manifest).
+# needs-root: the host side builds or checks disks with loop devices and ntfs-3g mounts
 source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/../lib/dism-img.sh"
 need_cmd qemu-system-x86_64 qemu-img ntfs-3g ntfsfix sha256sum truncate losetup

@@ -1,144 +1,13 @@
 #!/usr/bin/env bash
-# End to end: WIM images mounted through a synthesized NTFS volume.  Every
-# WIM of the corpus that wimlib accepts, read-only, by index and by name,
-# against wim/listings/<name>.tsv (and the ImageX inputs in wim/reference/);
-# the damaged ones refused with nothing left behind; integrity; split WIMs;
-# read/write: commit (replace, append, while mounted), discard, dedup; a WIM
-# captured from an NTFS volume keeps its streams, hard links and names.
+# End to end: WIM images mounted read/write through a synthesized NTFS
+# volume: commit (replace in place, /Append, while mounted), discard, dedup
+# and /CheckIntegrity, cancel while the volume is built, kill -9 during a
+# commit, a reboot and /Remount-Image.  77-dism-wim-readonly.t mounts the
+# corpus read-only.
+# needs-root: loop devices, ntfs-3g mounts
 source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/../lib/dism-img.sh"
-need_cmd wimlib-imagex wiminfo unzip sha256sum
-need_file "$DISM" "$CORPUS/wim/listings"
-W=$CORPUS/wim
-mkdir -p "$TMPD"/m{1,2,3}
-M=$TMPD/m1
-run() { OUT=$(dism "$@" 2>&1); RC=$?; }
-
-# listing DIR IMAGE: the tree as the corpus listings write it (image, type,
-# path, size, sha256 of the unnamed stream), sorted by path.
-listing() {
-  $PY - "$1" "$2" <<'EOF'
-import hashlib, os, sys
-root, image = sys.argv[1], sys.argv[2]
-out = []
-for d, dirs, files in os.walk(root):
-    for n in dirs:
-        out.append((image, 'dir', os.path.relpath(os.path.join(d, n), root), '-', '-'))
-    for n in files:
-        p = os.path.join(d, n)
-        with open(p, 'rb') as f:
-            h = hashlib.sha256(f.read()).hexdigest()
-        out.append((image, 'file', os.path.relpath(p, root), str(os.path.getsize(p)), h))
-for t in sorted(out, key=lambda t: t[2]):
-    print('\t'.join(t))
-EOF
-}
-# expected NAME IMAGE: that image's lines of the corpus listing, sorted alike.
-expected() {
-  $PY - "$W/listings/$1.tsv" "$2" <<'EOF'
-import sys
-rows = [l.rstrip('\n').split('\t') for l in open(sys.argv[1], encoding='utf-8') if l.strip()]
-for t in sorted((r for r in rows if r[0] == sys.argv[2]), key=lambda t: t[2]):
-    print('\t'.join(t))
-EOF
-}
-nothing_left() {  # nothing_left WHAT: no mount, record, volume or live state
-  local left
-  left=$(ls -A "$DISM_STATE_DIR/mounts" "$DISM_STATE_DIR/scratch" "$DISM_RUN_DIR/mounts" 2>/dev/null | grep -v '^/\|^$' || true)
-  if mountpoint -q "$M" || [ -n "$left" ] || [ -n "$(ls -A "$M")" ]; then
-    not_ok "$1: nothing left behind"; diag "left: $left"
-  else
-    ok "$1: nothing left behind"
-  fi
-}
-# apply_list WIM INDEX: wimlib's own extraction of an image, as a listing.
-apply_list() {
-  local d=$TMPD/apply.$$
-  rm -rf "$d"
-  wimlib-imagex apply "$1" "$2" "$d" --no-acls >/dev/null 2>&1 || { echo "apply failed"; return 1; }
-  listing "$d" "$3"
-  rm -rf "$d"
-}
-
-# ---- every WIM of the corpus that wimlib accepts, read-only --------------------
-bad=" wimlib-tests-corrupted_file_1 wimlib-tests-corrupted_file_2 wimlib-tests-cyclic wimlib-mwl-VerifyFail "
-for f in "$W"/*.wim; do
-  n=$(basename "$f" .wim)
-  [[ $bad == *" $n "* ]] && continue
-  count=$(wiminfo "$f" | sed -n 's/^Image Count: *//p')
-  for ((i = 1; i <= count; i++)); do
-    run /Mount-Image /ImageFile:"$f" /Index:$i /MountDir:"$M" /ReadOnly
-    if [ $RC -ne 0 ]; then not_ok "$n index $i: mount read-only"; diag "$OUT"; continue; fi
-    is "$n index $i: tree, sizes and hashes equal the listing" "$(listing "$M" $i)" "$(expected "$n" $i)"
-    case $n in
-      imagex-archive*)
-        z=${n#imagex-}; z=${z%%-*}
-        ref=$TMPD/ref/$z
-        [ -d "$ref" ] || { mkdir -p "$ref" && unzip -q "$W/reference/$z.zip" -d "$ref"; }
-        check "  equals reference/$z.zip (names, directories, bytes)" diff -r "$ref" "$M" ;;
-      imagex-simple*)
-        z=${n#imagex-}; z=${z%%-*}
-        check "  equals reference/$z.dat byte for byte" cmp "$W/reference/$z.dat" "$M/$z.dat" ;;
-    esac
-    run /Unmount-Image /MountDir:"$M" /Discard
-    [ $RC -eq 0 ] || { not_ok "$n index $i: unmount"; diag "$OUT"; }
-  done
-done
-nothing_left "after the corpus"
-
-# ---- by name --------------------------------------------------------------------
-for spec in "wimlib-mwl-MultiImage:Changes:2" "wimlib-mwl-MultiImage:Delta:3" \
-            "wimlib-mwl-LZMS:Sample:1" "imagex-archive1-lzx:Multiple_files_test__archive1.zip:1"; do
-  IFS=: read -r n name i <<<"$spec"
-  run /Mount-Image /ImageFile:"$W/$n.wim" /Name:"$name" /MountDir:"$M" /ReadOnly
-  is "$n by name \"$name\": mounted" "$RC" 0
-  is "  it is index $i" "$(listing "$M" $i)" "$(expected "$n" $i)"
-  dism /Unmount-Image /MountDir:"$M" /Discard >/dev/null 2>&1
-done
-run /Mount-Image /ImageFile:"$W/wimlib-mwl-MultiImage.wim" /Name:NoSuchImage /MountDir:"$M" /ReadOnly
-like "an unknown name -> DISMAPI_E_INVALID_IMAGE_NAME" "$OUT" "Error: 0xc0040006"
-run /Mount-Image /ImageFile:"$W/wimlib-mwl-MultiImage.wim" /Index:4 /MountDir:"$M" /ReadOnly
-like "an unknown index -> DISMAPI_E_INVALID_IMAGE_INDEX" "$OUT" "Error: 0xc0040005"
-
-# ---- damaged WIMs, integrity, split WIMs ------------------------------------------
-for n in wimlib-tests-corrupted_file_1 wimlib-tests-corrupted_file_2 wimlib-tests-cyclic; do
-  run /Mount-Image /ImageFile:"$W/$n.wim" /Index:1 /MountDir:"$M" /ReadOnly
-  like "$n: refused with ERROR_FILE_CORRUPT naming the WIM" "$OUT" "Error: 0x80070570.*$n.wim"
-  nothing_left "$n"
-done
-run /Mount-Image /ImageFile:"$W/wimlib-mwl-VerifyFail.wim" /Index:1 /MountDir:"$M" /ReadOnly /CheckIntegrity
-like "VerifyFail /CheckIntegrity: refused, integrity check named" "$OUT" "Error: 0x80070570.*integrity check"
-nothing_left "VerifyFail"
-run /Mount-Image /ImageFile:"$W/wimlib-mwl-VerifySuccess.wim" /Index:1 /MountDir:"$M" /ReadOnly /CheckIntegrity
-is "VerifySuccess /CheckIntegrity: mounts" "$RC" 0
-is "  and its tree is right" "$(listing "$M" 1)" "$(expected wimlib-mwl-VerifySuccess 1)"
-dism /Unmount-Image /MountDir:"$M" /Discard >/dev/null 2>&1
-# A WIM whose XML claims more than the scratch directory can hold (a lie, or a
-# real image too big for it): refused before anything is built or mounted.
-mkdir -p "$TMPD/big/src"; echo small > "$TMPD/big/src/a.txt"
-wimlib-imagex capture "$TMPD/big/src" "$TMPD/big/big.wim" big >/dev/null
-wimlib-imagex info "$TMPD/big/big.wim" 1 --image-property TOTALBYTES=9000000000000000 >/dev/null
-big_sum=$(sha256sum < "$TMPD/big/big.wim")
-run /Mount-Image /ImageFile:"$TMPD/big/big.wim" /Index:1 /MountDir:"$M" /ReadOnly
-like "an image larger than the scratch space -> ERROR_DISK_FULL, sizes named" "$OUT" \
-  "Error: 0x80070070.*not enough space in the scratch directory.*big.wim: its files take about 85830688[0-9]{2} MiB"
-nothing_left "too big for the scratch directory"
-is "  the WIM is untouched" "$(sha256sum < "$TMPD/big/big.wim")" "$big_sum"
-run /Mount-Image /ImageFile:"$W/wimlib-mwl-split/Split.swm" /Index:1 /MountDir:"$M" /ReadOnly
-like "a .swm is refused: split WIM" "$OUT" "Error: 0x80070057.*split WIM"
-cp "$W/wimlib-mwl-split/Split.swm" "$TMPD/split-part.wim"
-run /Mount-Image /ImageFile:"$TMPD/split-part.wim" /Index:1 /MountDir:"$M" /ReadOnly
-like "a split part named .wim is refused too" "$OUT" "Error: 0x80070057.*split WIM"
-nothing_left "refused mounts"
-
-# ---- /Get-ImageInfo -------------------------------------------------------------------
-run /Get-ImageInfo /ImageFile:"$W/wimlib-mwl-MultiImage.wim"
-like "/Get-ImageInfo lists every image (index, name, size)" "$OUT" \
-  "Index : 1"$'\n'"Name : Base"$'\n'"Description : "$'\n'"Size : 3 bytes.*Index : 3"$'\n'"Name : Delta"
-run /Get-ImageInfo /ImageFile:"$W/wimlib-mwl-MultiImage.wim" /Index:3
-like "/Get-ImageInfo /Index:3 gives the details" "$OUT" "Name : Delta.*Directories : 2"$'\n'"Files : 4"
-run /Get-ImageInfo /ImageFile:"$W/wimlib-mwl-BootLZX.wim" /Name:Sample01
-like "  /Name, boot image" "$OUT" "Index : 1.*WIM Bootable : Yes"
+source "$(dirname "$0")/../lib/wim-mount.sh"
 
 # ---- read/write: commit replaces the image in place ---------------------------------
 RW=$TMPD/rw.wim
@@ -295,22 +164,3 @@ run /Cleanup-Mountpoints
 is "/Cleanup-Mountpoints: exit 0" "$RC" 0
 nothing_left "cleanup (the Invalid mount's volume too)"
 
-# ---- a WIM captured from an NTFS volume: streams, hard links, Unicode names ----------
-vol=$TMPD/ntfs.img mnt=$TMPD/ntfs.mnt
-truncate -s 64M "$vol"; mkntfs -F -Q -q "$vol" >/dev/null 2>&1; mkdir -p "$mnt"
-if ntfs-3g -o streams_interface=xattr "$vol" "$mnt"; then
-  echo "main data" > "$mnt/file.txt"
-  $PY -c 'import os,sys; os.setxattr(sys.argv[1], "user.stream", b"alternate data")' "$mnt/file.txt"
-  ln "$mnt/file.txt" "$mnt/link.txt"
-  echo "unicode" > "$mnt/Ünïcødé ✓ файл.txt"
-  umount "$mnt"
-fi
-wimlib-imagex capture "$vol" "$TMPD/cap.wim" Captured >/dev/null 2>&1
-run /Mount-Image /ImageFile:"$TMPD/cap.wim" /Name:Captured /MountDir:"$M" /ReadOnly
-is "a WIM captured from NTFS mounts" "$RC" 0
-is "  the ADS is the user.stream xattr" \
-  "$($PY -c 'import os,sys; print(os.getxattr(sys.argv[1], "user.stream").decode())' "$M/file.txt" 2>&1)" "alternate data"
-is "  the hard link: link count 2" "$(stat -c %h "$M/file.txt")" 2
-is "  the Unicode name" "$(cat "$M/Ünïcødé ✓ файл.txt" 2>&1)" "unicode"
-dism /Unmount-Image /MountDir:"$M" /Discard >/dev/null 2>&1
-nothing_left "at the end"

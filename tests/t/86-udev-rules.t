@@ -1,34 +1,30 @@
 #!/usr/bin/env bash
-# udev/60-dism.rules and its helper dism-udev-id, natively (docs/udev.md).
+# udev/60-dism.rules under `udevadm test`, natively (docs/udev.md); the
+# helper alone is 86-udev-helper.t, make install 86-udev-install.t.
 #
 #  1. The build: the generated rules name the helper's path and nothing else
 #     changed; udev's own parser finds nothing to complain about (systemd 252
 #     has no `udevadm verify`: every `udevadm test` below parses the file, and
 #     a deliberately broken copy shows that the check sees errors).
-#  2. dism-udev-id against synthetic sysfs trees and records: the properties,
-#     udev-style name encoding, hostile backends, records nobody should
-#     trust, the loop race (record without the attach yet), usage.
-#  3. Real devices: a GPT VHDX and a WIM mounted by `dism /Mount-Image` (the
+#  2. Real devices: a GPT VHDX and a WIM mounted by `dism /Mount-Image` (the
 #     loop method on this machine), a plain loop device and a look-alike
 #     (a file named .../mounts/<guid>/disk with a root-owned live.conf):
 #     `udevadm test` in a private mount namespace (tests/lib/udev-sandbox.sh:
 #     udev reads only the rules we give it, its /dev and /run are scratch) with
 #     our rules alone and with the stock rules around them; the links it makes
 #     resolve to the right devices.
-#  4. Synthetic nbd devices in that namespace (a tmpfs over
+#  3. Synthetic nbd devices in that namespace (a tmpfs over
 #     /sys/devices/virtual/block): ours connected (disk and partition),
 #     unconnected (size 0), torn down (size 0 with `pid`), a stale partition of
 #     one, and another tool's: links, DISM_*, no blkid probe and no
 #     persistent-storage links for the unconnected ones, and the same
 #     unconnected device probed by the stock rules alone (the control).
-#  5. The mount sends a synthetic change event for the loop device once the
+#  4. The mount sends a synthetic change event for the loop device once the
 #     record names it; unmount leaves nothing for the helper to find.
-#  6. make install / uninstall of the rules and the helper.
+# needs-root: loop devices, mount namespaces, root-owned records
 source "$(dirname "$0")/../lib/tap.sh"
-# make install with another PREFIX rebuilds the path-bearing files (generator,
-# units, rules) in $BUILD: rebuild them for the default paths afterwards.
-tap_cleanup "make -s -C '$ROOT' BUILD='$BUILD' all"
 source "$(dirname "$0")/../lib/dism-img.sh"
+source "$(dirname "$0")/../lib/udev-fixtures.sh"
 need_cmd udevadm unshare mknod losetup timeout qemu-img
 HELPER=$BIN/dism-udev-id
 RULES_IN=$ROOT/udev/60-dism.rules.in
@@ -65,131 +61,7 @@ anyloop=$(ls -d /sys/class/block/loop* | head -1)
 out=$("$SANDBOX" "$BAD" -- udevadm test --action=add "$anyloop" 2>&1)
 is "the syntax check sees errors (a broken copy: 2 complaints)" "$(complaints "$out" | wc -l)" 2
 
-# ============ 2. dism-udev-id on synthetic sysfs trees ===================================
-S=$TMPD/sys R=$TMPD/hrun ST=$TMPD/hstate
-ID=0b7e2a4c-1d2e-4f3a-8b4c-5d6e7f809a1b ID2=7f3e0c1a-9b8d-4c6e-a5f4-0e1d2c3b4a59
-mkdir -p "$S" "$R/mounts/$ID" "$ST/mounts"
-# mkdev DIR NAME MAJOR MINOR disk|partition [PARTN]: a sysfs-like device directory
-mkdev() {
-  mkdir -p "$1"
-  printf 'MAJOR=%s\nMINOR=%s\nDEVNAME=%s\nDEVTYPE=%s\n' "$3" "$4" "$2" "$5" > "$1/uevent"
-  [ -n "${6:-}" ] && { echo "PARTN=$6" >> "$1/uevent"; echo "$6" > "$1/partition"; }
-  echo "$3:$4" > "$1/dev"
-  ln -sfn ../../../../class/block "$1/subsystem"
-}
-# record FILE ID IMAGE [extra lines...]: a registry record (root-owned, 0600)
-record() {
-  local f=$1 id=$2 img=$3; shift 3
-  mkdir -p "$(dirname "$f")"
-  { echo "# dism mount record"; echo "id=$id"; echo "image=$img"; echo "format=vhdx"; echo "index=1"
-    echo "mode=rw"; echo "mount_dir=/mnt/w"; printf '%s\n' "$@"; } > "$f"
-  chmod 600 "$f"
-}
-mkdev "$S/nbd0" nbd0 43 0 disk; echo 131072 > "$S/nbd0/size"; echo "dism:$ID" > "$S/nbd0/backend"
-mkdev "$S/nbd0/nbd0p3" nbd0p3 43 3 partition 3
-record "$R/mounts/$ID/live.conf" "$ID" "/srv/img/win 11.vhdx"
-h() { OUT=$("$HELPER" --run-dir "$R" --state-dir "$ST" "$@" 2>&1); RC=$?; }
-h "$S/nbd0"
-is "nbd disk with backend dism:<id>: exit 0" "$RC" 0
-is "  its properties" "$OUT" "DISM_MOUNT_ID=$ID
-DISM_ATTACH=nbd
-DISM_IMAGE_FILE_ENC=win\\x2011.vhdx
-DISM_INDEX=1
-DISM_IMAGE_FILE=win 11.vhdx
-DISM_FORMAT=vhdx
-DISM_MODE=rw
-DISM_IMAGE=/srv/img/win 11.vhdx
-DISM_MOUNT_DIR=/mnt/w"
-h "$S/nbd0/nbd0p3/"
-is "its partition 3: the same plus DISM_PART=3 (trailing / accepted)" \
-   "$(grep -c . <<<"$OUT") $(sed -n 5p <<<"$OUT")" "10 DISM_PART=3"
-mkdir -p "$S/class"; ln -sfn ../nbd0/nbd0p3 "$S/class/nbd0p3"
-h "$S/class/nbd0p3"
-is "a partition named through a class-style symlink: its disk is found (DISM_PART=3)" \
-   "$RC $(sed -n 5p <<<"$OUT")" "0 DISM_PART=3"
-out1=$(DISM_RUN_DIR=$R "$HELPER" --state-dir "$ST" "$S/nbd0")
-is "\$DISM_RUN_DIR is the run directory when --run-dir is not given (by hand)" "$out1" "$("$HELPER" --run-dir "$R" "$S/nbd0")"
-rm -f "$R/mounts/$ID/live.conf"
-record "$ST/mounts/$ID.conf" "$ID" "/srv/img/win 11.vhdx"
-h "$S/nbd0"
-is "no live.conf: the persistent record is read instead" "$RC $(head -1 <<<"$OUT")" "0 DISM_MOUNT_ID=$ID"
-rm -f "$ST/mounts/$ID.conf"
-h "$S/nbd0"
-is "no record at all: exit 1, nothing printed" "$RC:$OUT" "1:"
-
-# hostile or foreign backends: exit 1, no output
-bad_backend() {
-  printf '%s' "$2" > "$S/nbd0/backend"
-  record "$R/mounts/$ID/live.conf" "$ID" "/srv/img/x.vhdx"
-  h "$S/nbd0"
-  is "backend $1: not ours (exit 1, no output)" "$RC:$OUT" "1:"
-}
-bad_backend "of another tool" "ourtool:$ID"
-bad_backend "with an upper-case GUID" "dism:${ID^^}"
-bad_backend "with a path in it" "dism:../../../../etc/passwd"
-bad_backend "with a GUID and more" "dism:${ID}x"
-bad_backend "with a control byte after the GUID" "dism:$ID"$'\x01'
-bad_backend "of 4 KiB" "dism:$(head -c 4096 /dev/zero | tr '\0' a)"
-bad_backend "empty" ""
-printf 'dism:%s\0\n' "$ID" > "$S/nbd0/backend"; h "$S/nbd0"
-is "backend with a NUL after the GUID: not ours (exit 1, no output)" "$RC:$OUT" "1:"
-printf 'dism:%s\n' "$ID" > "$S/nbd0/backend"
-
-# records nobody should trust or that do not fit
-bad_record() {  # bad_record WHAT (after the caller changed live.conf)
-  h "$S/nbd0"
-  is "record $1: ignored (exit 1, no output)" "$RC:$OUT" "1:"
-  record "$R/mounts/$ID/live.conf" "$ID" "/srv/img/x.vhdx"
-}
-LC=$R/mounts/$ID/live.conf
-chmod 620 "$LC"; bad_record "writable by its group"
-chmod 602 "$LC"; bad_record "writable by others"
-chown 65534 "$LC"; bad_record "owned by another user"
-mv "$LC" "$LC.real"; ln -s "$LC.real" "$LC"; bad_record "that is a symlink"; rm -f "$LC.real"
-record "$LC" "$ID2" "/srv/img/x.vhdx"; bad_record "of another mount id"
-record "$LC" "$ID" "img/x.vhdx"; bad_record "with a relative image path"
-record "$LC" "$ID" "/srv/img/"; bad_record "with an image path ending in /"
-sed -i 's/^index=1$/index=0/' "$LC"; bad_record "with index 0"
-sed -i 's/^index=1$/index=01/' "$LC"; bad_record "with index 01"
-sed -i 's/^index=1$/index=4294967296/' "$LC"; bad_record "with an index beyond 32 bits"
-sed -i '/^index=/d' "$LC"; bad_record "without an index"
-head -c 70000 /dev/zero | tr '\0' '#' >> "$LC"; bad_record "of more than 64 KiB"
-echo 3x > "$S/nbd0/nbd0p3/partition"; h "$S/nbd0/nbd0p3"
-is "a partition whose number is not a number: exit 1" "$RC:$OUT" "1:"
-echo 3 > "$S/nbd0/nbd0p3/partition"
-mkdev "$S/sda" sda 8 0 disk; echo "dism:$ID" > "$S/sda/backend"; h "$S/sda"
-is "a backend file on a device that is not nbd*: exit 1" "$RC:$OUT" "1:"
-
-# names: encoded as udev/blkid encode labels, cut at 200 bytes on a character boundary
-enc_of() {  # enc_of FILENAME: DISM_IMAGE_FILE_ENC for an image of that name
-  record "$LC" "$ID" "/srv/img/$1" "image_name=Windows 11 Pro"
-  "$HELPER" --run-dir "$R" "$S/nbd0" | sed -n 's/^DISM_IMAGE_FILE_ENC=//p'
-}
-is "encoding: spaces, brackets, backslash, \$, a bad UTF-8 byte, U+FFFE; UTF-8 and #+-.:=@_ kept" \
-   "$(enc_of $'Wïn 11 [x]\\y$z\xff\xef\xbf\xbe😀#+-.:=@_.vhdx')" \
-   'Wïn\x2011\x20\x5bx\x5d\x5cy\x24z\xff\xef\xbf\xbe😀#+-.:=@_.vhdx'
-is "encoding: an overlong NUL (C0 80) and a surrogate (ED A0 80) are bytes" \
-   "$(enc_of $'a\xc0\x80b\xed\xa0\x80.vhd')" 'a\xc0\x80b\xed\xa0\x80.vhd'
-is "encoding: a control character is \\x09; DISM_IMAGE_FILE shows it as ?" \
-   "$(enc_of $'a\tb.vhdx') $("$HELPER" --run-dir "$R" "$S/nbd0" | sed -n 's/^DISM_IMAGE_FILE=//p')" \
-   'a\x09b.vhdx a?b.vhdx'
-long=$(printf 'é%.0s' $(seq 120))
-is "encoding: 120 x é (240 bytes) is cut to 100 (200 bytes)" "$(enc_of "$long")" "$(printf 'é%.0s' $(seq 100))"
-long=$(printf ' %.0s' $(seq 80))x
-is "encoding: 80 spaces are cut to 50 whole \\x20 (200 bytes)" "$(enc_of "$long")" "$(printf '\\x20%.0s' $(seq 50))"
-record "$LC" "$ID" "/srv/img/ lead and trail .wim" "image_name=Windows 11 Pro" "format=wim"
-h "$S/nbd0"
-like "values udev would strip are quoted; the WIM image name is there" "$OUT" \
-     'DISM_IMAGE_FILE=" lead and trail \.wim".*DISM_IMAGE_NAME=Windows 11 Pro'
-
-# usage
-"$HELPER" >/dev/null 2>&1; is "no SYSPATH: exit 2" "$?" 2
-"$HELPER" --run-dir run "$S/nbd0" >/dev/null 2>&1; is "a relative --run-dir: exit 2" "$?" 2
-"$HELPER" --bogus "$S/nbd0" >/dev/null 2>&1; is "an unknown option: exit 2" "$?" 2
-check "--help: exit 0" "$HELPER" --help
-"$HELPER" "$TMPD/nonexistent/nbd9" >/dev/null 2>&1; is "a path that does not exist: exit 1" "$?" 1
-
-# ============ 3. real devices: dism mounts (loop method), plain and look-alike loops =====
+# ============ 2. real devices: dism mounts (loop method), plain and look-alike loops =====
 D=$TMPD/img; mkdir -p "$D" "$TMPD"/m{1,2}
 GNAME='Win 11 (gpt).vhdx'
 GENC='Win\x2011\x20\x28gpt\x29.vhdx'
@@ -310,7 +182,7 @@ t=$(section 1 test)
 is "[stock rules and ours] the VHDX loop is still probed (ID_FS_TYPE=ntfs, by-uuid link)" \
    "$(prop "$t" ID_FS_TYPE) $(prop "$t" DEVLINKS | grep -c by-uuid)" "ntfs 1"
 
-# ============ 4. synthetic nbd devices ==================================================
+# ============ 3. synthetic nbd devices ==================================================
 B=$TMPD/block NRUN=$TMPD/nrun
 mkdir -p "$B" "$NRUN"
 mkdev "$B/nbd0" nbd0 43 0 disk; echo 131072 > "$B/nbd0/size"; echo "dism:$ID" > "$B/nbd0/backend"; echo 99 > "$B/nbd0/pid"
@@ -345,7 +217,7 @@ is "control: the stock rules alone do probe unconnected nbd1 and link by-diskseq
    "$(grep -c "builtin command 'blkid'" <<<"$t") $(prop "$t" DEVLINKS)" "1 /dev/disk/by-diskseq/77"
 unset SYSTEMD_DEVICE_VERIFY_SYSFS
 
-# ============ 5. the change event after the record, and unmount ===========================
+# ============ 4. the change event after the record, and unmount ===========================
 mkdir -p "$TMPD/m3"
 timeout 30 udevadm monitor --kernel --property --subsystem-match=block > "$TMPD/monitor.out" 2>&1 &
 MON=$!
@@ -366,17 +238,3 @@ done
 OUT=$("$HELPER" "/sys/class/block/$G_K"; "$HELPER" "/sys/class/block/$W_K"; "$HELPER" "/sys/class/block/${M_DEV#/dev/}")
 is "  dism-udev-id finds none of these mounts on their loop devices any more" \
    "$(grep -c -e "$G_ID" -e "$W_ID" -e "$M_ID" <<<"$OUT")" 0
-
-# ============ 6. make install / uninstall ===============================================
-stage=$TMPD/stage P=/opt/dism-udev-test
-make -s -C "$ROOT" BUILD="$BUILD" install PREFIX=$P DESTDIR="$stage" >"$TMPD/install.log" 2>&1
-is "make install into DESTDIR: exit 0" "$?" 0
-check "  the rules in \$(PREFIX)/lib/udev/rules.d" test -f "$stage$P/lib/udev/rules.d/60-dism.rules"
-check "  the helper in \$(LIBEXECDIR), executable" test -x "$stage$P/libexec/dism/dism-udev-id"
-is "  the installed rules import the installed helper" \
-   "$(grep -c "^IMPORT{program}=\"$P/libexec/dism/dism-udev-id %S%p\"\$" "$stage$P/lib/udev/rules.d/60-dism.rules")" 1
-make -s -C "$ROOT" BUILD="$BUILD" uninstall PREFIX=$P DESTDIR="$stage" >/dev/null 2>&1
-is "make uninstall removes them" \
-   "$(ls "$stage$P/lib/udev/rules.d/60-dism.rules" "$stage$P/libexec/dism/dism-udev-id" 2>/dev/null)" ""
-# put the build's own paths back (install rebuilt the rules with PREFIX=$P)
-make -s -C "$ROOT" BUILD="$BUILD" "$BUILD/udev/60-dism.rules" >/dev/null 2>&1
