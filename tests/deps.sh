@@ -12,9 +12,9 @@ PKGS=(
   libnbd-bin python3-libnbd nbdkit qemu-utils libvhdi-utils python3-libvhdi fio gnutls-bin
   wimtools ntfs-3g fuse3 fdisk gdisk util-linux dosfstools
   gzip bzip2 xxd bc strace attr procps psmisc kmod cpio unzip
-  # udev rules (tests/t/86-udev.t: udevadm test; 87-vm-udev.t: systemd-udevd in the VM)
+  # udev rules (tests/t/86-udev-*.t: udevadm test; 87-vm-udev.t: systemd-udevd in the VM)
   udev
-  # dismtab and the generator's units (tests/t/84-dismtab.t: systemd-analyze
+  # dismtab and the generator's units (tests/t/84-dismtab-*.t: systemd-analyze
   # verify, systemd-escape; dismtab(5) checked with groff)
   systemd groff-base
   # VM suite

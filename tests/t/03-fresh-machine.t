@@ -6,6 +6,7 @@
 # .pc files are really gone) until deps installs them again
 # (tests/fresh-machine.sh; the host is never written).  Then the same with
 # make -j2: every build target waits for deps.
+# needs-root: a chroot with mount namespaces, overlayfs and apt-get install
 source "$(dirname "$0")/../lib/tap.sh"
 need_cmd unshare chroot apt-get dpkg-query tar
 # The run builds its own tree inside the chroot: nothing in it depends on
