@@ -16,13 +16,14 @@
 #include "dism-error.h"
 #include "dism-registry.h"   /* the mount registry (registry.c) */
 #include "dism-server.h"     /* the server (server.c) */
+#include "path-size.h"
 
 #define DISM_API __attribute__((visibility("default")))
 
 /* ---- process state (api.c) ---------------------------------------------- */
 struct dism_config {
-  char log_path[4096];
-  char scratch_dir[4096];
+  char log_path[DISM_PATH_MAX];
+  char scratch_dir[DISM_PATH_MAX];
   DismLogLevel log_level;
 };
 /* The configuration DismInitialize set; valid while initialised. */

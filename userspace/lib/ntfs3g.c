@@ -9,6 +9,7 @@
 
 #include "dism-internal.h"
 #include "live.h"
+#include "path-size.h"
 
 static const char *
 ntfs3g_path(void)
@@ -46,7 +47,7 @@ dism_ntfs_mount(const struct dism_record *r, const struct dism_live *l)
     dism_set_error("ntfs-3g is not installed (package ntfs-3g)");
     return -ENOENT;
   }
-  char log_path[4200];
+  char log_path[DISM_SUBPATH_MAX];
   snprintf(log_path, sizeof log_path, "%s/ntfs-3g.log", l->dir);
   int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (log_fd < 0) {

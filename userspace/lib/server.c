@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "dism-internal.h"
+#include "path-size.h"
 
 static bool
 is_executable(const char *path)
@@ -37,7 +38,7 @@ is_executable(const char *path)
 static int
 helper_path(const char *name, char *out, size_t cap)
 {
-  char exe[PATH_MAX];
+  char exe[DISM_PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n > 0) {
     exe[n] = '\0';
@@ -265,9 +266,9 @@ server_argv(const struct dism_record *r, const struct dism_live *l, const char *
  * the supervisor finds the device again.  False: no supervisor. */
 static bool
 supervised_argv(const struct dism_record *r, const struct dism_live *l, const char *const argv[],
-                char supervisor[PATH_MAX], char backend_id[64], const char *full[])
+                char supervisor[DISM_PATH_MAX], char backend_id[64], const char *full[])
 {
-  if (!supervisor_path(supervisor, PATH_MAX))
+  if (!supervisor_path(supervisor, DISM_PATH_MAX))
     return false;
   int n = 0;
   snprintf(backend_id, 64, "dism:%s", r->id);
@@ -388,7 +389,7 @@ int
 dism_server_start(const struct dism_record *r, const struct dism_live *l, bool fuse,
                   pid_t *pid_out, char *cmd_out, size_t cmd_cap)
 {
-  char server[PATH_MAX];
+  char server[DISM_PATH_MAX];
   int rc = dism_server_path(server, sizeof server);
   if (rc < 0)
     return rc;
@@ -406,7 +407,7 @@ dism_server_start(const struct dism_record *r, const struct dism_live *l, bool f
   for (int i = 0; argv[i] && used < cmd_cap; i++)
     used += (size_t) snprintf(cmd_out + used, cmd_cap - used, "%s%s", i ? " " : "", argv[i]);
 
-  char supervisor[PATH_MAX], backend_id[64];
+  char supervisor[DISM_PATH_MAX], backend_id[64];
   const char *full[sizeof argv / sizeof argv[0] + 8];
   bool supervised = supervised_argv(r, l, argv, supervisor, backend_id, full);
   unlink(l->pidfile);
