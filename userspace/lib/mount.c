@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "dism-internal.h"
+#include "guid.h"
 #include "live.h"
 #include "operation.h"
 #include "overlay.h"
@@ -68,8 +69,11 @@ DismMountImage(PCWSTR ImageFilePath, PCWSTR MountPath, UINT ImageIndex, PCWSTR I
     goto out;
   }
 
-  int rc = dism_new_guid(r->id);
-  if (rc == 0) {
+  int rc = dism_guid_generate_string(r->id);
+  if (rc < 0) {
+    dism_set_error("getrandom failed: %s", strerror(-rc));
+    rc = -EIO;
+  } else {
     dism_live_paths(r->id, &l);
     rc = dism_mkdir_p(l.dir, 0700);
   }

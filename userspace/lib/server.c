@@ -117,7 +117,7 @@ server_capabilities(const char *server, struct server_caps *caps)
   const char *const argv[] = { server, "--capabilities", NULL };
   char buf[4096];
   memset(caps, 0, sizeof *caps);
-  if (dism_run_capture(argv, buf, sizeof buf, DISM_KEEP_HEAD) != 0)
+  if (dism_spawn_capture(argv, buf, sizeof buf, DISM_SPAWN_KEEP_HEAD) != 0)
     return;
   char *save = NULL;
   for (char *w = strtok_r(buf, "\n", &save); w; w = strtok_r(NULL, "\n", &save)) {
