@@ -1,10 +1,10 @@
 /* server.c - start, find, stop and talk to one mount's dism-nbd-server.
  *
  * The server is started detached (dism_spawn: double fork, new session) so
- * it outlives the calling process: mounts are system-wide state.  It runs as the child
- * of dism-supervise (userspace/cli/dism-supervise.c), which starts it again
- * if it dies and reconnects the NBD device to the new one; the
- * supervisor's pid is in supervisor.pid, the server's in server.pid.
+ * it outlives the calling process: mounts are system-wide state.  It runs
+ * as the child of dism-supervise (userspace/cli/dism-supervise.c), which
+ * starts it again if it dies and reconnects the NBD device to the new one;
+ * the supervisor's pid is in supervisor.pid, the server's in server.pid.
  * Their stdout and stderr go to server.log in the mount's live directory;
  * the text is quoted when the server fails to come up. */
 #include <errno.h>
