@@ -18,6 +18,7 @@
 #include <wchar.h>
 
 #include "DismApi.h"
+#include "path-size.h"
 
 static int failures;
 
@@ -99,7 +100,7 @@ count_entries(const char *dir)
 static int
 rules(const char *image, const char *work)
 {
-  char path[4096];
+  char path[DISM_PATH_MAX];
   wchar_t *wimage = W(image);
 
   /* before DismInitialize */
@@ -258,7 +259,7 @@ static int
 mount_cycle(const char *image, const char *dir)
 {
   wchar_t *wimage = W(image), *wdir = W(dir);
-  char path[4200];
+  char path[DISM_SUBPATH_MAX];
   check_hr(DismInitialize(DismLogErrorsWarningsInfo, NULL, NULL), S_OK, "DismInitialize");
   struct progress_log pl = { 0, 0, 0, 1 };
   HANDLE cancel = DismCreateCancelEvent();

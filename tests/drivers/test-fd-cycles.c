@@ -27,6 +27,7 @@
 #include <wchar.h>
 
 #include "DismApi.h"
+#include "path-size.h"
 
 static int failures;
 
@@ -70,7 +71,7 @@ count_fds(bool show)
   if (!d)
     return -1;
   while ((e = readdir(d))) {
-    char path[300], target[4096];
+    char path[300], target[DISM_PATH_MAX];
     ssize_t len;
     if (e->d_name[0] == '.' || atoi(e->d_name) == dirfd(d))
       continue;
@@ -201,7 +202,7 @@ cycle(const wchar_t *image, bool wim, bool rw, bool commit, const char *mount_di
   if (mounted_count() != 1)
     ok = false;
   if (rw) {
-    char path[4200];
+    char path[DISM_SUBPATH_MAX];
     snprintf(path, sizeof path, "%s/cycle-%u.txt", mount_dir, st->cycles);
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0 || write(fd, "cycle\n", 6) != 6)

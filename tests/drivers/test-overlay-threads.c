@@ -20,6 +20,7 @@
 
 #include "disk.h"
 #include "overlay.h"
+#include "path-size.h"
 
 #define NTHREADS  8
 #define DISK_SIZE (1024 * 4096)
@@ -130,7 +131,7 @@ open_overlay(const char *base, const char *path, unsigned flags)
 int
 main(int argc, char **argv)
 {
-  char base[4096], path[4096], what[128];
+  char base[DISM_PATH_MAX], path[DISM_PATH_MAX], what[128];
   pthread_t th[NTHREADS];
   uint64_t s = 42;
   int fd, bad = 0;

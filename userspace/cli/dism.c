@@ -22,12 +22,13 @@
 #include "DismApi.h"
 #include "args.h"
 #include "dism-internal.h"
+#include "path-size.h"
 
 #define DISM_TOOL_VERSION "10.0.0.1 (dism for Linux 1.0)"
 
 static bool json_output, quiet;
 static HANDLE cancel_event;
-static char log_path_shown[4096] = "/var/log/dism/dism.log";
+static char log_path_shown[DISM_PATH_MAX] = "/var/log/dism/dism.log";
 
 /* ---- output -------------------------------------------------------------- */
 static void
@@ -269,7 +270,7 @@ cmd_mount(const struct dism_cli_options *o)
     rc = report_error(hr);
   } else {
     /* Which partition was mounted: the attach layer's reason, from the record. */
-    char canon[4096];
+    char canon[DISM_PATH_MAX];
     struct dism_record *r = calloc(1, sizeof *r);
     if (!quiet && r && dism_canonical(o->mount_dir, canon, sizeof canon) == 0 &&
         dism_record_find_by_dir(canon, r) == 0 && r->have_attach)

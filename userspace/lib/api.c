@@ -15,6 +15,7 @@
 
 #include "disk.h"
 #include "dism-internal.h"
+#include "path-size.h"
 #include "wim.h"
 
 #define DEFAULT_LOG_PATH "/var/log/dism/dism.log"
@@ -23,7 +24,7 @@
 struct session {
   DismSession id;
   char mount_id[37];         /* "" when the path is not a dism mount */
-  char path[4096];
+  char path[DISM_PATH_MAX];
 };
 
 static pthread_mutex_t state_mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -78,7 +79,7 @@ absolute_path(const char *path, char *out, size_t cap)
     snprintf(out, cap, "%s", path);
     return 0;
   }
-  char cwd[4096];
+  char cwd[DISM_PATH_MAX];
   if (!getcwd(cwd, sizeof cwd))
     return -errno;
   if (snprintf(out, cap, "%s/%s", cwd, path) >= (int) cap)
@@ -122,7 +123,7 @@ DismInitialize(DismLogLevel LogLevel, PCWSTR LogFilePath, PCWSTR ScratchDirector
     hr = dism_api_fail(func, E_INVALIDARG, "The log file path is too long.");
     goto out;
   }
-  char scratch_default[4200];
+  char scratch_default[DISM_SUBPATH_MAX];
   snprintf(scratch_default, sizeof scratch_default, "%s/scratch", dism_state_dir());
   const char *scratch = scratch_arg ? scratch_arg : scratch_default;
   if (dism_mkdir_p(scratch, 0700) < 0 ||
@@ -208,7 +209,7 @@ DismOpenSession(PCWSTR ImagePath, PCWSTR WindowsDirectory, PCWSTR SystemDrive,
   static const char func[] = "DismOpenSession";
   HRESULT hr = S_OK;
   char *path = NULL;
-  char canon[4096];
+  char canon[DISM_PATH_MAX];
   struct dism_record *rec = NULL;
   (void) WindowsDirectory;
   (void) SystemDrive;

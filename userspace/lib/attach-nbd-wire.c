@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "attach-internal.h"
+#include "byteorder.h"
 #include "dism-error.h"
 #include "nbd-protocol.h"
 
@@ -168,20 +169,13 @@ dism_nbd_handshake(const char *path, int *fd_out, struct dism_nbd_export *ei)
     r = recv_all(fd, data, len);
     if (r < 0)
       goto io_err;
-    memcpy(&info, data, 2);
-    info = be16toh(info);
+    info = get_be16(data);
     if (info == NBD_INFO_EXPORT && len == 12) {
-      uint64_t sz;
-      uint16_t fl;
-      memcpy(&sz, data + 2, 8);
-      memcpy(&fl, data + 10, 2);
-      ei->size = be64toh(sz);
-      ei->flags = be16toh(fl);
+      ei->size = get_be64(data + 2);
+      ei->flags = get_be16(data + 10);
       have_export = true;
     } else if (info == NBD_INFO_BLOCK_SIZE && len == 14) {
-      uint32_t mn;
-      memcpy(&mn, data + 2, 4);
-      ei->min_block = be32toh(mn);
+      ei->min_block = get_be32(data + 2);
     }
   }
 io_err:

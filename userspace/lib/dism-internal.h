@@ -16,13 +16,14 @@
 #include "dism-error.h"
 #include "dism-registry.h"   /* the mount registry (registry.c) */
 #include "dism-server.h"     /* the server (server.c) */
+#include "path-size.h"
 
 #define DISM_API __attribute__((visibility("default")))
 
 /* ---- process state (api.c) ---------------------------------------------- */
 struct dism_config {
-  char log_path[4096];
-  char scratch_dir[4096];
+  char log_path[DISM_PATH_MAX];
+  char scratch_dir[DISM_PATH_MAX];
   DismLogLevel log_level;
 };
 /* The configuration DismInitialize set; valid while initialised. */
@@ -94,8 +95,6 @@ int dism_private_dir(const char *path, bool create);
 int dism_remove_flat_dir(const char *path);
 /* Absolute, canonical path of an existing file (realpath). */
 int dism_canonical(const char *path, char *out, size_t cap);
-/* A random RFC 4122 version-4 GUID in braces-free lowercase text. */
-int dism_new_guid(char out[37]);
 /* Does the file end with ext (".vhd"), compared case-insensitively? */
 bool dism_has_ext(const char *path, const char *ext);
 /* Is path a mount point?  dev_source, if not NULL, receives the source. */
@@ -108,17 +107,7 @@ void dism_read_tail(const char *path, char *out, size_t cap);
  * one), else the first executable of candidates (NULL-terminated), else
  * NULL.  The result is borrowed (the environment or candidates). */
 const char *dism_find_tool(const char *env, const char *const candidates[]);
-/* Which part of a longer output dism_run_capture keeps. */
-enum dism_capture_keep {
-  DISM_KEEP_HEAD,   /* the first cap-1 bytes; reading stops there */
-  DISM_KEEP_TAIL,   /* the last bytes: messages end with the reason */
-};
-/* Run argv[0] (a path) with stdin on /dev/null and no other descriptors,
- * stdout and stderr captured into out (cap >= 1; always NUL-terminated).
- * Waits for it.  Returns its exit status (128 + signal if killed), or
- * -errno if it could not be started (out is then ""). */
-int dism_run_capture(const char *const argv[], char *out, size_t cap,
-                     enum dism_capture_keep keep);
+/* Running them: common/spawn.h (dism_spawn, dism_spawn_capture). */
 
 /* ---- the live mount (live.c) ------------------------------------------- */
 /* Status of a record as DismGetMountedImageInfo reports it. */

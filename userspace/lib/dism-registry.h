@@ -10,23 +10,24 @@
 #include <stdint.h>
 
 #include "attach.h"
+#include "path-size.h"
 
 enum dism_mode { DISM_MODE_RW = 0, DISM_MODE_RO = 1 };
 
 struct dism_record {
   char id[37];
-  char image[4096];          /* absolute, canonical */
+  char image[DISM_PATH_MAX];     /* absolute, canonical */
   uint64_t image_dev, image_ino;
-  char format[8];            /* "vhd", "vhdx", "wim" */
+  char format[8];                /* "vhd", "vhdx", "wim" */
   unsigned index;
-  char image_name[512];      /* WIM: the image's name at mount time */
-  char volume[4096];         /* WIM: the synthesized NTFS volume file ("" otherwise) */
+  char image_name[512];          /* WIM: the image's name at mount time */
+  char volume[DISM_PATH_MAX];    /* WIM: the synthesized NTFS volume file ("" otherwise) */
   enum dism_mode mode;
-  char mount_dir[4096];      /* absolute, canonical */
-  char overlay[4096];        /* "" for read-only mounts */
-  char server_cmd[8192];     /* for the log and for people */
+  char mount_dir[DISM_PATH_MAX]; /* absolute, canonical */
+  char overlay[DISM_PATH_MAX];   /* "" for read-only mounts */
+  char server_cmd[8192];         /* for the log and for people */
   int64_t created;
-  char state[24];            /* "mounted", "commit-failed" */
+  char state[24];                /* "mounted", "commit-failed" */
   bool have_attach;
   struct dism_attach attach;
 };
@@ -57,14 +58,14 @@ int dism_record_find_by_dir(const char *dir, struct dism_record *r);
  * server.pid, server.log, disk, live.conf}.  live.conf repeats what is
  * needed to undo a half-made mount that has no record yet. */
 struct dism_live {
-  char dir[4096];
-  char nbd_sock[4200];
-  char control_sock[4200];
-  char pidfile[4200];
-  char sup_pidfile[4200];    /* supervisor.pid: dism-supervise, the server's parent */
-  char server_log[4200];
-  char fuse_file[4200];
-  char live_conf[4200];
+  char dir[DISM_PATH_MAX];
+  char nbd_sock[DISM_SUBPATH_MAX];
+  char control_sock[DISM_SUBPATH_MAX];
+  char pidfile[DISM_SUBPATH_MAX];
+  char sup_pidfile[DISM_SUBPATH_MAX]; /* supervisor.pid: dism-supervise, the server's parent */
+  char server_log[DISM_SUBPATH_MAX];
+  char fuse_file[DISM_SUBPATH_MAX];
+  char live_conf[DISM_SUBPATH_MAX];
 };
 void dism_live_paths(const char *id, struct dism_live *l);
 

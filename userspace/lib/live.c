@@ -14,12 +14,13 @@
 #include "live.h"
 #include "operation.h"
 #include "overlay.h"
+#include "path-size.h"
 
 /* ---- health: what the live part of a record looks like ---------------------- */
 bool
 dism_record_mounted(const struct dism_record *r)
 {
-  char source[4096];
+  char source[DISM_PATH_MAX];
   if (!r->have_attach || !dism_is_mountpoint(r->mount_dir, source, sizeof source))
     return false;
   return strcmp(source, r->attach.fs_dev) == 0;
@@ -272,7 +273,7 @@ dism_remove_mount_leftovers(const struct dism_record *r, bool remove_overlay)
     overlay_remove(r->overlay);
   if (remove_overlay && r->volume[0])
     unlink(r->volume);
-  char dir[4200];
+  char dir[DISM_SUBPATH_MAX];
   dism_live_dir(r->id, dir, sizeof dir);
   dism_remove_flat_dir(dir);
   dism_record_remove(r->id);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "dism-internal.h"
+#include "path-size.h"
 
 #define LOG_ROTATE_BYTES (8u << 20)
 
@@ -23,7 +24,7 @@ static DismLogLevel log_level = DismLogErrorsWarningsInfo;
 int
 dism_log_open(const char *path, DismLogLevel level)
 {
-  char parent[4096];
+  char parent[DISM_PATH_MAX];
   snprintf(parent, sizeof parent, "%s", path);
   char *slash = strrchr(parent, '/');
   if (slash && slash != parent) {
@@ -34,7 +35,7 @@ dism_log_open(const char *path, DismLogLevel level)
   }
   struct stat st;
   if (stat(path, &st) == 0 && (uint64_t) st.st_size > LOG_ROTATE_BYTES) {
-    char bak[4200];
+    char bak[DISM_SUBPATH_MAX];
     snprintf(bak, sizeof bak, "%s.bak", path);
     rename(path, bak);
   }

@@ -15,9 +15,11 @@
 #include <unistd.h>
 
 #include "dism-internal.h"
+#include "guid.h"
 #include "live.h"
 #include "operation.h"
 #include "overlay.h"
+#include "path-size.h"
 #include "rules.h"
 #include "wim-mount.h"
 #include "wim.h"
@@ -67,8 +69,11 @@ DismMountImage(PCWSTR ImageFilePath, PCWSTR MountPath, UINT ImageIndex, PCWSTR I
     goto out;
   }
 
-  int rc = dism_new_guid(r->id);
-  if (rc == 0) {
+  int rc = dism_guid_generate_string(r->id);
+  if (rc < 0) {
+    dism_set_error("getrandom failed: %s", strerror(-rc));
+    rc = -EIO;
+  } else {
     dism_live_paths(r->id, &l);
     rc = dism_mkdir_p(l.dir, 0700);
   }
@@ -146,7 +151,7 @@ out:
 static int
 find_mount(const char *path, struct dism_record *r)
 {
-  char dir[4096];
+  char dir[DISM_PATH_MAX];
   if (dism_canonical(path, dir, sizeof dir) < 0) {
     char cwd[2048];
     if (path[0] == '/')
@@ -395,7 +400,7 @@ DismCommitImage(DismSession Session, DWORD Flags, HANDLE CancelEvent,
   HRESULT hr = dism_op_init(&o, func, CancelEvent, Progress, UserData);
   if (FAILED(hr))
     return hr;
-  char mount_id[37], path[4096];
+  char mount_id[37], path[DISM_PATH_MAX];
   if (!dism_session_lookup(Session, mount_id, path, sizeof path))
     return dism_api_fail(func, E_INVALIDARG, "%u is not an open DismSession.", (unsigned) Session);
   if (!mount_id[0])
@@ -505,12 +510,12 @@ DismCleanupMountpoints(void)
     }
   }
   /* Live parts without a record: a mount that never completed. */
-  char live_root[4200];
+  char live_root[DISM_SUBPATH_MAX];
   snprintf(live_root, sizeof live_root, "%s/mounts", dism_run_dir());
   DIR *d = opendir(live_root);
   struct dirent *de;
   while (d && (de = readdir(d))) {
-    char record_path[4200];
+    char record_path[DISM_SUBPATH_MAX];
     if (strlen(de->d_name) != 36)
       continue;
     dism_record_path(de->d_name, record_path, sizeof record_path);

@@ -1,5 +1,5 @@
 /* ntfs3g.c - mounting a mount's NTFS partition with ntfs-3g: where the
- * program is, the options DISM's semantics need, running it. */
+ * program is, the options DISM's semantics need, running it (dism_spawn). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -9,6 +9,8 @@
 
 #include "dism-internal.h"
 #include "live.h"
+#include "path-size.h"
+#include "spawn.h"
 
 static const char *
 ntfs3g_path(void)
@@ -46,7 +48,7 @@ dism_ntfs_mount(const struct dism_record *r, const struct dism_live *l)
     dism_set_error("ntfs-3g is not installed (package ntfs-3g)");
     return -ENOENT;
   }
-  char log_path[4200];
+  char log_path[DISM_SUBPATH_MAX];
   snprintf(log_path, sizeof log_path, "%s/ntfs-3g.log", l->dir);
   int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (log_fd < 0) {
@@ -56,24 +58,20 @@ dism_ntfs_mount(const struct dism_record *r, const struct dism_live *l)
   }
   const char *argv[] = { ntfs3g, "-o", ntfs3g_options(r->mode), r->attach.fs_dev, r->mount_dir,
                          NULL };
-  pid_t pid = fork();
-  if (pid == 0) {
-    int devnull = open("/dev/null", O_RDWR);
-    dup2(devnull, 0);
-    dup2(log_fd, 1);
-    dup2(log_fd, 2);
-    execv(argv[0], (char *const *) argv);
-    _exit(127);
-  }
+  /* ntfs-3g keeps none of our descriptors (its daemon outlives this call);
+   * it opens the device and /dev/fuse itself. */
+  struct dism_spawn_opts o = DISM_SPAWN_OPTS_INIT;
+  o.stdout_fd = o.stderr_fd = log_fd;
+  pid_t pid;
+  int rc = dism_spawn(argv, &o, &pid);
   close(log_fd);
-  if (pid < 0) {
-    int e = errno;
-    dism_set_error("fork: %s", strerror(e));
-    return -e;
+  if (rc < 0) {
+    dism_set_error("fork: %s", strerror(-rc));
+    return rc;
   }
+  /* A caller that ignores SIGCHLD leaves no status: status 0, as before. */
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-    ;
+  (void) dism_spawn_wait(pid, &status);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     char tail[1024];
     dism_read_tail(log_path, tail, sizeof tail);

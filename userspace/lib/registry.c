@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "dism-internal.h"
+#include "path-size.h"
 
 const char *
 dism_run_dir(void)
@@ -60,7 +61,7 @@ dism_live_paths(const char *id, struct dism_live *l)
 int
 dism_registry_lock(void)
 {
-  char path[4200];
+  char path[DISM_SUBPATH_MAX];
   /* Both state directories are root's alone (0700): what is inside (the
    * records, the servers' sockets, the lock) needs no further guard. */
   int r = dism_private_dir(dism_run_dir(), true);
@@ -98,7 +99,7 @@ dism_registry_unlock(int fd)
 int
 dism_record_write(const struct dism_record *r)
 {
-  char dir[4200], path[4200];
+  char dir[DISM_SUBPATH_MAX], path[DISM_SUBPATH_MAX];
   snprintf(dir, sizeof dir, "%s/mounts", dism_state_dir());
   int rc = dism_private_dir(dism_state_dir(), true);
   if (rc == 0)
@@ -198,7 +199,7 @@ record_set(struct dism_record *r, const char *key, const char *value)
 int
 dism_record_read(const char *id, struct dism_record *r)
 {
-  char path[4200];
+  char path[DISM_SUBPATH_MAX];
   dism_record_path(id, path, sizeof path);
   return dism_record_read_path(path, id, r);
 }
@@ -241,14 +242,14 @@ dism_record_read_path(const char *path, const char *id, struct dism_record *r)
 int
 dism_record_remove(const char *id)
 {
-  char path[4200];
+  char path[DISM_SUBPATH_MAX];
   dism_record_path(id, path, sizeof path);
   if (unlink(path) < 0 && errno != ENOENT) {
     int e = errno;
     dism_set_error("cannot remove the mount record %s: %s", path, strerror(e));
     return -e;
   }
-  char dir[4200];
+  char dir[DISM_SUBPATH_MAX];
   snprintf(dir, sizeof dir, "%s/mounts", dism_state_dir());
   int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd >= 0) {
@@ -261,7 +262,7 @@ dism_record_remove(const char *id)
 int
 dism_record_list(char (**ids)[37], size_t *count)
 {
-  char dir[4200];
+  char dir[DISM_SUBPATH_MAX];
   snprintf(dir, sizeof dir, "%s/mounts", dism_state_dir());
   *ids = NULL;
   *count = 0;

@@ -12,6 +12,7 @@
 
 #include "disk.h"
 #include "dism-internal.h"
+#include "path-size.h"
 #include "rules.h"
 #include "wim.h"
 
@@ -52,7 +53,7 @@ dism_dir_is_empty(const char *path)
 static bool
 is_fs_root(const char *dir)
 {
-  char parent[4200];
+  char parent[DISM_SUBPATH_MAX];
   struct stat st, pst;
   snprintf(parent, sizeof parent, "%s/..", dir);
   if (stat(dir, &st) < 0 || stat(parent, &pst) < 0)

@@ -1,10 +1,10 @@
 /* server.c - start, find, stop and talk to one mount's dism-nbd-server.
  *
- * The server is started detached (double fork, new session) so it outlives
- * the calling process: mounts are system-wide state.  It runs as the child
- * of dism-supervise (userspace/cli/dism-supervise.c), which starts it again
- * if it dies and reconnects the NBD device to the new one; the
- * supervisor's pid is in supervisor.pid, the server's in server.pid.
+ * The server is started detached (dism_spawn: double fork, new session) so
+ * it outlives the calling process: mounts are system-wide state.  It runs
+ * as the child of dism-supervise (userspace/cli/dism-supervise.c), which
+ * starts it again if it dies and reconnects the NBD device to the new one;
+ * the supervisor's pid is in supervisor.pid, the server's in server.pid.
  * Their stdout and stderr go to server.log in the mount's live directory;
  * the text is quoted when the server fails to come up. */
 #include <errno.h>
@@ -17,13 +17,13 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "dism-internal.h"
+#include "path-size.h"
+#include "spawn.h"
 
 static bool
 is_executable(const char *path)
@@ -37,7 +37,7 @@ is_executable(const char *path)
 static int
 helper_path(const char *name, char *out, size_t cap)
 {
-  char exe[PATH_MAX];
+  char exe[DISM_PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n > 0) {
     exe[n] = '\0';
@@ -117,7 +117,7 @@ server_capabilities(const char *server, struct server_caps *caps)
   const char *const argv[] = { server, "--capabilities", NULL };
   char buf[4096];
   memset(caps, 0, sizeof *caps);
-  if (dism_run_capture(argv, buf, sizeof buf, DISM_KEEP_HEAD) != 0)
+  if (dism_spawn_capture(argv, buf, sizeof buf, DISM_SPAWN_KEEP_HEAD) != 0)
     return;
   char *save = NULL;
   for (char *w = strtok_r(buf, "\n", &save); w; w = strtok_r(NULL, "\n", &save)) {
@@ -265,9 +265,9 @@ server_argv(const struct dism_record *r, const struct dism_live *l, const char *
  * the supervisor finds the device again.  False: no supervisor. */
 static bool
 supervised_argv(const struct dism_record *r, const struct dism_live *l, const char *const argv[],
-                char supervisor[PATH_MAX], char backend_id[64], const char *full[])
+                char supervisor[DISM_PATH_MAX], char backend_id[64], const char *full[])
 {
-  if (!supervisor_path(supervisor, PATH_MAX))
+  if (!supervisor_path(supervisor, DISM_PATH_MAX))
     return false;
   int n = 0;
   snprintf(backend_id, 64, "dism:%s", r->id);
@@ -285,9 +285,11 @@ supervised_argv(const struct dism_record *r, const struct dism_live *l, const ch
   return true;
 }
 
-/* Run argv (the server, or its supervisor) detached, its output appended to
- * the server log.  Double fork: the program is nobody's child here, so it
- * never becomes a zombie of a long-lived caller and survives it.  *pid_out:
+/* Run argv (the server, or its supervisor) detached in a session of its
+ * own, its output appended to the server log.  Detached (double fork): the
+ * program is nobody's child here, so it never becomes a zombie of a
+ * long-lived caller and survives it.  It keeps no descriptor of ours: the
+ * supervisor and the server open what they need themselves.  *pid_out:
  * its pid; server names the server in messages. */
 static int
 spawn_detached(const struct dism_live *l, const char *const argv[], const char *server,
@@ -299,49 +301,21 @@ spawn_detached(const struct dism_live *l, const char *const argv[], const char *
     dism_set_error("cannot create %s: %s", l->server_log, strerror(-rc));
     return rc;
   }
-  int pid_pipe[2];
-  if (pipe2(pid_pipe, O_CLOEXEC) < 0) {
-    int rc = -errno;
-    close(log_fd);
+  struct dism_spawn_opts o = DISM_SPAWN_OPTS_INIT;
+  o.stdout_fd = o.stderr_fd = log_fd;
+  o.new_session = true;
+  o.detach = true;
+  o.exec_fail_prefix = "libdism: cannot execute the server: ";
+  int rc = dism_spawn(argv, &o, pid_out);
+  close(log_fd);
+  if (rc == -EMFILE || rc == -ENFILE) {        /* no descriptor for the pid pipe */
     dism_set_error("pipe: %s", strerror(-rc));
     return rc;
   }
-  /* Only async-signal-safe calls between fork and exec. */
-  pid_t mid = fork();
-  if (mid == 0) {
-    setsid();
-    pid_t srv = fork();
-    if (srv == 0) {
-      int devnull = open("/dev/null", O_RDWR);
-      dup2(devnull, 0);
-      dup2(log_fd, 1);
-      dup2(log_fd, 2);
-      syscall(SYS_close_range, 3U, ~0U, 0U);
-      execv(argv[0], (char *const *) argv);
-      static const char msg[] = "libdism: cannot execute the server\n";
-      ssize_t w = write(2, msg, sizeof msg - 1);
-      (void) w;
-      _exit(127);
-    }
-    ssize_t w = write(pid_pipe[1], &srv, sizeof srv);
-    (void) w;
-    _exit(srv > 0 ? 0 : 1);
-  }
-  close(pid_pipe[1]);
-  close(log_fd);
-  pid_t srv = -1;
-  if (mid > 0) {
-    while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
-      ;
-    if (read(pid_pipe[0], &srv, sizeof srv) != (ssize_t) sizeof srv)
-      srv = -1;
-  }
-  close(pid_pipe[0]);
-  if (srv <= 0) {
+  if (rc < 0) {
     dism_set_error("cannot start %s: fork failed", server);
     return -EAGAIN;
   }
-  *pid_out = srv;
   return 0;
 }
 
@@ -388,7 +362,7 @@ int
 dism_server_start(const struct dism_record *r, const struct dism_live *l, bool fuse,
                   pid_t *pid_out, char *cmd_out, size_t cmd_cap)
 {
-  char server[PATH_MAX];
+  char server[DISM_PATH_MAX];
   int rc = dism_server_path(server, sizeof server);
   if (rc < 0)
     return rc;
@@ -406,7 +380,7 @@ dism_server_start(const struct dism_record *r, const struct dism_live *l, bool f
   for (int i = 0; argv[i] && used < cmd_cap; i++)
     used += (size_t) snprintf(cmd_out + used, cmd_cap - used, "%s%s", i ? " " : "", argv[i]);
 
-  char supervisor[PATH_MAX], backend_id[64];
+  char supervisor[DISM_PATH_MAX], backend_id[64];
   const char *full[sizeof argv / sizeof argv[0] + 8];
   bool supervised = supervised_argv(r, l, argv, supervisor, backend_id, full);
   unlink(l->pidfile);

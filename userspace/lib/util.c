@@ -1,5 +1,5 @@
 /* util.c - wide strings, files written atomically, paths, mount table,
- * helper programs (found and run: common/spawn.c). */
+ * helper programs found (common/spawn.h runs them). */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -12,9 +12,7 @@
 #include <unistd.h>
 
 #include "dism-internal.h"
-#include "guid.h"
 #include "path-size.h"
-#include "spawn.h"
 
 char *
 dism_wide_to_utf8(const wchar_t *w)
@@ -262,17 +260,6 @@ dism_canonical(const char *path, char *out, size_t cap)
   return 0;
 }
 
-int
-dism_new_guid(char out[37])
-{
-  int r = dism_guid_generate_string(out);
-  if (r < 0) {
-    dism_set_error("getrandom failed: %s", strerror(-r));
-    return -EIO;
-  }
-  return 0;
-}
-
 bool
 dism_has_ext(const char *path, const char *ext)
 {
@@ -364,12 +351,4 @@ dism_find_tool(const char *env, const char *const candidates[])
     if (access(candidates[i], X_OK) == 0)
       return candidates[i];
   return NULL;
-}
-
-int
-dism_run_capture(const char *const argv[], char *out, size_t cap,
-                 enum dism_capture_keep keep)
-{
-  return dism_spawn_capture(argv, out, cap, keep == DISM_KEEP_HEAD ? DISM_SPAWN_KEEP_HEAD
-                                                                   : DISM_SPAWN_KEEP_TAIL);
 }

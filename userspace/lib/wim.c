@@ -12,6 +12,7 @@
 #include <wimlib.h>
 
 #include "dism-internal.h"
+#include "spawn.h"
 #include "wim.h"
 
 #define GIB (1024ULL * 1024 * 1024)
@@ -318,7 +319,7 @@ make_volume(const char *volume, uint64_t size, const char *wim)
   /* -F: a file, not a block device; -Q: no zeroing (the file is sparse). */
   const char *argv[] = { mkntfs, "-F", "-Q", "-q", volume, NULL };
   char output[1024];
-  rc = dism_run_capture(argv, output, sizeof output, DISM_KEEP_TAIL);
+  rc = dism_spawn_capture(argv, output, sizeof output, DISM_SPAWN_KEEP_TAIL);
   if (rc != 0) {
     unlink(volume);
     dism_set_error("mkntfs could not format the volume file %s for %s (exit %d): %s", volume,
