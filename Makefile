@@ -300,14 +300,14 @@ $(BUILD)/tests/%: tests/drivers/%.c $(SERVER_LIB) $(ENGINE_LIB) $(COMMON_LIB)
 	$(CC) $(CPPFLAGS) -Inbd-server/server $(CFLAGS) $(NBD_CFLAGS) -o $@ $< $(SERVER_LIB) $(ENGINE_LIB) $(COMMON_LIB) $(LDFLAGS) $(NBD_LIBS) $(GNUTLS_LIBS) $(LIBS)
 
 # common/'s unit tests (TAP; tests/t/01-unit.t runs them): common/ alone.
-$(BUILD)/tests/unit/%: tests/unit/%.c $(COMMON_LIB)
+$(UNIT_BINS): $(BUILD)/tests/unit/%: tests/unit/%.c $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(COMMON_LIB) $(LDFLAGS)
 
 # The test drivers were in tests/unit/ before: a build directory made then
 # has dependency files naming tests/unit/<driver>.c.  Such a name needs no
 # rule (the driver is rebuilt from tests/drivers/ and its .d rewritten).
-tests/unit/%.c: ;
+$(patsubst tests/drivers/%,tests/unit/%,$(DRIVER_SRC)): ;
 
 # libFuzzer targets: clang, ASan+UBSan, the engine/server sources rebuilt
 # with coverage instrumentation.

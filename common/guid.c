@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "guid.h"
+#include "hex.h"
 
 void
 dism_guid_to_string(const struct dism_guid *g, char out[DISM_GUID_STRLEN])
@@ -40,15 +41,6 @@ dism_guid_equal(const struct dism_guid *a, const struct dism_guid *b)
   return memcmp(a, b, sizeof *a) == 0;
 }
 
-static int
-hexval(int c)
-{
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 int
 dism_guid_parse(const char *s, struct dism_guid *g)
 {
@@ -66,8 +58,8 @@ dism_guid_parse(const char *s, struct dism_guid *g)
         return -EINVAL;
       continue;
     }
-    int hi = hexval(s[0]), lo;
-    if (hi < 0 || (lo = hexval(s[1])) < 0)
+    int hi = dism_hex_digit(s[0]), lo;
+    if (hi < 0 || (lo = dism_hex_digit(s[1])) < 0)
       return -EINVAL;
     be[n++] = (uint8_t) (hi << 4 | lo);
     s++;

@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "path-size.h"
+
 struct disk;
 struct disk_extents;
 
@@ -47,7 +49,7 @@ struct disk_info {
   uint64_t allocated_bytes;  /* virtual bytes whose data lives in this file */
   uint64_t file_size;        /* size of the image file itself */
   char unique_id[40];        /* image GUID as text, "" if none */
-  char parent_hint[4096];    /* parent path as recorded in the image, "" if none */
+  char parent_hint[DISM_PATH_MAX]; /* parent path as recorded in the image, "" if none */
   char creator[64];          /* creator application / string, "" if none */
   char notes[512];           /* format-specific remarks (e.g. VHD CHS size) */
 };

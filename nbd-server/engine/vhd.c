@@ -28,6 +28,8 @@
 #include <unistd.h>
 
 #include "byteorder.h"
+#include "hex.h"
+#include "path-size.h"
 #include "disk.h"
 #include "formats.h"
 #include "guid.h"
@@ -102,7 +104,7 @@ struct vhd {
   uint32_t nslots;
   bool locks_ready;
 
-  char parent_hint[4096];
+  char parent_hint[DISM_PATH_MAX];
   char notes[512];
 };
 
@@ -1076,15 +1078,6 @@ try_parent(struct disk *d, int fd, const struct disk_open_opts *opts,
   return 0;
 }
 
-static int
-hexdigit(char c)
-{
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 /* MacX locators hold a file URL: "file://localhost/dir/parent.vhd". */
 static void
 macx_path(const char *url, char *out, size_t outsize)
@@ -1098,8 +1091,8 @@ macx_path(const char *url, char *out, size_t outsize)
       p = strchr(p, '/') ? strchr(p, '/') : p + strlen(p);
   }
   while (*p && o + 1 < outsize) {
-    int hi = p[0] == '%' && p[1] ? hexdigit(p[1]) : -1;
-    int lo = hi >= 0 && p[2] ? hexdigit(p[2]) : -1;
+    int hi = p[0] == '%' && p[1] ? dism_hex_digit(p[1]) : -1;
+    int lo = hi >= 0 && p[2] ? dism_hex_digit(p[2]) : -1;
     if (lo >= 0) {
       out[o++] = (char) (hi << 4 | lo);
       p += 3;
@@ -1127,8 +1120,8 @@ open_parent(struct disk *d, struct vhd *v, int fd, uint64_t file_size,
 
   s = calloc(1, sizeof *s);
   raw = malloc(MAX_LOCATOR + 2);
-  rec = malloc(4096);
-  cand = malloc(4096);
+  rec = malloc(DISM_PATH_MAX);
+  cand = malloc(DISM_PATH_MAX);
   if (!s || !raw || !rec || !cand) {
     r = -ENOMEM;
     goto out;
@@ -1150,9 +1143,9 @@ open_parent(struct disk *d, struct vhd *v, int fd, uint64_t file_size,
         goto out;
       raw[len] = raw[len + 1] = 0;
       if (order[o].code == LOC_W2RU || order[o].code == LOC_W2KU)
-        r = dism_utf16le_to_utf8(raw, len / 2, rec, 4096);
+        r = dism_utf16le_to_utf8(raw, len / 2, rec, DISM_PATH_MAX);
       else
-        r = snprintf(rec, 4096, "%s", raw) >= 4096 ? -ENAMETOOLONG : 0;
+        r = snprintf(rec, DISM_PATH_MAX, "%s", raw) >= DISM_PATH_MAX ? -ENAMETOOLONG : 0;
       if (r < 0 || !rec[0]) {
         note_tried(s, order[o].tag, "(undecodable)");
         continue;
@@ -1163,7 +1156,7 @@ open_parent(struct disk *d, struct vhd *v, int fd, uint64_t file_size,
           r = -ENOMEM;
           goto out;
         }
-        macx_path(url, rec, 4096);
+        macx_path(url, rec, DISM_PATH_MAX);
         free(url);
         /* The absolute path as is, then its name beside the child. */
         if (rec[0] == '/') {
@@ -1174,7 +1167,7 @@ open_parent(struct disk *d, struct vhd *v, int fd, uint64_t file_size,
       }
       bool abs = order[o].code == LOC_W2KU || order[o].code == LOC_WI2K ||
                  order[o].code == LOC_MACX;
-      if (dism_resolve_parent_path(d->path, rec, abs, cand, 4096) < 0)
+      if (dism_resolve_parent_path(d->path, rec, abs, cand, DISM_PATH_MAX) < 0)
         continue;
       r = try_parent(d, fd, opts, uid, order[o].tag, rec, cand, s, v, out);
       if (r <= 0)
@@ -1182,8 +1175,8 @@ open_parent(struct disk *d, struct vhd *v, int fd, uint64_t file_size,
     }
   }
   /* Last resort: the parent's unicode name, beside the child. */
-  if (dism_utf16be_to_utf8(hdr + H_PARENT_NAME, 256, rec, 4096) > 0 &&
-      dism_resolve_parent_path(d->path, rec, false, cand, 4096) == 0) {
+  if (dism_utf16be_to_utf8(hdr + H_PARENT_NAME, 256, rec, DISM_PATH_MAX) > 0 &&
+      dism_resolve_parent_path(d->path, rec, false, cand, DISM_PATH_MAX) == 0) {
     r = try_parent(d, fd, opts, uid, "name", rec, cand, s, v, out);
     if (r <= 0)
       goto out;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "byteorder.h"
+#include "path-size.h"
 #include "crc32c.h"
 #include "formats.h"
 #include "utf16.h"
@@ -392,7 +393,7 @@ parse_locator(struct vhdx *v, const uint8_t *p, uint32_t len)
     const uint8_t *e = p + PL_ENTRIES + PL_ENTRY_SIZE * (size_t) i;
     uint32_t ko = get_le32(e + PLE_KEY_OFFSET), vo = get_le32(e + PLE_VALUE_OFFSET);
     uint16_t kl = get_le16(e + PLE_KEY_LENGTH), vl = get_le16(e + PLE_VALUE_LENGTH);
-    char key[64], val[4096];
+    char key[64], val[DISM_PATH_MAX];  /* a locator value is a path */
     char **slot = NULL;
 
     if (ko > len || kl > len - ko || vo > len || vl > len - vo || kl % 2 || vl % 2 ||
@@ -746,7 +747,7 @@ static int
 open_parent(struct disk *d, struct vhdx *v, const struct disk_open_opts *opts)
 {
   const char *rec[3] = { v->loc_relative, v->loc_abswin32, v->loc_volume };
-  char cand[3][4096], tried[2560] = "", why[320];
+  char cand[3][DISM_PATH_MAX], tried[2560] = "", why[320];
   size_t tl = 0;
   int r = -ENOENT;
 

@@ -4,6 +4,14 @@
 # here as "NAME: what", then their plan and exit status are checked.
 source "$(dirname "$0")/../lib/tap.sh"
 
+# Every header of common/ has its unit test, but those that hold only
+# constants and struct layouts (checked by their own _Static_asserts).
+for h in "$ROOT"/common/*.h; do
+  name=$(basename "$h" .h)
+  case $name in nbd-protocol|path-size) continue ;; esac
+  check "common/$name.h has a unit test (tests/unit/test-$name.c)" test -e "$ROOT/tests/unit/test-$name.c"
+done
+
 for src in "$ROOT"/tests/unit/test-*.c; do
   name=$(basename "$src" .c); name=${name#test-}
   [ -e "$ROOT/common/$name.h" ] || continue
