@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # dism: DismMountImage for Linux.  GNU make + pkg-config.
 #
 #   make                build everything into build/ (SANITIZE=1: ASan+UBSan into build-san/)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* byteorder.h - little- and big-endian integers at any (unaligned) address.
  *
  * On-disk formats (VHD, VHDX, MBR/GPT, NTFS) and the NBD wire store fixed

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* crc32c.c - CRC-32C: slicing-by-8 in software, the SSE4.2 instruction
  * where the CPU has it. */
 #include <string.h>

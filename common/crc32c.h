@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* crc32c.h - CRC-32C (Castagnoli), as VHDX and the overlay use it. */
 #ifndef DISM_COMMON_CRC32C_H
 #define DISM_COMMON_CRC32C_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* guid.c - GUIDs in the Microsoft mixed-endian layout. */
 #include <errno.h>
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* guid.h - GUIDs: text form, comparison, parsing, random generation. */
 #ifndef DISM_COMMON_GUID_H
 #define DISM_COMMON_GUID_H

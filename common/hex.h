@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* hex.h - one hexadecimal digit's value (GUID text, %XX escapes in
  * locator URLs). */
 #ifndef DISM_COMMON_HEX_H

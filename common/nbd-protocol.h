@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* nbd-protocol.h - the NBD wire format, written from the protocol
  * specification (doc/proto.md, incl. the extended-headers extension).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* path-size.h - the sizes of the path buffers, named once.
  *
  * DISM_PATH_MAX holds any path the kernel accepts (PATH_MAX, 4096 with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* spawn.c - fork/exec with the descriptors given and no others. */
 #include <errno.h>
 #include <fcntl.h>

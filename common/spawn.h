@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* spawn.h - running a child process: the one way the project does it.
  *
  * The child gets the three descriptors it is given as stdin/stdout/stderr

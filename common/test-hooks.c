@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* test-hooks.c - the DISM_TEST_* environment variables (test-hooks.h). */
 #include <errno.h>
 #include <pthread.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* test-hooks.h - the test suite's hooks into the programs: the DISM_TEST_*
  * environment variables, all read here, once per process, and announced:
  * each one set makes the process write one warning line to stderr, so a

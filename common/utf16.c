@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* utf16.c - UTF-16 to and from UTF-8, surrogate pairs checked. */
 #include <errno.h>
 #include <stdbool.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* utf16.h - UTF-16 (on-disk names, Windows strings) to and from UTF-8. */
 #ifndef DISM_COMMON_UTF16_H
 #define DISM_COMMON_UTF16_H

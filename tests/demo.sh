@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # The README's first command: make a sample Windows-style VHDX (MBR, one
 # NTFS partition holding \Windows and a few files), mount it with
 # `dism /Mount-Image`, list it, write a file, unmount with /Commit, show the

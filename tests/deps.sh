@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Install every Debian package the build, tests and benchmarks need.
 # Idempotent: when everything is present it changes nothing (apt-get update is
 # still run first, as CI on a brand-new machine needs current lists).

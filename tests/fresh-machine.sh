@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # fresh-machine.sh: run the README's first command, as a new user types it,
 # on a machine where the project's Debian packages are not installed yet.
 #

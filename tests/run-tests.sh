@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Runs the whole suite with prove (TAP), twice:
 #   1. on $BUILD (default build/), the optimised binaries;
 #   2. on $SAN_BUILD (default build-san/), every binary built with

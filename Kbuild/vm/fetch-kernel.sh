@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # fetch-kernel.sh - obtain Debian's linux-image-amd64 kernel for the VM tests
 # WITHOUT installing it on the host.
 #

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # shellcheck shell=sh
 # /usr/share/dism-vm/tap.sh - TAP helpers for guest test scripts (busybox sh).
 # Guest scripts print unnumbered TAP lines ("ok - what", "not ok - what",

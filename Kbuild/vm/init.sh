@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # /init of the VM-test initramfs (installed by Kbuild/vm/mkinitramfs.sh).
 # Mounts the API filesystems, loads the modules (options from /etc/modopts),
 # brings up lo, runs /test/run.sh with its output framed by markers on the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # mkinitramfs.sh - build the busybox initramfs for the VM tests.
 #
 #   Kbuild/vm/mkinitramfs.sh -o OUT.cpio.gz [--file HOSTPATH:GUESTPATH ...]

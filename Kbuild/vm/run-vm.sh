@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # run-vm.sh - run a test script inside Debian's kernel under qemu (TCG).
 #
 #   Kbuild/vm/run-vm.sh [--mem MiB] [--timeout SECS] [--file HOSTPATH:GUESTPATH ...]

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* disk.c - the generic layer over disk backends: open/probe, fallbacks,
  * extents lists, errors and parent-chain handling. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* disk.h - the virtual-disk backend interface.
  *
  * A disk is a virtual block device of a fixed size backed by an image file

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* formats.h - the format backends (engine-internal): one table entry per
  * format, exported by its file (raw.c, vhd.c, vhdx.c).  disk.c chooses
  * from the table (disk_open: by name, or by probing in table order). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* overlay.c - a copy-on-write layer over any disk.
  *
  * On-disk format (all integers little-endian; see docs/architecture.md,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* overlay.h - a copy-on-write layer over any disk.
  *
  * Writes, trims and zeroes go to a sparse overlay file with its own

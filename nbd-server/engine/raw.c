@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* raw.c - a raw image file (or block device) as a disk. */
 #include <errno.h>
 #include <fcntl.h>

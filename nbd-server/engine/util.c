@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* util.c - engine helpers that are not byte-level (those are in common/). */
 #include <errno.h>
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* util.h - engine helpers that are not byte-level: byte order, CRC-32C,
  * GUIDs and UTF-16 are in common/ (byteorder.h, crc32c.h, guid.h, utf16.h). */
 #ifndef DISM_UTIL_H

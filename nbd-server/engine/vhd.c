@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* vhd.c - Microsoft VHD images (Virtual PC, Virtual Server, Hyper-V):
  * fixed, dynamic and differencing.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* vhdx-log.c - the VHDX metadata log (MS-VHDX 2.3): finding and replaying
  * the active sequence (in memory for read-only opens, to the file for
  * read-write ones) and writing our own entries for BAT/bitmap updates. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* vhdx.c - Hyper-V VHDX images (MS-VHDX 1.0): fixed, dynamic and
  * differencing, 512 and 4096-byte logical sectors, log replay (in memory for
  * read-only opens), and writes whose metadata changes go through the log.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* vhdx.h - private state shared by vhdx.c and vhdx-log.c (MS-VHDX). */
 #ifndef DISM_VHDX_H
 #define DISM_VHDX_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* bufpool.c - reusable buffers for request payloads and read replies.
  *
  * Without it every READ/WRITE of 128 KiB or more would be a fresh mmap,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* bufpool.h - reusable I/O buffers (see bufpool.c). */
 #ifndef DISM_BUFPOOL_H
 #define DISM_BUFPOOL_H

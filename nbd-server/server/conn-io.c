@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* conn-io.c - I/O for one connection: buffered exact reads (many small
  * request headers per recv) and whole-message sends, through the
  * connection's transport (c->io): the plain socket here (recv, sendmsg),

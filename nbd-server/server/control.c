@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* control.c - the server's control socket: what libdism asks a running
  * server to do besides serving blocks.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* control.h - the server's control socket (STATUS, FLUSH, COMMIT,
  * SHUTDOWN); the protocol is described in control.c and docs/nbd-server.md. */
 #ifndef DISM_CONTROL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* fuse-export.c - the virtual disk as one regular file through FUSE.
  *
  * The fallback where nbd.ko is absent: the server mounts a FUSE file system

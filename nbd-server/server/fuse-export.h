@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* fuse-export.h - expose a disk as one regular file through FUSE (the
  * loop-device fallback where nbd.ko is absent). */
 #ifndef DISM_FUSE_EXPORT_H

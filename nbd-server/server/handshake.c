@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* handshake.c - fixed newstyle negotiation, up to NBD_OPT_GO or
  * NBD_OPT_EXPORT_NAME. */
 #include <endian.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* listen.c - listening sockets: a Unix socket (mode 0600) and TCP. */
 #include <errno.h>
 #include <fcntl.h>

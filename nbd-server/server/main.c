@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* main.c - dism-nbd-server: serve one disk image over NBD.
  *
  * The only part of the server that talks to the user: it parses the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* nbd-server.h - the NBD server library (libnbdserver.a).
  *
  * One struct nbd_server serves one export (a struct disk) to any number of

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* sandbox.c - what dism-nbd-server gives up once it is set up.
  *
  * Once the image, its parents, the overlay, the listening sockets and the

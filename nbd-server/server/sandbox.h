@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* sandbox.h - what dism-nbd-server gives up once it is set up (no new
  * privileges, no capabilities, optionally another user, a Landlock ruleset
  * and a seccomp filter).  Used by main.c only; linked into the server

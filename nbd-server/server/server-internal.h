@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* server-internal.h - shared between the server library's files. */
 #ifndef DISM_SERVER_INTERNAL_H
 #define DISM_SERVER_INTERNAL_H

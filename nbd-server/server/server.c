@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* server.c - the server object: worker pool, payload budget, connection
  * registry, and the entry points that serve a socket. */
 #include <errno.h>

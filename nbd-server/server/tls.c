@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* tls.c - TLS for NBD connections (NBD_OPT_STARTTLS), with GnuTLS.
  *
  * The credentials (an X.509 certificate, key and CA, or a table of

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* transmission.c - the transmission phase: the receive loop (one per
  * connection) that validates requests and queues them, and the request
  * handlers the workers run, each ending in exactly one reply. */

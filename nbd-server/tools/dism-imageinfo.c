@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* dism-imageinfo - print the facts of a VHD, VHDX or raw image: format and
  * subtype, virtual size, sector sizes, block size, allocated bytes and the
  * whole parent chain.  It never writes to the image (opened read-only; a

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # make bench: our server beside qemu-nbd (same VHDX) and nbdkit's file plugin
 # (the equivalent raw file), in one run on one machine.
 #   - sequential read of the whole 2 GiB disk with nbdcopy, 4 connections

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # make bench (second half): the mount path beside qemu doing the same by hand.
 #   image: 4 GiB dynamic VHDX, MBR + one NTFS partition holding 1 GiB of files
 #   ours:  dism /Mount-Image (server + FUSE file + loop + ntfs-3g on this

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # make bench (third part): WIM images — dism beside wimlib's own ways in.
 #   image: /usr/share captured with LZX (WIM_BENCH_SRC= to use another tree);
 #          the capture itself is timed: "a full wimlib capture"

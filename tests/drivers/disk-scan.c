@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* disk-scan - open an image read-only through the engine and read it, for
  * the malformed-image suite (tests/t/46-malformed.t, tests/lib/malformed.py).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* disk-tool - drive the disk engine directly from tests, without the server.
  *
  *   disk-tool [-r] [-B] [-O OVERLAY|-N OVERLAY] IMAGE cat            raw bytes to stdout

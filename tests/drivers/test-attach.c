@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* test-attach - drive libdism's attach layer from test scripts.
  *
  *   test-attach table IMAGE            partition table + choice, no device

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* test-dismapi.c - DISM's C API as Windows sample code would use it: L"..."
  * literals, a progress callback, a cancel event.  Prints "ok - ..." /
  * "not ok - ..." lines that tests/t/71-dismapi.t turns into TAP.

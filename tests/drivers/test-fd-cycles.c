@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* test-fd-cycles.c - a long-lived libdism process mounts and unmounts
  * images many times; nothing it holds may grow.  Prints "ok - ..." /
  * "not ok - ..." lines that tests/t/58-fd-cycles.t turns into TAP.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* test-overlay-threads - concurrent sub-granule writes to an overlay.
  *
  *   test-overlay-threads DIR

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* test-vhd-threads - concurrent writes and reads on one disk (written for
  * the VHD backend, works on any writable image).
  *

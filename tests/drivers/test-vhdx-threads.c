@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* test-vhdx-threads - concurrent writes and reads on one VHDX disk.
  *
  *   test-vhdx-threads IMAGE     (a fresh dynamic or differencing VHDX)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* tls-client.c - a small GnuTLS NBD client for tests/t/48-nbd-tls.t: what
  * libnbd and qemu never do (TLS 1.2 only, a client-initiated
  * renegotiation).  PSK only.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* wim-capture.c - commit an NTFS volume file into a WIM the way a dism
  * commit does (dism_wim_capture), without a mount around it: the WIM crash
  * test (tests/t/57-wim-commit-crash.t) runs it under tests/shim/crash-shim.so

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* fuzz-cli - libFuzzer target for the dism command's argument parser
  * (userspace/cli/args.c, dism_cli_parse).
  *

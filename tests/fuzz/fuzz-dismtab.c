@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* fuzz-dismtab - libFuzzer target for the dismtab(5) parser
  * (userspace/lib/dismtab.c, dismtab_parse_buffer).
  *

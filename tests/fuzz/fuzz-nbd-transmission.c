@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* fuzz-nbd-transmission - libFuzzer target for the NBD server's
  * transmission phase entered directly, as on the kernel attach path
  * (nbd_server_serve_fd_transmission: the handshake was done elsewhere;

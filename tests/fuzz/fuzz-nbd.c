@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* fuzz-nbd.c - libFuzzer target for the NBD server: the input is what a
  * client sends (handshake, options, requests, payloads), fed through a
  * socketpair to nbd_server_serve_fd over an in-memory raw disk.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* fuzz-overlay-map - libFuzzer target for reopening an overlay file.
  *
  * Input: one mode byte, then the overlay file.  The file goes into a memfd

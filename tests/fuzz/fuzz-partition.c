@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* fuzz-partition - libFuzzer target for libdism's partition-table parser
  * (userspace/lib/partition.c): MBR with the logical chain, GPT primary and
  * backup with both CRCs, the NTFS boot-sector check.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* fuzz-serve.h - shared by the NBD fuzzers (fuzz-nbd, fuzz-nbd-transmission):
  * one input is written as a client's byte stream into a socketpair while a
  * second thread drains whatever the server answers, and the server serves

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* fuzz-vhd - libFuzzer target for the VHD backend.
  *
  * Input: byte 0 holds flags (bit 0: allow bad checksums, bit 1: open

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* fuzz-vhdx - libFuzzer target for the VHDX reader, log replay and writer.
  *
  * A valid VHDX is at least ~4 MiB (regions are 1 MiB aligned) but mostly

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """make-nbd-corpus.py - write the seed corpora for fuzz-nbd (the bytes a
 client sends in a few valid sessions) and, with a second directory, for
 fuzz-nbd-transmission (requests only, after a mode byte that picks the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # A fuzzing campaign: every libFuzzer target (ASan+UBSan) for N seconds over
 # a fresh copy of its seed corpus (new inputs never land in git), then a
 # report of each target's executions, exec/s, coverage (libFuzzer's cov:

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # add-spdx.sh: insert the SPDX-License-Identifier line the licence map
 # (tests/lib/spdx.sh, docs/licensing.md) gives each source file that has
 # none.  Run once from the tree (the lead, after merging); idempotent.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # check-spdx.sh: list the source files lacking an SPDX-License-Identifier
 # line in their first five lines, or naming another licence than the map
 # in tests/lib/spdx.sh (docs/licensing.md) gives them.  Exit 1 if any.

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """commit-crash-ops.py FILE: the disk-tool script of 55-commit-crash.t (seeded):
 writes, zeroes and trims spread over a 64 MiB disk, then a flush."""
 import random, sys

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """commit-race.py URI MODEL CTLSOCK CTL: random writes through NBD while three
 COMMITs run on the control socket (CTL is ctl.py); the disk as the client
 sees it goes to MODEL; exit 0 when every COMMIT succeeded."""

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """ctl.py SOCKET COMMAND: send one command to dism-nbd-server's control
 socket, print every answer line, exit 0 on a final OK, 1 on ERR."""
 import socket, sys

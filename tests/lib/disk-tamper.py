@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """disk-tamper.py HOW IMAGE - damage a partition table on purpose (in place),
 keeping every other check valid so the one fault is what the parser meets.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # dism-img.sh - test images for the dism tests (sourced after tap.sh).
 #
 # make_windows_disk RAW [MiB]: an MBR disk whose one NTFS partition (from

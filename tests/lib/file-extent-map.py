@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """file-extent-map.py IMG: the file's data and holes (SEEK_DATA/SEEK_HOLE) as
 "OFFSET LENGTH TYPE" lines, TYPE 0 for data and 3 for a hole, as nbdinfo
 --map prints them."""

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """granules-old-or-new.py OVL OLD NEW: exit 0 when every 4 KiB granule of OVL
 equals OLD's or NEW's (the files the same size), else say which."""
 import sys

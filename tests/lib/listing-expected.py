@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """listing-expected.py TSV IMAGE: that image's lines of the corpus listing
 TSV, sorted as tree-listing.py sorts."""
 import sys

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """live-read-64.py SOCK: read back what live-write-64.py wrote; print "all
 there" or the first bad writes."""
 import sys, nbdclient

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """live-write-64.py SOCK: 64 writes of 40960 bytes (2.5 MiB, byte i+1 in the
 i-th) and no FLUSH; print "written" when all are acknowledged."""
 import sys, nbdclient

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """malformed.py - a deterministic suite of malformed VHD, VHDX and WIM images,
 made from the real images of the shared corpus, and its runner.
 

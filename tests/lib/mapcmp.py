@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Compare allocation maps: nbdinfo --map --json (ours, over NBD) against
 qemu-img map --output=json (an independent reader of the same image).
 Both are reduced to merged runs of 'allocated' (data present in the image

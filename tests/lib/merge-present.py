@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """merge-present.py DIR RANGES: write DIR/merged.raw, DIR/base.raw with the
 RANGES (OFF:LEN,..., K and M suffixes) of DIR/c.raw widened to 512-byte
 sectors: what a differencing VHDX with those sectors present reads as."""

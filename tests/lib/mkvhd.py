@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """mkvhd.py - VHD helpers for the tests (qemu-img cannot make differencing VHDs).
 
   mkvhd.py diff CHILD PARENT [--locators W2ru,W2ku,Wi2r,Wi2k] [--name NAME]

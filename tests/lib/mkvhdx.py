@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """mkvhdx.py - write small, valid VHDX files for tests (MS-VHDX 1.0).
 
 qemu-img cannot make 4Kn or differencing VHDX, and malformed-image tests need

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # mkwinimg.sh KIND OUT - build a small raw disk laid out like a Windows disk,
 # for the attach tests (needs root for the ntfs-3g mounts that fill NTFS).
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """nbd-abuse.py - misbehaving NBD clients against running dism-nbd-servers.
 
 Each scenario is one scripted client that breaks the protocol (or the

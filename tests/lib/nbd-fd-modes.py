@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """nbd-fd-modes.py SERVER IMG LIBDIR: the server on one end of a socketpair,
 with --fd (libnbd does the handshake) and with --fd-transmission (handshake
 done elsewhere, simple replies only); prints fd-ok when both serve IMG and

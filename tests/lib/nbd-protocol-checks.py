@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """nbd-protocol-checks.py - protocol conformance checks against a running
 dism-nbd-server, with the raw-socket client (nbdclient.py).
 

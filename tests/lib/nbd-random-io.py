@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """nbd-random-io.py - random writes, trims, zeroes, reads and flushes over
 several libnbd connections at once (aio, many requests in flight) against an
 in-memory model of the disk.

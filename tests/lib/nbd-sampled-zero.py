@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """nbd-sampled-zero.py URI: 97 reads of 64 KiB spread over the export; print
 "zero" when all are zeroes, else "nonzero"."""
 import nbd, sys

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """nbd-sigterm-client.py URI PID: connect, write, send SIGTERM to the server
 PID; print "closed" when the connection then ends, else "still served
 after SIGTERM"."""

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """nbd-socket-activation.py SERVER IMG PATH: a listening Unix socket at PATH
 passed as fd 3 (LISTEN_PID/LISTEN_FDS) to SERVER --socket-activation
 --oneshot; prints sa-ok when it serves IMG and exits 0."""

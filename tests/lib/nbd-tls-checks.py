@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """nbd-tls-checks.py - STARTTLS at the byte level, for tests/t/48-nbd-tls.t.
 
 A raw NBD client (nbdclient.py) that wraps its socket in Python's ssl module

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """nbdclient.py - a small raw-socket NBD client for protocol tests.
 
 It sends exactly what it is told (including things libnbd refuses to send:

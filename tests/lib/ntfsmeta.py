@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """ntfsmeta.py - build NTFS metadata blobs for ntfs-3g's system.* xattrs, and
 dump a tree's metadata as ntfs-3g shows it (tests/t/78-dism-wim-metadata.t).
 

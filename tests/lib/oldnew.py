@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """oldnew.py OLD NEW GOT [GRANULE]: every GRANULE-sized block (default 4096)
 of GOT equals the same block of OLD or of NEW.  Prints counts; exit 1 with
 the first offending offset otherwise."""

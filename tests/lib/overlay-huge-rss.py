@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """overlay-huge-rss.py DISKTOOL OVL IMG SCRIPT: disk-tool runs SCRIPT into a
 new overlay OVL of IMG, then maps it; print the larger peak RSS (KiB)."""
 import os, subprocess, sys

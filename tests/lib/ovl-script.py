@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """ovl-script.py SEED SIZE NOPS FLUSHES KILL - a random disk-tool script for
 the overlay tests (tests/t/50-overlay.t, 51-overlay-live.t): NOPS writes
 (any byte offset, 1 byte .. 3 granules+; some granule-aligned, like most

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # privileges.sh - what tests/t/47-privileges-*.t share (sourced after tap.sh
 # and dism-img.sh): an unprivileged account for the whole test (removed at
 # the end), the server started with a pidfile, /proc status fields.

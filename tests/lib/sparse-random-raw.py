@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """sparse-random-raw.py FILE: a sparse raw disk of 72 MiB + 3 sectors (not a
 multiple of any block size) with seeded random data scattered over it and
 in its last block."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # spdx.sh - the licence map of docs/licensing.md, sourced by check-spdx.sh
 # and add-spdx.sh (one place for which file carries which licence and how
 # its comment is written).

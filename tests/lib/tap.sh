@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # tap.sh - helpers for the suite's TAP test scripts (sourced by tests/t/*.t).
 #
 # Conventions: every test script prints TAP ("ok N - what", "not ok N - what")

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # tls-nbdsh-writes.py: an nbdsh script (nbdsh -c - < this file), with
 # TLS_CLIENT_PKI (the client's X.509 directory) and TLS_PORT in the
 # environment: two writes over TLS on one connection, read back on a new one

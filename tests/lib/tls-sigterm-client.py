@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """tls-sigterm-client.py PKIDIR PORT PID: a TLS (X.509) client on
 127.0.0.1:PORT reads, sends SIGTERM to the server PID; print "closed" when
 the connection then ends, else "still served"."""

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """tls-writes-landed.py VHDX RAW SRC: convert VHDX to RAW with qemu-img and
 print "same" when it is SRC with 48-nbd-tls.t's two TLS writes, else
 "differs"."""

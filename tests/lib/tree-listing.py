@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """tree-listing.py DIR IMAGE: the tree as the corpus WIM listings write it
 (image, type, path, size, sha256 of the unnamed stream), sorted by path."""
 import hashlib, os, sys

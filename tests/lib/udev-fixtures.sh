@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # udev-fixtures.sh - synthetic sysfs devices and registry records for the
 # udev tests (tests/t/86-udev-*.t); sourced after tap.sh.
 ID=0b7e2a4c-1d2e-4f3a-8b4c-5d6e7f809a1b ID2=7f3e0c1a-9b8d-4c6e-a5f4-0e1d2c3b4a59

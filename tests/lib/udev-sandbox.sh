@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # udev-sandbox.sh RULES_DIR [--sys-block DIR] [--run DIR] -- CMD...
 #
 # Run CMD (e.g. `udevadm test --action=change /sys/class/block/loop3`) in a

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """unit-cmd.py UNITFILE KEY: run the unit's KEY= command as systemd would
 (its quoting, "%%" and "$$", a leading "-"); exit with the command's status,
 99 when the unit has not exactly one KEY= line."""

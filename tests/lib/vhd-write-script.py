@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """vhd-write-script.py FILE SEED SIZE COUNT MAXLEN ALIGN [ZEROES]: write to
 FILE a random disk-tool script for 20-vhd.t: COUNT writes (every fifth a
 zero with ZEROES) of up to MAXLEN bytes aligned to ALIGN, a flush every

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """vhdi-sha256.py IMG [PARENT]: sha256 of the whole disk as libvhdi (pyvhdi)
 reads it, PARENT opened as IMG's parent."""
 import hashlib, sys, pyvhdi

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """vhdx-write-script.py SIZE SEED BS: print a random disk-tool script for
 30-vhdx.t: writes, zeroes, trims of whole BS blocks and flushes inside SIZE,
 then whole-block zero/trim that change the BAT states."""

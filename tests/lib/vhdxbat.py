@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """vhdxbat.py IMAGE: an independent reading of a VHDX's BAT (MS-VHDX 2.5),
 printed as allocation runs in qemu-img map's JSON shape
 [{"start":..,"length":..,"data":bool}], data = payload block FULLY_PRESENT

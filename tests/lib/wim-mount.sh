@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # wim-mount.sh - what tests/t/77-dism-wim-*.t share (sourced after tap.sh and
 # dism-img.sh): the corpus WIMs, mount folders, listings to compare trees.
 need_cmd wimlib-imagex wiminfo unzip sha256sum

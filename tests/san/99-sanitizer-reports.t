@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # The sanitizer pass's last file (tests/run-tests.sh): every process of the
 # pass (dism, libdism's helpers, the servers, the unit tests) wrote its
 # ASan/UBSan/LSan reports, leaks included, under DISM_SANITIZER_REPORTS.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* crash-shim.c - an LD_PRELOAD fault injector for the crash tests.
  *
  *   CRASH_SHIM_PATH=FILE     the file whose writes are counted

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # The unit tests of common/ (the shared layer): tests/unit/test-NAME.c for
 # common/NAME.h, each a C program printing TAP.  Their lines are relayed
 # here as "NAME: what", then their plan and exit status are checked.

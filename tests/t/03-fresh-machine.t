@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # The README's first command on a fresh machine: `sudo make deps demo`, typed
 # by root as a minimal Debian has no sudo, in a copy of the project tree, in
 # a chroot of this machine's root under an overlay where the build's -dev

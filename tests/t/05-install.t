@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # make install / uninstall honour PREFIX and DESTDIR, and the installed
 # binaries run from wherever they were installed.
 source "$(dirname "$0")/../lib/tap.sh"

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # libdism's symbols: the shared library exports exactly the functions
 # DismApi.h declares, and the static one defines no global symbol outside
 # Dism* (the API) and dism_* (internal, for the programs and tests that link

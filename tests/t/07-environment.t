@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Every environment variable the programs read is documented in an
 # ENVIRONMENT section of the man pages (dism(8), dism-nbd-server(8)), and
 # every option of dism-nbd-server --help in its man page and in

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # dism-imageinfo: format, subtype, sizes, block size and parent chain of
 # corpus images, in text and JSON; clear errors for bad input.
 source "$(dirname "$0")/../lib/tap.sh"

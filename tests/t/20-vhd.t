@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # VHD backend (nbd-server/engine/vhd.c) driven through disk-tool: the corpus
 # against the MANIFEST, qemu-made images against qemu-img and libvhdi, the
 # write paths against a model file, differencing chains made by

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # VHDX backend (nbd-server/engine/vhdx.c, vhdx-log.c) driven through
 # disk-tool: the corpus against the MANIFEST (dirty logs replayed in memory
 # and on disk), qemu-made images against qemu-img and libvhdi, the write

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # dism-nbd-server basics with libnbd's tools: flags, map, copy in and out,
 # export listing, TCP, --fd / --fd-transmission, pidfile, idle exit, errors.
 source "$(dirname "$0")/../lib/tap.sh"

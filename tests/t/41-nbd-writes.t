@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Random writes/trims/zeroes/reads/flushes over four libnbd connections at
 # once (aio, ~100 requests in flight) against a model; after each flush the
 # raw image equals the model; after kill -9 following the last flush (the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # NBD protocol conformance with a raw-socket client (tests/lib/nbdclient.py):
 # everything libnbd will not send.  Runs the checks against the normal build
 # and again against the ASan/UBSan build (build-san, `make SANITIZE=1`).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # The same random write/trim/zero/flush load over four libnbd connections,
 # against dynamic VHDX and VHD images served with a copy-on-write overlay:
 # the export matches the model at every flush; kill -9 of the server after

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # NBD abuse: about a hundred scripted misbehaving clients
 # (tests/lib/nbd-abuse.py), one named scenario each, against a read-write
 # server (Unix socket, TCP, control socket) and a read-only one, while

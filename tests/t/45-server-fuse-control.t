@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # The server's FUSE file (the loop fallback) and its control socket:
 # the FUSE file holds the virtual disk, writes through it land in the
 # overlay (the image untouched), a loop device over a byte range of it reads

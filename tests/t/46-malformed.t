@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Malformed images: several hundred named corruptions of the corpus's real VHD,
 # VHDX and WIM files (every header/BAT/metadata/log/locator field at boundary
 # values, truncations, overlaps, parent loops and self-parents, huge sizes,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Privileges of a dism mount (docs/nbd-server.md, PRIVILEGES): the spawned
 # server keeps nothing it does not need; the state directories, records and
 # sockets are root's alone; an unprivileged user can neither reach a mount's

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Privileges of the server alone (docs/nbd-server.md, PRIVILEGES): once set
 # up it keeps nothing it does not need (no capabilities, no_new_privs, a
 # seccomp allow-list, a Landlock ruleset; the FUSE unmount helper keeps

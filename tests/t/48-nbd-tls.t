@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # TLS on TCP exports (STARTTLS; GnuTLS, X.509 and PSK): libnbd (nbdinfo,
 # nbdcopy, nbdsh) and qemu (qemu-img, qemu-io) read and write over TLS and
 # get exactly the image's bytes (sha256 against qemu-img's own conversion of

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # 50-overlay.t - the copy-on-write overlay (nbd-server/engine/overlay.c):
 # random write/zero/trim patterns against a raw model, crash (kill -9)
 # consistency at many kill points, concurrent sub-granule writes, base

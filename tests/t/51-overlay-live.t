@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # 51-overlay-live.t - the overlay's live map (<overlay>.live): a process
 # killed between flushes (the machine still up) loses no write that
 # returned, so a restarted server carries on where the dead one stopped;

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Committing an overlay into a VHD / VHDX under kill -9 at many points: the
 # image always opens (our reader; qemu-img check, which replays a VHDX log
 # left dirty by the kill as Windows would), every 4 KiB block holds

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # WIM commit under kill -9 (issue 6, item 5, the WIM part).  A WIM commit is
 # wimlib_update_image + wimlib_overwrite (dism_wim_capture): new data and
 # tables are appended, the header rewritten last.  tests/shim/crash-shim.so

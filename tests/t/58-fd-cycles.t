@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Resources over many mounts: one long-lived libdism process
 # (tests/drivers/test-fd-cycles.c) mounts and unmounts a tiny VHDX 200 times
 # and, spread among those, a small WIM 40 times, read-only and read/write

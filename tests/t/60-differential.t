@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Differential reads through our NBD server: every VHD/VHDX in the corpus and
 # images generated here with qemu-img hold exactly the bytes the reference
 # readers give (MANIFEST sha256, qemu-img convert), read with nbdcopy over

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # The dism command: syntax, output, and DISM's rules that need no mount.
 # needs-root: builds its test disk with a loop device and an ntfs-3g mount
 source "$(dirname "$0")/../lib/tap.sh"

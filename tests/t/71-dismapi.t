@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # DISM's C API from a C program (tests/drivers/test-dismapi.c): init/shutdown
 # codes, DismDelete, per-thread error messages, the mount rules, cancel
 # before start, sessions.  No mount is made here (72-dism-mount-api.t does).

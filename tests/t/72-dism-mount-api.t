@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # End to end through DISM's C API (tests/drivers/test-dismapi.c): mount a
 # VHDX read/write, a session, commit while mounted, a cancelled unmount,
 # unmount; the commit reaches the image.  72-dism-mount-cli.t does it with

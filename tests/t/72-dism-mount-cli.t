@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # End to end with the dism command: mount VHDX/VHD images read/write and
 # read-only, see the files (Unicode names, an ADS), commit while mounted,
 # commit on unmount, discard, and DISM's rules that need a mount.

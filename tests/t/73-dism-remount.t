@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Mounts survive the process and a (simulated) reboot: status Needs Remount,
 # servicing refused with DISMAPI_E_NEEDS_REMOUNT, /Remount-Image and
 # DismRemountImage bring the mounts back with their changes; and

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # make install ships libdism (shared with soname libdism.so.1, static),
 # DismApi.h, dism.pc, the dism command and the man pages; a program built
 # with `pkg-config dism` links and runs; uninstall removes them.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # The attach layer on this machine (no nbd.ko: the LOOP method).  Windows-like
 # disks built here (GPT with ESP + MSR + NTFS \Windows + a bigger NTFS data
 # partition; the same with 4096-byte sectors; MBR with a logical partition;

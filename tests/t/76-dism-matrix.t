@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Every NTFS-bearing VHD/VHDX of the corpus and images generated here (GPT
 # Windows layout and a bare whole-disk NTFS, each holding a large file, a
 # sparse file, a Unicode name and an alternate data stream; as dynamic VHD,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # End to end: WIM images mounted read-only through a synthesized NTFS volume.
 # Every WIM of the corpus that wimlib accepts, by index and by name, against
 # wim/listings/<name>.tsv (and the ImageX inputs in wim/reference/); the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # End to end: WIM images mounted read/write through a synthesized NTFS
 # volume: commit (replace in place, /Append, while mounted), discard, dedup
 # and /CheckIntegrity, cancel while the volume is built, kill -9 during a

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # NTFS metadata through a WIM mount (issue 4, Tests paragraph 2).  An NTFS
 # volume is built here with ntfs-3g carrying alternate data streams, security
 # descriptors, attributes, reparse points (a symlink and a junction as real

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # The real kernel path, in a VM (Debian's kernel under qemu TCG, see
 # docs/vm-tests.md): dism-nbd-server serves an MBR disk with an NTFS partition,
 # as raw and as dynamic VHDX; nbd-client attaches it to /dev/nbd0 over netlink; the device

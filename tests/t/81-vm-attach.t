@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # libdism's NBD attach on a real kernel, in the VM (docs/vm-tests.md): the
 # host builds Windows-like disks (tests/lib/mkwinimg.sh: GPT as dynamic VHDX,
 # GPT with 4096-byte sectors, MBR with a logical partition, FAT only), the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # The dism command end to end on the real kernel nbd driver, in the VM
 # (docs/vm-tests.md): there nbd.ko is loaded, so libdism takes the NBD method
 # (netlink CONNECT, several sockets, partition scan) instead of the loop+FUSE

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # A WIM mounted by dism on the real kernel nbd driver, in the VM
 # (docs/vm-tests.md, docs/dism-api.md "WIM").  The host builds a small WIM:
 # the corpus's MultiImage.wim (3 images) plus a fourth image "Data" captured

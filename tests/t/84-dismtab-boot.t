@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Mounting at boot from dismtab(5), natively (loop+FUSE here; the VM test
 # 85-vm-boot.t does it on /dev/nbdN; 84-dismtab-generator.t checks the units
 # themselves):

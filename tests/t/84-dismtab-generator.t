@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Mounting at boot from dismtab(5), the generator (84-dismtab-boot.t runs
 # its units here, 85-vm-boot.t on /dev/nbdN):
 #  * the parser: one bad line of each kind is reported as FILE:LINE: what is

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Mounting at boot (docs/boot.md): make install / uninstall of the generator,
 # dism-boot, dism-remount.service and dismtab(5); the installed generator
 # names the installed commands and needs only libc.

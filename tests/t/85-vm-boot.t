@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # dismtab-driven mounting at boot on the real kernel nbd driver, in the VM
 # (docs/vm-tests.md, docs/boot.md).  The VM has no systemd: the guest
 # (tests/vm/85-boot.guest.sh) writes /etc/dismtab (a VHDX "rw,keep,remount",

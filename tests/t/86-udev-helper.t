@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # udev's helper dism-udev-id against synthetic sysfs trees and records
 # (docs/udev.md): the properties, udev-style name encoding, hostile backends,
 # records nobody should trust, the loop race (record without the attach

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # make install / uninstall of udev/60-dism.rules and its helper
 # dism-udev-id (docs/udev.md): the installed rules import the installed
 # helper.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # udev/60-dism.rules under `udevadm test`, natively (docs/udev.md); the
 # helper alone is 86-udev-helper.t, make install 86-udev-install.t.
 #

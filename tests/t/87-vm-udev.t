@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # udev/60-dism.rules under a running systemd-udevd on the real kernel nbd
 # driver, in the VM (docs/vm-tests.md, docs/udev.md).  The host builds a GPT
 # disk as a dynamic VHDX and an MBR disk with a logical partition as a dynamic

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Server crash and restart on the real kernel nbd driver, in the VM
 # (docs/vm-tests.md, docs/reliability.md "Server crash and restart"): a
 # read/write dism mount on /dev/nbdN under a write load, its image server

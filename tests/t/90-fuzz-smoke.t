@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Every libFuzzer target (one per tests/fuzz/fuzz-*.c) runs briefly over its
 # seed corpus without a finding (ASan+UBSan).  The corpus holds every input
 # that ever crashed a target, so this is also their regression test.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* test-byteorder.c - common/byteorder.h on fixed arrays, at odd addresses. */
 #include <stdint.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* test-crc32c.c - common/crc32c.c against known answers. */
 #include <stdint.h>
 #include <string.h>

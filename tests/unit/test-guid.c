@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* test-guid.c - common/guid.c: text, Microsoft layout, parse, generate. */
 #include <errno.h>
 #include <string.h>

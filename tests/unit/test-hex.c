@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* test-hex.c - common/hex.h over every byte value. */
 #include "hex.h"
 #include "unit-tap.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* test-spawn.c - common/spawn.c: exit codes, signals, capture head and
  * tail, descriptors closed, sessions, exec failure, detach. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* test-test-hooks.c - common/test-hooks.c: each DISM_TEST_* variable read
  * once, announced on stderr, and the crash hook's kill point. */
 #include <signal.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* test-utf16.c - common/utf16.c: BMP, surrogate pairs, invalid input. */
 #include <errno.h>
 #include <stdint.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* unit-tap.h - the few lines of TAP the unit tests of common/ print. */
 #ifndef DISM_UNIT_TAP_H
 #define DISM_UNIT_TAP_H

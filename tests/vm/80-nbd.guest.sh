@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # shellcheck shell=sh
 # 80-nbd.guest.sh - guest half of tests/t/80-vm-nbd.t (runs as /test/run.sh
 # inside the VM, busybox sh).  Serves /test/disk.raw and /test/disk.vhdx (the

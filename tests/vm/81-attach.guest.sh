@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # shellcheck shell=sh
 # 81-attach.guest.sh - guest half of tests/t/81-vm-attach.t (busybox sh, as
 # /test/run.sh).  libdism's NBD attach (through test-attach) instead of

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # shellcheck shell=sh
 # 82-dism.guest.sh - guest half of tests/t/82-vm-dism.t (busybox sh, as
 # /test/run.sh).  The dism command end to end on the real kernel nbd driver:

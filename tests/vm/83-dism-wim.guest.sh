@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # shellcheck shell=sh
 # 83-dism-wim.guest.sh - guest half of tests/t/83-vm-dism-wim.t (busybox sh,
 # as /test/run.sh).  A WIM mounted through the real /dev/nbdN: libdism

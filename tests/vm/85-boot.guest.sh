@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # shellcheck shell=sh
 # 85-boot.guest.sh - guest half of tests/t/85-vm-boot.t (busybox sh, as
 # /test/run.sh).  dismtab-driven mounting at boot on the real /dev/nbdN:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # shellcheck shell=sh
 # 87-udev.guest.sh - guest half of tests/t/87-vm-udev.t (busybox sh, as
 # /test/run.sh).  systemd-udevd runs with udev/60-dism.rules among the stock

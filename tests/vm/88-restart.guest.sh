@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # shellcheck shell=sh
 # 88-restart.guest.sh - guest half of tests/t/88-vm-server-restart.t (busybox
 # sh, as /test/run.sh).  A read/write dism mount on the real /dev/nbdN, a

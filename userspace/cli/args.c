@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* args.c - the dism command line parser (see args.h).
  *
  * Moved out of dism.c unchanged: dism.c turns an error into DISM's usage

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* args.h - the dism command line parsed into options (DISM's syntax:
  * /Command, /Option:value, /Flag, case-insensitive).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* dism-boot.c - what the boot units run around the dism command.
  *
  *   dism-boot start [--remount] [--mkdir] DISM [ARGS...]

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* dism-generator.c - systemd generator for dismtab(5).
  *
  *   dism-generator NORMAL-DIR [EARLY-DIR LATE-DIR]   (run by systemd at boot

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* dism-supervise.c - keep one mount's image server running.
  *
  *   dism-supervise --pidfile FILE --backend ID --socket PATH -- SERVER [ARGS...]

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* dism-udev-id.c - udev helper: the DISM_* properties of a dism block device.
  *
  *   dism-udev-id [--run-dir DIR] [--state-dir DIR] SYSPATH

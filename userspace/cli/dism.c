@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* dism.c - the `dism` command: DISM's command-line syntax over libdism.
  *
  *   dism /Mount-Image /ImageFile:<f> {/Index:<n>|/Name:<s>} /MountDir:<d> [/ReadOnly] ...

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* DismApi.h - Microsoft's DISM image-mount API for Linux.
  *
  * Names, signatures, constants, enumerations, structure layouts and HRESULT

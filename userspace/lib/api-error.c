@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* api-error.c - the API edge's errors: a failed Dism* call publishes the
  * thread's message for DismGetLastErrorMessage, logs it with its HRESULT,
  * and a negative errno from inside becomes the HRESULT DISM gives (the one

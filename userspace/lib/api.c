@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* api.c - DismInitialize/DismShutdown, sessions, results and their memory,
  * error messages, cancel events, DismGetMountedImageInfo, DismGetImageInfo. */
 #include <errno.h>

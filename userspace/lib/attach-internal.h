@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* attach-internal.h - what attach.c, attach-nbd.c and attach-loop.c share. */
 #ifndef DISM_ATTACH_INTERNAL_H
 #define DISM_ATTACH_INTERNAL_H

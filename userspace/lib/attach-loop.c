@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* attach-loop.c - the fallback where nbd.ko is absent: the server's FUSE
  * file (the whole virtual disk) goes to a loop device, limited to the chosen
  * partition's byte range, since loop devices on these kernels show no

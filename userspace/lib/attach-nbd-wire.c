@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* attach-nbd-wire.c - libdism's side of the NBD wire, before the kernel
  * owns a connection: the fixed-newstyle handshake (NBD_OPT_GO, simple
  * replies only, as the kernel speaks no other kind) and plain reads for

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* attach-nbd.c - hand N connections to the server to the kernel's nbd driver.
  *
  * Order: N fixed-newstyle handshakes (NBD_OPT_GO, simple replies only, as

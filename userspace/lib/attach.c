@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* attach.c - method choice, the registry text, and helpers shared by the NBD
  * and LOOP attach code. */
 #include <errno.h>

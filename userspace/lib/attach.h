@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* attach.h - turn a running dism-nbd-server into a block device holding the
  * file system to mount, and undo it.
  *

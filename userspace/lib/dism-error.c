@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* dism-error.c - the calling thread's error messages: the one per-thread
  * slot (see dism-error.h).  Depends on nothing else in libdism; the API
  * edge's HRESULTs are in api-error.c. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* dism-error.h - libdism's one error convention.
  *
  * Inside libdism a function returns 0 or a negative errno and records a

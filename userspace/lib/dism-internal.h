@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* dism-internal.h - what libdism's files share: process state, the API
  * edge's HRESULTs, logging, strings and files, helper programs, the live
  * mount; the mount registry and the server have headers of their own,

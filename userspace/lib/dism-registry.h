@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* dism-registry.h - the mount registry (registry.c): one record per mount
  * (persistent, <state>/mounts/<id>.conf), the paths of a mount's live part
  * (<run>/mounts/<id>/), the registry lock.  Storage only: whether a mount

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* dism-server.h - one mount's dism-nbd-server (server.c): start it under
  * its supervisor, find it, stop it, COMMIT through its control socket. */
 #ifndef DISM_SERVER_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* dismtab.c - the dismtab(5) parser (see dismtab.h).
  *
  * One line, one entry: IMAGE, INDEX or name=NAME, MOUNTDIR and optional

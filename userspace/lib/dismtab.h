@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* dismtab.h - the dismtab(5) parser: the images to mount at boot.
  *
  *   # IMAGE                 INDEX|name=NAME  MOUNTDIR     [OPTIONS]

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* live.c - the live part of a mount: its health (is the server up, the
  * device attached, the file system mounted: dism_record_status), bring-up
  * (server, attach, ntfs-3g), teardown, flushing and committing through the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* live.h - the live part of a mount (live.c) and its ntfs-3g mount
  * (ntfs3g.c).  0 or a negative errno with a message (dism-error.h). */
 #ifndef DISM_LIVE_H

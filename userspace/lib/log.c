@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* log.c - the DISM log file.  One line per event, DISM's layout:
  * "2024-05-01 10:00:00, Info                  DISM   text".  Lines above the
  * level DismInitialize chose are dropped.  A log over 8 MiB is moved to

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* ntfs3g.c - mounting a mount's NTFS partition with ntfs-3g: where the
  * program is, the options DISM's semantics need, running it (dism_spawn). */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* operation.c - the progress callback and cancel event of one API call
  * (struct dism_op): progress is reported from the calling thread between steps;
  * cancel is polled there too. */

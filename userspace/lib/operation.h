@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* operation.h - one API call's progress callback and cancel event, shared by
  * the mount files (mount.c, live.c, wim-mount.c). */
 #ifndef DISM_OPERATION_H

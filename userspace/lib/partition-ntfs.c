@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* partition-ntfs.c - which NTFS partition holds Windows, and the choice.
  *
  * libntfs-3g reads the volume through our own device operations (a byte

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* partition.c - MBR and GPT parsing for an untrusted virtual disk.
  *
  * Only what is needed to choose the Windows partition the way the kernel

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* partition.h - find the Windows partition of a virtual disk.
  *
  * The disk is read through a callback, so the same code reads the FUSE file

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* registry.c - the mount registry.
  *
  * Persistent part: <state>/mounts/<id>.conf, "key=value" lines, one file per

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* rules.c - DISM's rules for a mount: the arguments, the image (its
  * extension, format and soundness; a WIM's image by index or name), the
  * mount folder, and what other mounts in the registry allow. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* rules.h - DISM's rules for a mount (rules.c).  Each check publishes the
  * API error DISM gives (dism_api_fail) and returns its HRESULT. */
 #ifndef DISM_RULES_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* server.c - start, find, stop and talk to one mount's dism-nbd-server.
  *
  * The server is started detached (dism_spawn: double fork, new session) so

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* util.c - wide strings, files written atomically, paths, mount table,
  * helper programs found (common/spawn.h runs them). */
 #include <ctype.h>

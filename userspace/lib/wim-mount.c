@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* wim-mount.c - a WIM mount's own steps: building its NTFS volume from the
  * WIM image, capturing the volume back into the WIM, and DismCommitImage of
  * a mounted WIM (unmount, capture, mount again). */

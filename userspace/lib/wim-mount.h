@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* wim-mount.h - a WIM mount's own steps (wim-mount.c), between the Dism*
  * functions and wim.c.  dism_wim_commit_mounted is part of the API edge
  * (it words DismCommitImage's errors); the others return negative errnos. */

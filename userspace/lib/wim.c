@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* wim.c - list, resolve, synthesize (WIM image -> NTFS volume file) and
  * capture (NTFS volume file -> WIM image) through wimlib.  See wim.h and
  * docs/dism-api.md, section "WIM". */

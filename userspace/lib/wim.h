@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* wim.h - WIM images for libdism, through wimlib (libwim).
  *
  * A WIM image is mounted as an NTFS volume synthesized from it: a sparse
