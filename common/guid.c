@@ -86,7 +86,7 @@ dism_guid_generate(struct dism_guid *g)
     /* getrandom on Linux >= 3.17 does not fail for 16 bytes; a caller that
      * cannot stop here still gets something unique (see guid.h). */
     uint64_t t = (uint64_t) getpid() ^ (uint64_t) (uintptr_t) g;
-    r = -errno;
+    r = errno ? -errno : -EIO;   /* a short read leaves errno alone */
     memcpy(g->b, &t, 8);
   }
   g->b[7] = (uint8_t) ((g->b[7] & 0x0f) | 0x40);  /* version 4 */

@@ -36,7 +36,13 @@ exec_child(const char *const argv[], const struct dism_spawn_opts *o, int max_fd
         _exit(127);
       src = devnull;
     }
-    if ((high[i] = fcntl(src, F_DUPFD, 3)) < 0)
+    high[i] = fcntl(src, F_DUPFD, 3);
+    /* A launcher whose own 0, 1 or 2 is closed still starts its child,
+     * on /dev/null there, as a plain fork and exec would have. */
+    if (high[i] < 0 && errno == EBADF && src != devnull &&
+        (devnull >= 0 || (devnull = open("/dev/null", O_RDWR)) >= 0))
+      high[i] = fcntl(devnull, F_DUPFD, 3);
+    if (high[i] < 0)
       _exit(127);
   }
   for (int i = 0; i < 3; i++)

@@ -36,7 +36,7 @@ read_hooks(void)
 
   if (v) {
     crash_after_writes = strtol(v, NULL, 10);
-    dism_test_crash_armed = crash_after_writes >= 0;
+    __atomic_store_n(&dism_test_crash_armed, crash_after_writes >= 0, __ATOMIC_RELEASE);
   }
   sandbox_selftest = hook("DISM_TEST_SANDBOX_SELFTEST") != NULL;
   boot_id = hook("DISM_TEST_BOOT_ID");

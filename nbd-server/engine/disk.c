@@ -265,7 +265,7 @@ disk_full_pwrite(int fd, const char *path, const void *buf, size_t count,
 
   /* The crash tests' kill point (DISM_TEST_CRASH_AFTER_WRITES, read by
    * disk_open): one flag test when off. */
-  if (__builtin_expect(dism_test_crash_armed, 0))
+  if (__builtin_expect(__atomic_load_n(&dism_test_crash_armed, __ATOMIC_RELAXED), 0))
     dism_test_before_write();
 
   while (count > 0) {

@@ -32,10 +32,10 @@ main(int argc, char **argv)
       return 2;
     }
   }
-  HRESULT hr = dism_wim_capture(argv[1], (unsigned) strtoul(argv[2], NULL, 10), argv[3], flags,
-                                NULL, NULL, &written);
-  if (FAILED(hr)) {
-    fprintf(stderr, "wim-capture: 0x%08x: %s\n", (unsigned) hr, dism_last_error());
+  int rc = dism_wim_capture(argv[1], (unsigned) strtoul(argv[2], NULL, 10), argv[3], flags,
+                            NULL, NULL, &written);
+  if (rc < 0) {
+    fprintf(stderr, "wim-capture: %s: %s\n", strerror(-rc), dism_last_error());
     return 1;
   }
   printf("%u\n", written);

@@ -178,5 +178,22 @@ main(void)
     const char *argv[] = { NULL };
     ok(dism_spawn(argv, NULL, &pid) == -EINVAL, "no program: -EINVAL");
   }
+  {
+    /* A launcher whose stdin is closed passes it on as the child's stdin:
+     * the child still runs (on /dev/null), it does not exit 127. */
+    const char *argv[] = { "/bin/sh", "-c", "exit 5", NULL };
+    pid_t launcher = fork();
+    if (launcher == 0) {
+      struct dism_spawn_opts o = DISM_SPAWN_OPTS_INIT;
+      int st = 0;
+      pid_t child;
+      close(0);
+      o.stdin_fd = 0;
+      _exit(dism_spawn(argv, &o, &child) == 0 && dism_spawn_wait(child, &st) == 0
+              ? dism_spawn_exit_code(st) : 99);
+    }
+    ok(launcher > 0 && dism_spawn_wait(launcher, &status) == 0 &&
+       dism_spawn_exit_code(status) == 5, "a closed stdin given as the child's: the child runs");
+  }
   return tap_done();
 }

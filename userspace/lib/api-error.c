@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdio.h>
 
+#include "disk.h"
 #include "dism-internal.h"
 
 #define MESSAGE_MAX 2048
@@ -58,7 +59,16 @@ dism_hr_from_errno(int neg_errno)
   case ECANCELED: return HRESULT_FROM_WIN32(ERROR_CANCELLED);
   case EBADMSG:
   case EUCLEAN: return HRESULT_FROM_WIN32(ERROR_FILE_CORRUPT);
+  /* libdism's own meanings: ETXTBSY is a file another program holds
+   * (a locked WIM), ESRCH "no such image in this file". */
   case ESRCH: return DISMAPI_E_INVALID_IMAGE_INDEX;
   default: return E_FAIL;
   }
+}
+
+int
+dism_error_from_engine(int rc)
+{
+  dism_set_error("%s", disk_last_error());
+  return rc;
 }

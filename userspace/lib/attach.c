@@ -156,11 +156,13 @@ run_modprobe(const char *const argv[])
   pid_t pid;
 
   o.search_path = true;
-  if (dism_spawn(argv, &o, &pid) < 0 || dism_spawn_wait(pid, &status) < 0)
+  if (dism_spawn(argv, &o, &pid) == 0 && dism_spawn_wait(pid, &status) == 0 &&
+      dism_spawn_exit_code(status) != 127)
     return;
-  /* 127: no modprobe in $PATH (a root shell's PATH may lack /sbin) */
-  if (dism_spawn_exit_code(status) == 127 &&
-      dism_spawn(sbin_argv, NULL, &pid) == 0)
+  /* 127: no modprobe in $PATH (a root shell's PATH may lack /sbin); no
+   * status at all: an application that ignores SIGCHLD.  Then /sbin's,
+   * unless the module has appeared meanwhile. */
+  if (access("/sys/module/nbd", F_OK) != 0 && dism_spawn(sbin_argv, NULL, &pid) == 0)
     (void) dism_spawn_wait(pid, NULL);
 }
 

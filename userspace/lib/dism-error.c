@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "disk.h"
 #include "dism-error.h"
 
 #define MESSAGE_MAX 2048
@@ -39,13 +38,6 @@ void
 dism_clear_error(void)
 {
   slot.message[0] = '\0';
-}
-
-int
-dism_error_from_engine(int rc)
-{
-  dism_set_error("%s", disk_last_error());
-  return rc;
 }
 
 void

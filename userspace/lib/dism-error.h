@@ -21,9 +21,6 @@
 void dism_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *dism_last_error(void);
 void dism_clear_error(void);
-/* The disk engine's message (disk_last_error, a library of its own) as
- * this thread's message; returns rc. */
-int dism_error_from_engine(int rc);
 /* Publish msg as the thread's last failed API call's message (only the API
  * edge, api-error.c, does), and read it back (DismGetLastErrorMessage). */
 void dism_publish_error(const char *msg);

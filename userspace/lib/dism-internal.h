@@ -63,6 +63,11 @@ HRESULT dism_api_fail_errno(const char *func, int neg_errno);
  * -ECANCELED ERROR_CANCELLED, -EUCLEAN/-EBADMSG ERROR_FILE_CORRUPT, -ESRCH
  * (no such image in a WIM) DISMAPI_E_INVALID_IMAGE_INDEX, else E_FAIL. */
 HRESULT dism_hr_from_errno(int neg_errno);
+/* The disk engine's message (disk_last_error, a library of its own) as
+ * this thread's message; returns rc.  Here, at the API edge, and not in
+ * dism-error.c: every program that links libdism.a's message slot (the
+ * helpers) would otherwise pull in the whole engine. */
+int dism_error_from_engine(int rc);
 
 /* A required path argument as UTF-8 (malloc'd); E_INVALIDARG if NULL, empty
  * or not valid Unicode. */
