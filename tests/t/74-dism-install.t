@@ -33,7 +33,10 @@ flags=$(PKG_CONFIG_SYSROOT_DIR=$stage PKG_CONFIG_PATH=$stage$P/lib/pkgconfig pkg
 check "a sample program compiles with pkg-config dism" cc -o "$TMPD/sample" "$TMPD/sample.c" $flags
 is "  and runs against the installed library" "$(LD_LIBRARY_PATH=$stage$P/lib "$TMPD/sample")" \
   "0xc0040001 DismInitialize has not been called in this process."
-is "the man pages are roff pages" "$(head -qn1 "$stage$P/share/man/man8/dism.8" "$stage$P/share/man/man3/DismApi.3" | cut -c1-3 | tr '\n' ' ')" ".TH .TH "
+# (their first line is the SPDX comment)
+pages=("$stage$P/share/man/man8/dism.8" "$stage$P/share/man/man8/dism-nbd-server.8" "$stage$P/share/man/man3/DismApi.3")
+is "the man pages are roff pages" \
+  "$(for p in "${pages[@]}"; do grep -v '^\.\\"' "$p" | head -c 3; echo -n ' '; done)" ".TH .TH .TH "
 like "the installed dism runs" "$("$stage$P/sbin/dism" /? 2>&1)" "Deployment Image Servicing and Management tool"
 make -s -C "$ROOT" BUILD="$BUILD" uninstall PREFIX=$P DESTDIR="$stage" >/dev/null 2>&1
 is "make uninstall removes every installed file" "$(find "$stage" -type f -o -type l)" ""
