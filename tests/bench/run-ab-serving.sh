@@ -19,13 +19,9 @@ for t in qemu-img nbdcopy fio bc; do
   command -v $t >/dev/null || { echo "ab: $t missing: run 'make deps' as root" >&2; exit 1; }
 done
 
-raw=$W/disk.raw
-truncate -s 2G "$raw"
-for i in $(seq 0 2 31); do
-  head -c 64M /dev/urandom | dd of="$raw" bs=1M seek=$((i*64)) conv=notrunc status=none
-done
-qemu-img convert -f raw -O vhdx -o subformat=dynamic "$raw" "$W/disk.vhdx"
-rm -f "$raw"
+source "$(dirname "$0")/serving-disk.sh"
+make_serving_disk "$W"
+rm -f "$W/disk.raw"
 
 one() {  # one SERVER: prints "MiB/s IOPS"
   local sock=$W/s.sock t0 t1 iops

@@ -20,13 +20,9 @@ for t in qemu-img qemu-nbd nbdkit nbdcopy fio; do
 done
 
 echo "== preparing a 2 GiB dynamic VHDX holding 1 GiB of random data"
+source "$ROOT/tests/bench/serving-disk.sh"
+make_serving_disk "$W"
 raw=$W/disk.raw
-truncate -s 2G "$raw"
-# 1 GiB of random data in 64 MiB pieces spread over the disk: every other 64 MiB.
-for i in $(seq 0 2 31); do
-  head -c 64M /dev/urandom | dd of="$raw" bs=1M seek=$((i*64)) conv=notrunc status=none
-done
-qemu-img convert -f raw -O vhdx -o subformat=dynamic "$raw" "$W/disk.vhdx"
 
 wait_sock() { for _ in $(seq 200); do [ -S "$1" ] && return 0; sleep 0.05; done; return 1; }
 start() {  # start NAME cmd...: sets PID, URI

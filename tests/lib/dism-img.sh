@@ -7,6 +7,10 @@
 # make_vhdx RAW OUT / make_vhd RAW OUT: qemu-img conversions.
 # image_file VHD(X) PATH: print PATH's content from inside the image's NTFS
 # partition (converted back to raw and mounted read-only).
+# status_of DIR: the status /Get-MountedImageInfo gives the mount at DIR.
+# simulate_reboot DIR...: what a reboot does to live mounts (servers killed,
+# the folders DIR... and the servers' FUSE files unmounted, loop devices
+# detached, $DISM_RUN_DIR cleared); records and overlays stay.
 
 need_cmd sfdisk mkntfs ntfs-3g losetup qemu-img python3 mountpoint
 
@@ -79,3 +83,24 @@ dism_test_cleanup() {
   return 0
 }
 tap_cleanup dism_test_cleanup
+
+simulate_reboot() {
+  local f d conf dev
+  for f in "$DISM_RUN_DIR"/mounts/*/server.pid; do kill -9 "$(cat "$f")"; done
+  sleep 0.3
+  for d in "$@"; do umount -l "$d"; done
+  for conf in "$DISM_STATE_DIR"/mounts/*.conf; do
+    dev=$(sed -n 's/^attach.fs_dev=//p' "$conf")
+    [ -n "$dev" ] && losetup -d "$dev" 2>/dev/null
+  done
+  # the servers' FUSE files (a dead FUSE mount does not even stat: no glob)
+  for f in $(awk -v r="$DISM_RUN_DIR/mounts/" 'index($5, r) == 1 {print $5}' /proc/self/mountinfo); do
+    umount -l "$f"
+  done
+  rm -rf "$DISM_RUN_DIR"
+}
+
+status_of() { dism /Get-MountedImageInfo /Format:json | $PY -c '
+import json,sys
+for m in json.load(sys.stdin)["mounted_images"]:
+    if m["mount_dir"] == sys.argv[1]: print(m["status"])' "$1"; }

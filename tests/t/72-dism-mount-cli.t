@@ -15,7 +15,7 @@ make_vhd "$TMPD/disk.raw" "$TMPD/win.vhd"
 mkdir -p "$TMPD"/m{1,2,3,4}
 V=$TMPD/win.vhdx M=$TMPD/m1
 run() { OUT=$(dism "$@" 2>&1); RC=$?; }
-status_of() { dism /Get-MountedImageInfo /Format:json | $PY -c '
+status_rw_of() { dism /Get-MountedImageInfo /Format:json | $PY -c '
 import json,sys
 for m in json.load(sys.stdin)["mounted_images"]:
     if m["mount_dir"] == sys.argv[1]: print(m["status"], m["read_write"])' "$1"; }
@@ -31,7 +31,7 @@ is "  Unicode file name" "$(cat "$M/Ünïcødé ✓ файл.txt" 2>&1)" "grüß
 is "  1 MiB file intact" "$(sha256sum < "$M/random.bin" | cut -d' ' -f1)" "$(cat "$TMPD/random.sha256")"
 is "  alternate data stream as user.stream xattr" \
   "$($PY -c 'import os,sys; print(os.getxattr(sys.argv[1], "user.stream").decode())' "$M/hello.txt" 2>&1)" "alternate data"
-is "  status Ok, read/write" "$(status_of "$M")" "Ok True"
+is "  status Ok, read/write" "$(status_rw_of "$M")" "Ok True"
 run /Get-MountedImageInfo
 like "  /Get-MountedImageInfo in DISM's layout" "$OUT" "Mount Dir : $M"$'\n'"Image File : $V"$'\n'"Image Index : 1"$'\n'"Mounted Read/Write : Yes"$'\n'"Status : Ok"
 
@@ -61,7 +61,7 @@ run /Unmount-Image /MountDir:"$M" /Commit
 like "unmount with a file open -> 0xc1420117" "$OUT" "Error: 0xc1420117"
 check "  the mount is intact" mountpoint -q "$M"
 is "  and usable, nothing lost" "$(cat "$M/new.txt")" "written while mounted"$'\n'"after commit"
-is "  status still Ok" "$(status_of "$M")" "Ok True"
+is "  status still Ok" "$(status_rw_of "$M")" "Ok True"
 exec 7<&-
 run /Unmount-Image /MountDir:"$M" /Commit
 is "unmount /Commit once the file is closed: exit 0" "$RC" 0
@@ -90,7 +90,7 @@ run /Mount-Image /ImageFile:"$W" /Index:1 /MountDir:"$TMPD/m2" /ReadOnly
 is "read-only mount of a VHD: exit 0" "$RC" 0
 run /Mount-Image /ImageFile:"$W" /Index:1 /MountDir:"$TMPD/m3" /ReadOnly
 is "a second read-only mount of the same VHD: allowed" "$RC" 0
-is "  status Ok, read-only" "$(status_of "$TMPD/m3")" "Ok False"
+is "  status Ok, read-only" "$(status_rw_of "$TMPD/m3")" "Ok False"
 run /Get-MountedImageInfo
 like "  listed as Mounted Read/Write : No" "$OUT" "Mounted Read/Write : No"
 check_fail "  writing is refused" bash -c "echo x > '$TMPD/m2/x.txt'"

@@ -15,10 +15,6 @@ make_vhdx "$TMPD/disk.raw" "$TMPD/b.vhdx"
 make_vhd "$TMPD/disk.raw" "$TMPD/c.vhd"
 mkdir -p "$TMPD"/m{1,2,3}
 run() { OUT=$(dism "$@" 2>&1); RC=$?; }
-status_of() { dism /Get-MountedImageInfo /Format:json | $PY -c '
-import json,sys
-for m in json.load(sys.stdin)["mounted_images"]:
-    if m["mount_dir"] == sys.argv[1]: print(m["status"])' "$1"; }
 
 run /Mount-Image /ImageFile:"$TMPD/a.vhdx" /Index:1 /MountDir:"$TMPD/m1"
 is "mount a.vhdx read/write at m1" "$RC" 0
@@ -32,18 +28,7 @@ sync
 for c in "$DISM_RUN_DIR"/mounts/*/control.sock; do $PY "$ROOT/tests/lib/ctl.py" "$c" FLUSH >/dev/null; done
 
 # --- simulated reboot: servers killed, devices gone, /run cleared ---
-for f in "$DISM_RUN_DIR"/mounts/*/server.pid; do kill -9 "$(cat "$f")"; done
-sleep 0.3
-for d in "$TMPD"/m{1,2,3}; do umount -l "$d"; done
-for conf in "$DISM_STATE_DIR"/mounts/*.conf; do
-  dev=$(sed -n 's/^attach.fs_dev=//p' "$conf")
-  [ -n "$dev" ] && losetup -d "$dev" 2>/dev/null
-done
-# the servers' FUSE files (a dead FUSE mount does not even stat: no glob)
-for f in $(awk -v r="$DISM_RUN_DIR/mounts/" 'index($5, r) == 1 {print $5}' /proc/self/mountinfo); do
-  umount -l "$f"
-done
-rm -rf "$DISM_RUN_DIR"
+simulate_reboot "$TMPD"/m{1,2,3}
 
 is "after the reboot m1 is Needs Remount" "$(status_of "$TMPD/m1")" "NeedsRemount"
 is "  m2 too" "$(status_of "$TMPD/m2")" "NeedsRemount"

@@ -134,22 +134,9 @@ mountpoint -q "$M" && umount -l "$M"
 nothing_left "after the killed commit and a discard"
 
 # ---- a reboot: the volume is kept and /Remount-Image serves it again ------------------
-status_of() { dism /Get-MountedImageInfo /Format:json | $PY -c '
-import json,sys
-for m in json.load(sys.stdin)["mounted_images"]:
-    if m["mount_dir"] == sys.argv[1]: print(m["status"])' "$1"; }
 run /Mount-Image /ImageFile:"$RW" /Index:1 /MountDir:"$M"
 echo "survives a reboot" > "$M/keep.txt"; sync
-for f in "$DISM_RUN_DIR"/mounts/*/server.pid; do kill -9 "$(cat "$f")"; done
-sleep 0.3
-umount -l "$M"
-for conf in "$DISM_STATE_DIR"/mounts/*.conf; do
-  dev=$(sed -n 's/^attach.fs_dev=//p' "$conf"); [ -n "$dev" ] && losetup -d "$dev" 2>/dev/null
-done
-for f in $(awk -v r="$DISM_RUN_DIR/mounts/" 'index($5, r) == 1 {print $5}' /proc/self/mountinfo); do
-  umount -l "$f"
-done
-rm -rf "$DISM_RUN_DIR"
+simulate_reboot "$M"
 is "after a (simulated) reboot: Needs Remount" "$(status_of "$M")" "NeedsRemount"
 run /Remount-Image /MountDir:"$M"
 is "/Remount-Image: exit 0" "$RC" 0

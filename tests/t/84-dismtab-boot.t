@@ -20,10 +20,6 @@ GEN=$BIN/dism-generator BOOT=$BIN/dism-boot
 need_file "$GEN" "$BOOT" "$DISM" "$CORPUS/wim/wimlib-mwl-MultiImage.wim"
 export SYSTEMD_LOG_TARGET=console   # the generator's messages on stderr, not in the kernel log
 run() { OUT=$(dism "$@" 2>&1); RC=$?; }
-status_of() { dism /Get-MountedImageInfo /Format:json | $PY -c '
-import json,sys
-for m in json.load(sys.stdin)["mounted_images"]:
-    if m["mount_dir"] == sys.argv[1]: print(m["status"])' "$1"; }
 # unit_cmd UNITFILE KEY: run the unit's KEY= command as systemd would; output
 # in $OUT, status in $RC.
 unit_cmd() { OUT=$($PY "$ROOT/tests/lib/unit-cmd.py" "$1" "$2" 2>&1); RC=$?; }
@@ -127,17 +123,7 @@ echo "m1 before the crash" > "$TMPD/m1/crash.txt"
 echo "m5 before the crash" > "$TMPD/m5/crash.txt"
 sync
 for c in "$DISM_RUN_DIR"/mounts/*/control.sock; do $PY "$ROOT/tests/lib/ctl.py" "$c" FLUSH >/dev/null; done
-for f in "$DISM_RUN_DIR"/mounts/*/server.pid; do kill -9 "$(cat "$f")"; done
-sleep 0.3
-for d in m1 "m 2" m3 m5; do umount -l "$TMPD/$d"; done
-for conf in "$DISM_STATE_DIR"/mounts/*.conf; do
-  dev=$(sed -n 's/^attach.fs_dev=//p' "$conf")
-  [ -n "$dev" ] && losetup -d "$dev" 2>/dev/null
-done
-for f in $(awk -v r="$DISM_RUN_DIR/mounts/" 'index($5, r) == 1 {print $5}' /proc/self/mountinfo); do
-  umount -l "$f"
-done
-rm -rf "$DISM_RUN_DIR"
+simulate_reboot "$TMPD/m1" "$TMPD/m 2" "$TMPD/m3" "$TMPD/m5"
 is "after the reboot: m1, m 2, m3, m5 are Needs Remount" \
   "$(status_of "$TMPD/m1") $(status_of "$TMPD/m 2") $(status_of "$TMPD/m3") $(status_of "$TMPD/m5")" \
   "NeedsRemount NeedsRemount NeedsRemount NeedsRemount"
