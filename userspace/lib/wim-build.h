@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* wim-build.h - build the metadata-only NTFS volume of a WIM image.
+ *
+ * The volume (a sparse file formatted with mkntfs) receives, through
+ * libntfs-3g's public API, every directory and file of the image with its
+ * names (long, DOS), security descriptor, attributes, times, object id,
+ * reparse data, hard links and named streams, from
+ * wimlib_iterate_dir_tree(RESOURCES_NEEDED).  Small data is written into
+ * the MFT (resident); every other data attribute gets clusters that are
+ * allocated but never written (initialized size = data size, so readers
+ * go to the device), and those ranges go into the map (wim-map.h) with the
+ * WIM resource that holds their bytes.  The server serves the volume with
+ * the map; the WIM and the volume are never written after the build.
+ *
+ * Conventions as wim.h: 0 or a negative errno, message in dism_last_error().
+ */
+#ifndef DISM_WIM_BUILD_H
+#define DISM_WIM_BUILD_H
+
+#include <stdint.h>
+
+#include "wim.h"
+
+struct dism_wim_build_stats {
+  uint64_t files, dirs, links, streams;
+  uint64_t mapped_bytes;       /* data left in the WIM, served through the map */
+  uint64_t resident_bytes;     /* data written into the MFT at build time */
+  uint64_t extents;
+};
+
+/* Build volume (must not exist; size bytes, sparse) and its map file
+ * map_path for image `index` of `wim`.  Progress 0..100; cancellable
+ * (-ECANCELED).  On failure both files are removed. */
+int dism_wim_build(const char *wim, unsigned index, uint64_t size, const char *volume,
+                   const char *map_path, dism_wim_progress_fn progress, void *opaque,
+                   struct dism_wim_build_stats *stats);
+
+#endif
