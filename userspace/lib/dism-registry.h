@@ -22,7 +22,7 @@ struct dism_record {
   char format[8];                /* "vhd", "vhdx", "wim" */
   unsigned index;
   char image_name[512];          /* WIM: the image's name at mount time */
-  char volume[DISM_PATH_MAX];    /* WIM: the synthesized NTFS volume file ("" otherwise) */
+  char volume[DISM_PATH_MAX];    /* WIM: the map of its metadata volume, served ("" otherwise) */
   enum dism_mode mode;
   char mount_dir[DISM_PATH_MAX]; /* absolute, canonical */
   char overlay[DISM_PATH_MAX];   /* "" for read-only mounts */

@@ -33,9 +33,9 @@ dism_record_status(const struct dism_record *r)
   struct stat st;
   bool wim = dism_record_is_wim(r);
   /* The image gone or replaced, or the mount dir gone: nothing to remount.
-   * A WIM mount is served from its own volume file: that must be there,
-   * and the WIM only needs to exist (a commit of another mount may have
-   * rewritten it). */
+   * A WIM mount is served from its metadata volume's map: that must be
+   * there, and the WIM only needs to exist (a commit of another mount may
+   * have rewritten it). */
   if (stat(r->image, &st) < 0 || !S_ISREG(st.st_mode) ||
       (!wim && ((uint64_t) st.st_dev != r->image_dev || (uint64_t) st.st_ino != r->image_ino)))
     return DismMountStatusInvalid;
@@ -43,7 +43,7 @@ dism_record_status(const struct dism_record *r)
     return DismMountStatusInvalid;
   if (wim && (r->volume[0] == '\0' || access(r->volume, F_OK) < 0))
     return DismMountStatusInvalid;
-  if (!wim && r->mode == DISM_MODE_RW && (r->overlay[0] == '\0' || access(r->overlay, F_OK) < 0))
+  if (r->mode == DISM_MODE_RW && (r->overlay[0] == '\0' || access(r->overlay, F_OK) < 0))
     return DismMountStatusInvalid;
   struct dism_live l;
   dism_live_paths(r->id, &l);
@@ -272,8 +272,6 @@ dism_remove_mount_leftovers(const struct dism_record *r, bool remove_overlay)
   dism_teardown_live(r, true);
   if (remove_overlay && r->overlay[0])
     overlay_remove(r->overlay);
-  if (remove_overlay && r->volume[0])
-    unlink(r->volume);
   char dir[DISM_SUBPATH_MAX];
   dism_live_dir(r->id, dir, sizeof dir);
   dism_remove_flat_dir(dir);

@@ -22,6 +22,7 @@
 #include "overlay.h"
 #include "path-size.h"
 #include "rules.h"
+#include "wim-cache.h"
 #include "wim-mount.h"
 #include "wim.h"
 
@@ -89,23 +90,17 @@ DismMountImage(PCWSTR ImageFilePath, PCWSTR MountPath, UINT ImageIndex, PCWSTR I
     hr = dism_api_fail(func, E_INVALIDARG, "The scratch directory path is too long.");
     goto out;
   }
-  if (dism_record_is_wim(r) &&
-      snprintf(r->volume, sizeof r->volume, "%s/%s.vol", dism_config()->scratch_dir, r->id) >=
-          (int) sizeof r->volume) {
-    hr = dism_api_fail(func, E_INVALIDARG, "The scratch directory path is too long.");
-    goto out;
-  }
   r->created = (int64_t) time(NULL);
   snprintf(r->state, sizeof r->state, "mounting");
   dism_log(DISM_LOG_INFO, "%s: mount %s: %s index %u at %s, %s", func, r->id, r->image,
            r->index, r->mount_dir, r->mode == DISM_MODE_RO ? "read-only" : "read/write");
-  /* live.conf names the volume before it exists: cleanup can remove it. */
+  /* live.conf names the overlay before it exists: cleanup can remove it. */
   if (dism_record_write_path(l.live_conf, r) < 0) {
     hr = dism_api_fail_last(func, E_FAIL);
     goto out;
   }
   if (dism_record_is_wim(r)) {
-    if ((rc = dism_wim_build_volume(&o, r, &wi, (Flags & DISM_MOUNT_OPTIMIZE) != 0)) < 0) {
+    if ((rc = dism_wim_prepare_volume(&o, r, &wi, (Flags & DISM_MOUNT_OPTIMIZE) != 0)) < 0) {
       hr = dism_api_fail_errno(func, rc);
       goto out;
     }
@@ -133,8 +128,6 @@ out:
     if (live_made) {
       if (r->overlay[0])
         overlay_remove(r->overlay);
-      if (r->volume[0])
-        unlink(r->volume);
       dism_remove_flat_dir(l.dir);
       dism_record_remove(r->id);
     }
@@ -210,36 +203,27 @@ unmount_fs(const char *func, const struct dism_record *r)
   return S_OK;
 }
 
-/* The commit of an unmount (progress 20..90), after the detach.  A WIM's
- * server is stopped first: it flushes the volume as it stops, then the
- * volume is complete on disk for libntfs-3g to read.  A failed commit keeps
- * the changes and marks the record commit-failed. */
+/* The commit of an unmount.  A WIM is committed from the volume as the
+ * attached device shows it, before the detach (progress 10..85); a VHD's
+ * overlay is merged by its server after the detach (20..90).  A failed
+ * commit keeps the changes and marks the record commit-failed. */
 static HRESULT
-unmount_commit(struct dism_op *o, struct dism_record *r, DWORD flags, bool commit)
+unmount_commit(struct dism_op *o, struct dism_record *r, DWORD flags, bool wim)
 {
+  int rc = wim ? dism_wim_commit_device(o, r, flags, 10, 75) : dism_commit_record(o, r, 20, 70);
+  if (rc == 0)
+    return S_OK;
+  HRESULT hr = dism_api_fail(o->func, dism_hr_from_errno(rc),
+                             "%s. %sThe changes are kept in %s; the mount needs a remount "
+                             "(/Remount-Image) or an unmount with /Discard.", dism_last_error(),
+                             wim ? "The WIM is unchanged. " : "", r->overlay);
+  snprintf(r->state, sizeof r->state, "commit-failed");
+  dism_record_write(r);
+  if (r->have_attach && dism_attach_alive(&r->attach) && dism_detach(&r->attach) < 0)
+    dism_log(DISM_LOG_WARN, "cannot detach %s: %s", r->attach.disk_dev, dism_last_error());
   struct dism_live l;
   dism_live_paths(r->id, &l);
-  HRESULT hr = S_OK;
-  int rc;
-  if (dism_record_is_wim(r)) {
-    dism_server_stop(&l);
-    if (commit && (rc = dism_wim_commit_volume(o, r, flags, 20, 70)) < 0)
-      hr = dism_api_fail(o->func, dism_hr_from_errno(rc),
-                         "%s. The WIM is unchanged; the changes are kept in %s: the mount "
-                         "needs a remount (/Remount-Image) to retry, or an unmount with "
-                         "/Discard.", dism_last_error(), r->volume);
-  } else if (commit && (rc = dism_commit_record(o, r, 20, 70)) < 0) {
-    hr = dism_api_fail(o->func, dism_hr_from_errno(rc),
-                       "%s. The changes are kept in %s; the mount needs a remount "
-                       "(/Remount-Image) or an unmount with /Discard.", dism_last_error(),
-                       r->overlay);
-  }
-  if (FAILED(hr)) {
-    snprintf(r->state, sizeof r->state, "commit-failed");
-    dism_record_write(r);
-    if (!dism_record_is_wim(r))
-      dism_server_stop(&l);
-  }
+  dism_server_stop(&l);
   return hr;
 }
 
@@ -287,6 +271,9 @@ DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
   if (FAILED(hr = unmount_fs(func, r)))
     goto out;
   dism_op_progress(&o, 10);
+  bool wim = dism_record_is_wim(r);
+  if (commit && wim && FAILED(hr = unmount_commit(&o, r, Flags, true)))
+    goto out;
   if (r->have_attach && dism_attach_alive(&r->attach)) {
     if ((rc = dism_detach(&r->attach)) < 0) {
       hr = dism_api_fail(func, dism_hr_from_errno(rc), "Cannot detach %s: %s",
@@ -296,7 +283,7 @@ DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
     dism_log(DISM_LOG_INFO, "Detached %s", r->attach.disk_dev);
   }
   dism_op_progress(&o, 20);
-  if (FAILED(hr = unmount_commit(&o, r, Flags, commit)))
+  if (commit && !wim && FAILED(hr = unmount_commit(&o, r, Flags, false)))
     goto out;
   dism_op_progress(&o, 90);
   struct dism_live l;
@@ -306,13 +293,13 @@ DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
   int orc = r->overlay[0] ? overlay_remove(r->overlay) : 0;   /* and its live map */
   if (orc < 0)
     dism_log(DISM_LOG_WARN, "cannot remove %s: %s", r->overlay, strerror(-orc));
-  if (r->volume[0] && unlink(r->volume) < 0 && errno != ENOENT)
-    dism_log(DISM_LOG_WARN, "cannot remove %s: %s", r->volume, strerror(errno));
   dism_remove_flat_dir(l.dir);
   if ((rc = dism_record_remove(r->id)) < 0) {
     hr = dism_api_fail_errno(func, rc);
     goto out;
   }
+  if (wim)
+    dism_wim_cache_prune(dism_config()->scratch_dir);
   dism_log(DISM_LOG_INFO, "%s: %s unmounted", func, r->mount_dir);
   dism_op_progress(&o, 100);
 out:
@@ -533,6 +520,7 @@ DismCleanupMountpoints(void)
   }
   if (d)
     closedir(d);
+  dism_wim_cache_prune(dism_config()->scratch_dir);
 out:
   dism_registry_unlock(lock_fd);
   free(ids);

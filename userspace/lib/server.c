@@ -234,12 +234,13 @@ server_argv(const struct dism_record *r, const struct dism_live *l, const char *
 {
   int argc = 0;
   argv[argc++] = server;
-  /* A WIM mount serves its synthesized volume, a raw whole-disk NTFS that
-   * is our own scratch copy: read/write mounts write straight into it. */
+  /* A WIM mount serves its metadata volume's map (the "wim" format: file
+   * data from the WIM); read/write mounts put the overlay on top, as for
+   * a VHD. */
   bool wim = dism_record_is_wim(r);
   if (r->mode == DISM_MODE_RO) {
     argv[argc++] = "--readonly";
-  } else if (!wim) {
+  } else {
     argv[argc++] = "--overlay";
     argv[argc++] = r->overlay;
   }
@@ -256,7 +257,7 @@ server_argv(const struct dism_record *r, const struct dism_live *l, const char *
     argv[argc++] = l->control_sock;
   }
   argv[argc++] = "--format";
-  argv[argc++] = wim ? "raw" : r->format;
+  argv[argc++] = r->format;
   argv[argc++] = wim ? r->volume : r->image;
   argv[argc] = NULL;
 }

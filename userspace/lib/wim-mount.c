@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* wim-mount.c - a WIM mount's own steps: building its NTFS volume from the
- * WIM image, capturing the volume back into the WIM, and DismCommitImage of
- * a mounted WIM (unmount, capture, mount again). */
+/* wim-mount.c - a WIM mount's own steps: its metadata volume (cached or
+ * built), committing its changes from the attached device, and
+ * DismCommitImage of a mounted WIM (unmount, commit, mount again). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -12,6 +12,9 @@
 #include "dism-internal.h"
 #include "live.h"
 #include "operation.h"
+#include "overlay.h"
+#include "wim-cache.h"
+#include "wim-commit.h"
 #include "wim-mount.h"
 #include "wim.h"
 
@@ -20,7 +23,8 @@ struct wim_relay {
   UINT from, span, last;
 };
 
-/* wimlib's percent -> the op's callback (only when it changes); cancel polled. */
+/* A WIM part's percent -> the op's callback (only when it changes); cancel
+ * polled. */
 static bool
 wim_relay_progress(unsigned percent, void *opaque)
 {
@@ -33,68 +37,124 @@ wim_relay_progress(unsigned percent, void *opaque)
   return dism_op_cancelled(w->o);
 }
 
-/* Build the mount's volume file from its WIM image (progress 5..60). */
 int
-dism_wim_build_volume(struct dism_op *o, struct dism_record *r, const struct dism_wim_image *wi,
-                      bool optimize)
+dism_wim_prepare_volume(struct dism_op *o, struct dism_record *r, const struct dism_wim_image *wi,
+                        bool optimize)
 {
+  const char *scratch = dism_config()->scratch_dir;
   uint64_t size = dism_wim_volume_size(wi, optimize);
-  uint64_t need = dism_wim_volume_need(wi);
+  int rc = dism_wim_cache_lookup(scratch, r->image, r->index, size, r->volume, sizeof r->volume);
+  if (rc == 0) {
+    dism_log(DISM_LOG_INFO, "%s: image %u of %s: reusing its metadata volume %s", o->func,
+             r->index, r->image, r->volume);
+    return 0;
+  }
+  if (rc != -ENOENT)
+    return rc;
+  /* The volume holds metadata only (file data stays in the WIM): an MFT
+   * record, index entries and small files' data per file or directory. */
+  uint64_t need = dism_wim_metadata_need(wi);
   struct statvfs fs;
-
-  /* The volume is sparse, but the image's files will take real space:
-   * refuse now rather than after minutes of extraction (and a WIM whose
-   * XML claims terabytes gets no terabyte volume). */
-  if (statvfs(dism_config()->scratch_dir, &fs) == 0 &&
-      need > (uint64_t) fs.f_bavail * fs.f_frsize) {
+  if (statvfs(scratch, &fs) == 0 && need > (uint64_t) fs.f_bavail * fs.f_frsize) {
     dism_set_error("There is not enough space in the scratch directory %s for image %u of %s: "
-                   "its files take about %llu MiB (by the WIM's XML), %llu MiB are free.",
-                   dism_config()->scratch_dir, r->index, r->image,
-                   (unsigned long long) (need >> 20),
+                   "its metadata volume takes about %llu MiB, %llu MiB are free.",
+                   scratch, r->index, r->image, (unsigned long long) (need >> 20),
                    (unsigned long long) (((uint64_t) fs.f_bavail * fs.f_frsize) >> 20));
     return -ENOSPC;
   }
-  dism_log(DISM_LOG_INFO, "%s: building the NTFS volume %s (%llu bytes%s) from image %u (%s) "
-           "of %s", o->func, r->volume, (unsigned long long) size,
+  dism_log(DISM_LOG_INFO, "%s: building the metadata volume (%llu bytes%s) of image %u (%s) "
+           "of %s", o->func, (unsigned long long) size,
            optimize ? ", /Optimize: no servicing room" : "", r->index, r->image_name, r->image);
   struct wim_relay relay = { o, 5, 55, 5 };
-  int rc = dism_wim_synthesize(r->image, r->index, size, r->volume, wim_relay_progress, &relay);
+  struct dism_wim_build_stats st = { 0 };
+  rc = dism_wim_cache_build(scratch, r->image, r->index, size, r->id, wim_relay_progress,
+                            &relay, r->volume, sizeof r->volume, &st);
   if (rc == -ECANCELED)
-    return dism_op_cancel_error(o, "while the image was applied to its volume");
-  return rc;
+    return dism_op_cancel_error(o, "while the image's metadata volume was built");
+  if (rc < 0)
+    return rc;
+  dism_log(DISM_LOG_INFO, "%s: built %s: %llu files, %llu directories, %llu bytes of data "
+           "left in the WIM, %llu written into the volume", o->func, r->volume,
+           (unsigned long long) st.files, (unsigned long long) st.dirs,
+           (unsigned long long) st.mapped_bytes, (unsigned long long) st.resident_bytes);
+  return 0;
 }
 
-/* Capture the (unmounted, detached, unserved) volume into the WIM.  On
- * failure the message is in dism_last_error() (the caller words the API
- * error: what happens to the changes differs). */
 int
-dism_wim_commit_volume(struct dism_op *o, struct dism_record *r, DWORD flags, UINT from,
+dism_wim_commit_device(struct dism_op *o, struct dism_record *r, DWORD flags, UINT from,
                        UINT span)
 {
   unsigned wflags = ((flags & DISM_COMMIT_APPEND) ? DISM_WIM_COMMIT_APPEND : 0) |
                     ((flags & DISM_COMMIT_GENERATE_INTEGRITY) ? DISM_WIM_COMMIT_INTEGRITY : 0);
   struct wim_relay relay = { o, from, span, from };
+  struct dism_wim_commit_stats st;
+  char base[DISM_PATH_MAX];
   unsigned written = 0;
-  dism_log(DISM_LOG_INFO, "%s: capturing %s into %s (%s image %u%s)", o->func, r->volume,
-           r->image, (flags & DISM_COMMIT_APPEND) ? "append after" : "replace", r->index,
-           (flags & DISM_COMMIT_GENERATE_INTEGRITY) ? ", with an integrity table" : "");
-  int rc = dism_wim_capture(r->image, r->index, r->volume, wflags, wim_relay_progress, &relay,
-                            &written);
+  int rc = dism_wim_cache_volume_of(r->volume, base, sizeof base);
   if (rc < 0)
     return rc;
-  struct stat st;
-  if (stat(r->image, &st) == 0) {
-    r->image_dev = (uint64_t) st.st_dev;
-    r->image_ino = (uint64_t) st.st_ino;
+  memset(&st, 0, sizeof st);
+  dism_log(DISM_LOG_INFO, "%s: committing %s (as changed since %s) into %s (%s image %u%s)",
+           o->func, r->attach.fs_dev, base, r->image,
+           (flags & DISM_COMMIT_APPEND) ? "append after" : "replace", r->index,
+           (flags & DISM_COMMIT_GENERATE_INTEGRITY) ? ", with an integrity table" : "");
+  rc = dism_wim_commit_changes(r->image, r->index, base, r->attach.fs_dev,
+                               dism_config()->scratch_dir, wflags, wim_relay_progress, &relay,
+                               &written, &st);
+  if (rc < 0)
+    return rc;
+  struct stat sb;
+  if (stat(r->image, &sb) == 0) {
+    r->image_dev = (uint64_t) sb.st_dev;
+    r->image_ino = (uint64_t) sb.st_ino;
   }
-  dism_log(DISM_LOG_INFO, "%s: committed into image %u of %s", o->func, written, r->image);
+  if (st.full_capture)
+    dism_log(DISM_LOG_INFO, "%s: committed into image %u of %s by a full capture (%s); %llu "
+             "bytes read from the volume", o->func, written, r->image, st.fallback_reason,
+             (unsigned long long) st.volume_bytes_read);
+  else
+    dism_log(DISM_LOG_INFO, "%s: committed into image %u of %s: %llu added, %llu replaced, "
+             "%llu deleted, %llu renamed; %llu bytes read from the volume (%llu of file data)",
+             o->func, written, r->image, (unsigned long long) st.added,
+             (unsigned long long) st.replaced, (unsigned long long) st.deleted,
+             (unsigned long long) st.renamed, (unsigned long long) st.volume_bytes_read,
+             (unsigned long long) st.data_bytes_read);
+  r->index = written;
   return 0;
 }
 
+/* Mount the image as the WIM now holds it: its metadata volume, an empty
+ * overlay (progress 60..100). */
+static int
+bring_up_committed(struct dism_op *o, struct dism_record *r, const struct dism_live *l)
+{
+  struct dism_wim_image wi;
+  int rc = dism_wim_resolve(r->image, false, false, r->index, NULL, &wi);
+  if (rc < 0)
+    return rc;
+  snprintf(r->image_name, sizeof r->image_name, "%s", wi.name);
+  if (r->overlay[0] && (rc = overlay_remove(r->overlay)) < 0) {
+    dism_set_error("cannot remove %s: %s", r->overlay, strerror(-rc));
+    return rc;
+  }
+  o->from = 60;
+  o->span = 20;
+  /* The volume size a mount chose is kept (it is in the old map). */
+  rc = dism_wim_prepare_volume(o, r, &wi, false);
+  o->from = 80;
+  o->span = 20;
+  if (rc == 0)
+    rc = dism_bring_up(o, r, l);
+  o->from = 0;
+  o->span = PROGRESS_TOTAL;
+  return rc;
+}
+
 /* DismCommitImage of a WIM mount.  libntfs-3g must read a volume nobody has
- * mounted, so: unmount (open files -> ERROR_BUSY, nothing changed), detach,
- * stop the server, capture, then serve, attach and mount again.  The folder
- * is empty for that time. */
+ * mounted, so: unmount (open files -> ERROR_BUSY, nothing changed), commit
+ * from the attached device, then serve and mount the image as written,
+ * with an empty overlay (a failed commit: the same overlay again).  The
+ * folder is empty for that time. */
 HRESULT
 dism_wim_commit_mounted(struct dism_op *o, struct dism_record *r, DWORD flags)
 {
@@ -113,23 +173,29 @@ dism_wim_commit_mounted(struct dism_op *o, struct dism_record *r, DWORD flags)
                          r->mount_dir, strerror(e));
   }
   HRESULT hr = S_OK;
-  int rc = dism_teardown_live(r, false);
+  int rc = dism_wim_commit_device(o, r, flags, 5, 55);
   if (rc < 0)
-    hr = dism_api_fail(o->func, dism_hr_from_errno(rc), "%s. Nothing was committed.",
-                       dism_last_error());
-  else if ((rc = dism_wim_commit_volume(o, r, flags, 5, 80)) < 0)
     hr = dism_api_fail(o->func, dism_hr_from_errno(rc),
                        "%s. The WIM is unchanged; the changes stay in the mount.",
                        dism_last_error());
-  /* Mounted again whatever happened: the changes live in the volume. */
-  o->from = 85;
-  o->span = 15;
-  int up = dism_bring_up(o, r, &l);
-  o->from = 0;
-  o->span = PROGRESS_TOTAL;
+  int down = dism_teardown_live(r, false);
+  int up;
+  if (down < 0) {
+    up = down;
+  } else if (SUCCEEDED(hr)) {
+    up = bring_up_committed(o, r, &l);
+  } else {
+    o->from = 85;
+    o->span = 15;
+    up = dism_bring_up(o, r, &l);
+    o->from = 0;
+    o->span = PROGRESS_TOTAL;
+  }
   if (dism_record_write(r) < 0)
     dism_log(DISM_LOG_WARN, "cannot update the record of %s: %s", r->mount_dir,
              dism_last_error());
+  if (SUCCEEDED(hr))
+    dism_wim_cache_prune(dism_config()->scratch_dir);   /* the old image's volume */
   if (up < 0)
     return dism_api_fail(o->func, dism_hr_from_errno(up),
                          "%s The image could not be mounted again at %s: %s; run "

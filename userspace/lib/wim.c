@@ -255,11 +255,11 @@ xml_sum(uint64_t bytes, const struct dism_wim_image *image, unsigned per_entry)
 }
 
 uint64_t
-dism_wim_volume_need(const struct dism_wim_image *image)
+dism_wim_metadata_need(const struct dism_wim_image *image)
 {
-  uint64_t data = image->total_bytes > image->hardlink_bytes
-                  ? image->total_bytes - image->hardlink_bytes : 0;
-  return xml_sum(data, image, 1024);
+  /* An MFT record, index entries and a small file's data per entry, and
+   * NTFS's own metadata and log. */
+  return xml_sum(64 * MIB, image, 4096);
 }
 
 uint64_t

@@ -51,9 +51,9 @@ typedef bool (*dism_wim_progress_fn)(unsigned percent, void *opaque);
 /* The size of the volume for an image: see dism-api.md "WIM" (optimize:
  * /Optimize, no servicing room). */
 uint64_t dism_wim_volume_size(const struct dism_wim_image *image, bool optimize);
-/* The least the image's files take once applied (from the WIM's XML: data
- * once per hard-linked file, an MFT record each). */
-uint64_t dism_wim_volume_need(const struct dism_wim_image *image);
+/* What the image's metadata volume takes in the scratch directory (file
+ * data stays in the WIM): from the WIM's XML, per file and directory. */
+uint64_t dism_wim_metadata_need(const struct dism_wim_image *image);
 
 /* Build the NTFS volume file `volume` (must not exist) holding image `index`
  * of `wim`.  Cancellable (-> -ECANCELED); on any
