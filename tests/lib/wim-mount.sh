@@ -17,9 +17,13 @@ listing() {
 expected() {
   $PY "$ROOT/tests/lib/listing-expected.py" "$W/listings/$1.tsv" "$2"
 }
-nothing_left() {  # nothing_left WHAT: no mount, record, volume or live state
+# nothing_left WHAT: no mount, record, overlay or live state; the metadata
+# cache (scratch/wim-cache) may keep finished volumes for the next mount,
+# never an unfinished build.
+nothing_left() {
   local left
-  left=$(ls -A "$DISM_STATE_DIR/mounts" "$DISM_STATE_DIR/scratch" "$DISM_RUN_DIR/mounts" 2>/dev/null | grep -v '^/\|^$' || true)
+  left=$(ls -A "$DISM_STATE_DIR/mounts" "$DISM_STATE_DIR/scratch" "$DISM_RUN_DIR/mounts" 2>/dev/null | grep -v '^/\|^$\|^wim-cache$' || true)
+  left="$left$(ls -A "$DISM_STATE_DIR/scratch/wim-cache" 2>/dev/null | grep '^\.build-' || true)"
   if mountpoint -q "$M" || [ -n "$left" ] || [ -n "$(ls -A "$M")" ]; then
     not_ok "$1: nothing left behind"; diag "left: $left"
   else

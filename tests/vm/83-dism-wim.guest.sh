@@ -2,8 +2,9 @@
 # shellcheck shell=sh
 # 83-dism-wim.guest.sh - guest half of tests/t/83-vm-dism-wim.t (busybox sh,
 # as /test/run.sh).  A WIM mounted through the real /dev/nbdN: libdism
-# synthesizes an NTFS volume (mkntfs + libwim) and serves it as a whole-disk
-# NTFS (no partition table).  From the host (all under /test):
+# builds the image's metadata-only NTFS volume (mkntfs + libntfs-3g + libwim)
+# and serves it with file data read from the WIM as a whole-disk NTFS (no
+# partition table).  From the host (all under /test):
 #   w.wim       4 images: the corpus's MultiImage (Base, Changes, Delta) and
 #               "Data" (index 4, LZX) captured on the host
 #   w.manifest  sha256sum lines of every file of image 4
@@ -41,7 +42,8 @@ gone_or_empty() {
     ok "$1: /dev/nbd$2 is gone or disconnected"
   else not_ok "$1: /dev/nbd$2 is gone or disconnected"; fi
 }
-leftovers() { find "$STATE/mounts" "$STATE/scratch" "$RUN/mounts" -mindepth 1 2>/dev/null; }
+# the metadata cache (scratch/wim-cache) may keep finished volumes, never a build
+leftovers() { find "$STATE/mounts" "$STATE/scratch" "$RUN/mounts" -mindepth 1 2>/dev/null | grep -Ev "^$STATE/scratch/wim-cache(/[0-9a-f]+(/volume|/map)?)?$"; }
 server_procs() { ps | grep -c '[d]ism-nbd-server'; }
 
 mkdir -p /mnt/w /mnt/w2
