@@ -225,8 +225,10 @@ dism_validate_against_registry(const char *func, const struct dism_record *r)
       continue;
     if (dism_record_status(other) == DismMountStatusInvalid)
       continue;
-    /* WIM mounts each have their own volume: read-only ones coexist with
-     * the one read/write mount (they keep the image as it was). */
+    /* Read-only WIM mounts coexist with the one read/write mount: its
+     * writes go to its overlay, and its commit appends to the WIM, which
+     * never moves the blobs the read-only mounts' servers read (they keep
+     * the image as it was). */
     if (dism_record_is_wim(r) && dism_record_is_wim(other) &&
         (r->mode == DISM_MODE_RO || other->mode == DISM_MODE_RO))
       continue;
