@@ -149,6 +149,60 @@ if [ -f "$TMPD/lzx.wim" ]; then
     "Input/output error: $TMPD/damaged2.wim: resource at $roff: chunk [0-9]+ of 96: bad chunk table entry"
 fi
 
+# ---- the "wim" disk format -----------------------------------------------------
+DT=$TBIN/disk-tool
+need_file "$DT"
+for n in lzx solid-xpress; do
+  [ -f "$TMPD/$n.wim" ] || continue
+  V=$TMPD/vol-$n; mkdir -p "$V"
+  if ! out=$("$WB" --mkmap "$TMPD/$n.wim" "$V" 2>&1); then
+    not_ok "wim-blobs --mkmap $n"; diag "$out"; continue
+  fi
+  is "wim format ($n): probed as wim" "$("$DT" -r "$V/vol.map" info | sed -n 's/^format=//p')" wim
+  check "wim format ($n): the whole disk equals the volume with the blobs in place" \
+    bash -c "'$DT' -r '$V/vol.map' cat | cmp - '$V/expect.img'"
+  # Reads that start and end inside extents and across their edges.
+  bad=0
+  for spec in "0 4096" "4000 100000" "123457 777777" "$(( $(stat -c %s "$V/vol.img") - 5000 )) 5000"; do
+    read -r o l <<<"$spec"
+    cmp -s <("$DT" -r "$V/vol.map" read "$o" "$l") <(tail -c +$((o + 1)) "$V/expect.img" | head -c "$l") || bad=$((bad + 1))
+  done
+  is "wim format ($n): partial reads across extent edges" "$bad" 0
+  like "wim format ($n): mapped ranges are data, gaps are holes" \
+    "$("$DT" -r "$V/vol.map" map | head -3 | tr '\n' ' ')" "^0 [0-9]+ 0 [0-9]+ [0-9]+ 3 "
+  like "wim format ($n): opening it writable is refused clearly" \
+    "$("$DT" "$V/vol.map" info 2>&1)" "WIM volume map is read-only"
+  like "wim format ($n): the server says so" "$("$BIN/dism-nbd-server" --capabilities)" $'(^|\n)wim(\n|$)'
+done
+if [ -d "$TMPD/vol-lzx" ]; then
+  V=$TMPD/vol-lzx
+  # Served (sandboxed, as by default) with a small cache, and under an overlay.
+  need_cmd nbdcopy
+  if start_server wimvol --readonly --wim-cache-size 2M "$V/vol.map"; then
+    check "wim format: served by dism-nbd-server (sandboxed, 2M cache), the device equals the volume" \
+      bash -c "nbdcopy '$(uri "$SOCK")' - | cmp - '$V/expect.img'"
+    kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null
+  else
+    not_ok "server on a wim map"
+  fi
+  if start_server wimvol-ov --overlay "$TMPD/wimvol.ovl" "$V/vol.map"; then
+    check "wim format: under an overlay, the device equals the volume" \
+      bash -c "nbdcopy '$(uri "$SOCK")' - | cmp - '$V/expect.img'"
+    kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null
+  else
+    not_ok "server on a wim map under an overlay"
+  fi
+  like "wim format: --wim-cache-size refuses a nonsense size" \
+    "$("$BIN/dism-nbd-server" --unix "$TMPD/x.sock" --readonly --wim-cache-size 12Q "$V/vol.map" 2>&1)" \
+    "wim-cache-size 12Q: expected a size"
+  cp "$V/vol.map" "$TMPD/copy.map"   # relative volume path: not next to this copy
+  like "wim format: a map whose volume is missing is refused naming it" \
+    "$("$DT" -r "$TMPD/copy.map" info 2>&1)" "$TMPD/vol.img: the volume of WIM map"
+  touch "$TMPD/lzx.wim"
+  like "wim format: a WIM changed since the build is refused" \
+    "$("$DT" -r "$V/vol.map" info 2>&1)" "the WIM changed since the volume was built"
+fi
+
 # A file over 4 GiB (sparse source): 8-byte chunk table entries.
 if [ "${WIM_SOURCE_SKIP_BIG:-0}" != 1 ]; then
   BIG=$TMPD/bigsrc; mkdir -p "$BIG"
