@@ -72,6 +72,7 @@ disk_close(struct disk *d)
 static const struct disk_format *const formats[] = {
   &dism_format_vhdx,
   &dism_format_vhd,
+  &dism_format_wim,
   &dism_format_raw,
 };
 #define NFORMATS (sizeof formats / sizeof formats[0])
@@ -214,6 +215,12 @@ disk_open_parent(const char *parent_path, const struct disk_open_opts *child_opt
 
 /* Set by disk_pread_nowait for the reads it makes on this thread. */
 static __thread bool nowait_reads;
+
+bool
+disk_nowait_reads(void)
+{
+  return nowait_reads;
+}
 
 int
 disk_full_pread(int fd, const char *path, void *buf, size_t count,
