@@ -368,18 +368,18 @@ put_data(struct build *b, ntfs_inode *ni, ntfschar *name, u32 name_len,
     goto out;
   }
   uint64_t cs = b->cluster;
-  for (runlist_element *r = na->rl; r && r->length; r++) {
-    uint64_t start = (uint64_t) r->vcn * cs;
+  for (runlist_element *run = na->rl; run && run->length; run++) {
+    uint64_t start = (uint64_t) run->vcn * cs;
     if (start >= size)
       break;
-    if (r->lcn < 0) {          /* allocation without holes: never expected */
+    if (run->lcn < 0) {          /* allocation without holes: never expected */
       rc = fail(b, -EIO, path, "ntfs-3g left a hole in its data", NULL);
       goto out;
     }
-    uint64_t len = (uint64_t) r->length * cs;
+    uint64_t len = (uint64_t) run->length * cs;
     if (len > size - start)
       len = size - start;
-    rc = add_extent(b, (uint64_t) r->lcn * cs, len, idx, blob_off + start,
+    rc = add_extent(b, (uint64_t) run->lcn * cs, len, idx, blob_off + start,
                     (uint32_t) ni->mft_no);
     if (rc < 0) {
       fail(b, rc, path, "out of memory", NULL);
