@@ -150,7 +150,11 @@ $(SERVER_LIB): $(filter-out $(SERVER_MAIN),$(SERVER_OBJ))
 
 $(SERVER_BIN): $(SERVER_MAIN) $(SERVER_LIB) $(ENGINE_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(GNUTLS_LIBS) $(SECCOMP_LIBS) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(GNUTLS_LIBS) $(SECCOMP_LIBS) $(WIM_LIBS) $(LIBS)
+
+# The engine reads WIM resources with wimlib's decompressors (wim-source.c):
+# everything that links the engine links $(WIM_LIBS).
+$(ENGINE_OBJ): CPPFLAGS += $(WIM_CFLAGS)
 
 $(LIBDISM_OBJ) $(BUILD)/userspace/cli/dism.o: CPPFLAGS += $(DISM_INC) $(NTFS_CFLAGS) $(WIM_CFLAGS)
 $(LIBDISM_OBJ): CFLAGS += -fvisibility=hidden
@@ -299,11 +303,11 @@ $(CRASH_SHIM): tests/shim/crash-shim.c
 
 $(BUILD)/bin/%: $(BUILD)/nbd-server/tools/%.o $(ENGINE_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(WIM_LIBS) $(LIBS)
 
 $(BUILD)/tests/%: tests/drivers/%.c $(SERVER_LIB) $(ENGINE_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -Inbd-server/server $(CFLAGS) $(NBD_CFLAGS) -o $@ $< $(SERVER_LIB) $(ENGINE_LIB) $(COMMON_LIB) $(LDFLAGS) $(NBD_LIBS) $(GNUTLS_LIBS) $(LIBS)
+	$(CC) $(CPPFLAGS) -Inbd-server/server $(CFLAGS) $(NBD_CFLAGS) -o $@ $< $(SERVER_LIB) $(ENGINE_LIB) $(COMMON_LIB) $(LDFLAGS) $(NBD_LIBS) $(GNUTLS_LIBS) $(WIM_LIBS) $(LIBS)
 
 # common/'s unit tests (TAP; tests/t/01-unit.t runs them): common/ alone.
 $(UNIT_BINS): $(BUILD)/tests/unit/%: tests/unit/%.c $(COMMON_LIB)
@@ -321,7 +325,7 @@ FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer
 FUZZ_LIBSRC := $(COMMON_SRC) $(ENGINE_SRC) $(filter-out nbd-server/server/main.c nbd-server/server/sandbox.c,$(SERVER_SRC))
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIBSRC)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(CPPFLAGS) -Inbd-server/server -std=gnu11 $(FUZZ_FLAGS) -DFUZZING -pthread -o $@ $< $(FUZZ_LIBSRC) $(FUZZ_EXTRA_$*) $(GNUTLS_LIBS) $(LIBS)
+	$(CLANG) $(CPPFLAGS) -Inbd-server/server -std=gnu11 $(FUZZ_FLAGS) -DFUZZING -pthread -o $@ $< $(FUZZ_LIBSRC) $(FUZZ_EXTRA_$*) $(GNUTLS_LIBS) $(WIM_LIBS) $(LIBS)
 
 # fuzz-partition: libdism's partition-table parser (no libntfs-3g in it).
 FUZZ_EXTRA_fuzz-partition := -Iuserspace/lib userspace/lib/partition.c userspace/lib/dism-error.c

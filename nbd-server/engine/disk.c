@@ -215,6 +215,12 @@ disk_open_parent(const char *parent_path, const struct disk_open_opts *child_opt
 /* Set by disk_pread_nowait for the reads it makes on this thread. */
 static __thread bool nowait_reads;
 
+bool
+disk_nowait_reads(void)
+{
+  return nowait_reads;
+}
+
 int
 disk_full_pread(int fd, const char *path, void *buf, size_t count,
                 uint64_t offset, bool zero_fill_eof)

@@ -20,6 +20,10 @@ struct disk_format {
               struct disk **out);
 };
 
+/* Is this thread inside disk_pread_nowait?  Backends that do more than
+ * disk_full_pread (decompression: wim-source.c) answer -EAGAIN then. */
+bool disk_nowait_reads(void);
+
 extern const struct disk_format dism_format_raw;
 extern const struct disk_format dism_format_vhd;
 extern const struct disk_format dism_format_vhdx;
