@@ -339,15 +339,29 @@ put_data(struct build *b, ntfs_inode *ni, ntfschar *name, u32 name_len,
       rc = fail(b, -ENOMEM, path, "out of memory", NULL);
       goto out;
     }
-    rc = read_blob(b, re, p, path);
-    if (rc < 0)
+    struct wim_resource r;
+    uint64_t off;
+    resource_for(re, &r, &off);
+    rc = wim_source_read(b->ws, &r, off, p, size);
+    if (rc == -EIO) {
+      /* A damaged blob: map it like large data, so this file reads EIO
+       * through the server and the rest of the image still mounts. */
+      if (ntfs_attr_force_non_resident(na)) {
+        rc = fail_errno(b, path, "cannot move its data out of the MFT record");
+        goto out;
+      }
+      b->st.damaged++;
+    } else if (rc < 0) {
+      fail(b, rc, path, "cannot read its data from the WIM", disk_last_error());
       goto out;
-    if (ntfs_attr_pwrite(na, 0, (s64) size, p) != (s64) size) {
-      rc = fail_errno(b, path, "cannot write its data into the volume");
+    } else {
+      if (ntfs_attr_pwrite(na, 0, (s64) size, p) != (s64) size) {
+        rc = fail_errno(b, path, "cannot write its data into the volume");
+        goto out;
+      }
+      b->st.resident_bytes += size;
       goto out;
     }
-    b->st.resident_bytes += size;
-    goto out;
   }
   if (ntfs_attr_map_whole_runlist(na)) {
     rc = fail_errno(b, path, "cannot read back its runlist");
