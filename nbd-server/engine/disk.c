@@ -72,6 +72,7 @@ disk_close(struct disk *d)
 static const struct disk_format *const formats[] = {
   &dism_format_vhdx,
   &dism_format_vhd,
+  &dism_format_wim,
   &dism_format_raw,
 };
 #define NFORMATS (sizeof formats / sizeof formats[0])

@@ -96,7 +96,9 @@ struct disk {
 struct disk_open_opts {
   bool readonly;              /* open the file O_RDONLY, never write to it */
   bool allow_bad_checksum;    /* forensic reads: accept bad VHD checksums */
-  const char *format;         /* NULL: probe; else "raw", "vhd", "vhdx" */
+  const char *format;         /* NULL: probe; else "raw", "vhd", "vhdx", "wim" */
+  uint64_t wim_cache_bytes;   /* "wim": decompressed-chunk cache (wim-source.h);
+                                 0: WIM_SOURCE_DEFAULT_CACHE */
   /* internal: parent-chain depth and the files already in the chain, so
    * that loops are refused.  Callers outside the engine leave them zero. */
   unsigned depth;
@@ -117,7 +119,7 @@ int disk_open(const char *path, const struct disk_open_opts *opts,
               struct disk **out);
 void disk_close(struct disk *d);
 
-/* Probe: returns "vhdx", "vhd" or "raw" for an open fd. */
+/* Probe: returns "vhdx", "vhd", "wim" or "raw" for an open fd. */
 const char *disk_probe_format(int fd, uint64_t file_size);
 /* The formats disk_open knows, in detection order: the i-th one's name,
  * NULL past the last. */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* formats.h - the format backends (engine-internal): one table entry per
- * format, exported by its file (raw.c, vhd.c, vhdx.c).  disk.c chooses
+ * format, exported by its file (raw.c, vhd.c, vhdx.c, wimvol.c).  disk.c chooses
  * from the table (disk_open: by name, or by probing in table order). */
 #ifndef DISM_FORMATS_H
 #define DISM_FORMATS_H
@@ -11,7 +11,7 @@
 #include "disk.h"
 
 struct disk_format {
-  const char *name;                  /* "raw", "vhd", "vhdx" (--format) */
+  const char *name;                  /* "raw", "vhd", "vhdx", "wim" (--format) */
   /* Does the file (file_size bytes, open as fd) look like this format? */
   bool (*probe)(int fd, uint64_t file_size);
   /* Takes ownership of fd on success and leaves it open on failure (the
@@ -27,5 +27,6 @@ bool disk_nowait_reads(void);
 extern const struct disk_format dism_format_raw;
 extern const struct disk_format dism_format_vhd;
 extern const struct disk_format dism_format_vhdx;
+extern const struct disk_format dism_format_wim;
 
 #endif

@@ -61,6 +61,7 @@ struct options {
   bool no_multi_conn;
   bool verbose;
   bool allow_bad_checksum;
+  uint64_t wim_cache_bytes;    /* --wim-cache-size; 0: the default */
   bool no_sandbox;
   const char *user;
   unsigned threads;
@@ -109,8 +110,11 @@ usage(FILE *f)
 "  -r, --readonly             export read-only\n"
 "  -o, --overlay FILE         send writes to the copy-on-write overlay FILE\n"
 "                             (created if absent, reopened if present)\n"
-"  -f, --format FMT           raw, vhd or vhdx (default: detect)\n"
+"  -f, --format FMT           raw, vhd, vhdx or wim (default: detect)\n"
 "      --allow-bad-checksum   open images with bad checksums (forensics)\n"
+"      --wim-cache-size SIZE  \"wim\" images (a WIM volume map): decompressed\n"
+"                             chunks kept in memory, bytes or with K, M, G\n"
+"                             (default 256M; a solid .esd needs 64M a chunk)\n"
 "\n"
 "The export:\n"
 "  -e, --export-name NAME     export name (default \"\")\n"
@@ -154,6 +158,7 @@ print_capabilities(void)
     "sandbox",            /* sandboxed by default; --no-sandbox, --user */
     "handshake-timeout",  /* --handshake-timeout S */
     "exit-when-idle",     /* --exit-when-idle */
+    "wim",                /* the "wim" format (a WIM volume map), --wim-cache-size */
   };
 
   for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
@@ -201,8 +206,33 @@ enum {
   OPT_FD = 256, OPT_FD_TRANSMISSION, OPT_SOCKET_ACTIVATION, OPT_EXIT_WHEN_IDLE,
   OPT_NO_MULTI_CONN, OPT_HANDSHAKE_TIMEOUT, OPT_ALLOW_BAD_CHECKSUM, OPT_FUSE_FILE, OPT_CONTROL,
   OPT_TLS, OPT_TLS_CERTIFICATES, OPT_TLS_VERIFY_PEER, OPT_TLS_PSK,
-  OPT_NO_SANDBOX, OPT_USER, OPT_CAPABILITIES,
+  OPT_NO_SANDBOX, OPT_USER, OPT_CAPABILITIES, OPT_WIM_CACHE_SIZE,
 };
+
+/* A size: bytes, or with a K, M, G or T suffix (powers of 1024). */
+static bool
+parse_size(const char *s, uint64_t *out)
+{
+  unsigned shift = 0;
+  char *end;
+  unsigned long long v;
+
+  errno = 0;
+  v = strtoull(s, &end, 10);
+  if (errno || end == s || s[0] == '-')
+    return false;
+  switch (*end) {
+  case 'K': case 'k': shift = 10; end++; break;
+  case 'M': case 'm': shift = 20; end++; break;
+  case 'G': case 'g': shift = 30; end++; break;
+  case 'T': case 't': shift = 40; end++; break;
+  default: break;
+  }
+  if (*end || v > (UINT64_MAX >> shift))
+    return false;
+  *out = (uint64_t) v << shift;
+  return true;
+}
 
 /* The TLS options together.  Credentials without --tls mean
  * --tls=require (as qemu-nbd's --tls-creds): serving in the clear by
@@ -255,6 +285,7 @@ static const struct option longopts[] = {
   { "overlay", required_argument, NULL, 'o' },
   { "format", required_argument, NULL, 'f' },
   { "allow-bad-checksum", no_argument, NULL, OPT_ALLOW_BAD_CHECKSUM },
+  { "wim-cache-size", required_argument, NULL, OPT_WIM_CACHE_SIZE },
   { "export-name", required_argument, NULL, 'e' },
   { "description", required_argument, NULL, 'd' },
   { "no-multi-conn", no_argument, NULL, OPT_NO_MULTI_CONN },
@@ -377,13 +408,20 @@ parse_option(struct options *o, int c, const char *arg)
     break;
   case 'f':
     if (!disk_format_known(arg)) {
-      fail("--format %s: expected raw, vhd or vhdx", arg);
+      fail("--format %s: expected raw, vhd, vhdx or wim", arg);
       return 1;
     }
     o->format = arg;
     break;
   case OPT_ALLOW_BAD_CHECKSUM:
     o->allow_bad_checksum = true;
+    break;
+  case OPT_WIM_CACHE_SIZE:
+    /* At least 1 MiB: below, every read would decompress again. */
+    if (!parse_size(arg, &o->wim_cache_bytes) || o->wim_cache_bytes < (1u << 20)) {
+      fail("--wim-cache-size %s: expected a size of at least 1M (bytes, or with K, M, G)", arg);
+      return 1;
+    }
     break;
   case 'e':
     o->export_name = arg;
@@ -484,6 +522,7 @@ open_image(const struct options *o, struct disk **out)
     .readonly = o->readonly || (o->overlay != NULL && o->control_path == NULL),
     .allow_bad_checksum = o->allow_bad_checksum,
     .format = o->format,
+    .wim_cache_bytes = o->wim_cache_bytes,
   };
   struct disk *base = NULL;
   struct stat st;

@@ -9,6 +9,12 @@
  *       Prints one FAIL line per bad blob (the engine's message), then
  *       "blobs N ok N failed N bytes N partial N stats ...".
  *       Exit 0: all good; 1: a blob failed; 2: the WIM did not open.
+ *   wim-blobs [--blobs-from OTHER.wim] ... WIM
+ *       the blobs are those OTHER.wim lists (e.g. the intact copy of a
+ *       truncated or damaged WIM)
+ *   wim-blobs --list WIM
+ *       print each blob: resource offset, size, uncompressed size, flags,
+ *       offset in the resource, size (one line each)
  *   wim-blobs --open WIM
  *       only wim_source_open: prints "open ok" or the message (exit 2).
  *   wim-blobs --mkmap WIM DIR
@@ -243,8 +249,8 @@ main(int argc, char **argv)
   struct wim_source_stats st;
   unsigned threads = 4;
   uint64_t ok = 0, bad = 0, bytes = 0;
-  const char *mkmap_dir = NULL;
-  bool open_only = false;
+  const char *mkmap_dir = NULL, *blobs_from = NULL;
+  bool open_only = false, list = false;
   int i;
 
   for (i = 1; i < argc - 1 && argv[i][0] == '-'; i++) {
@@ -256,6 +262,10 @@ main(int argc, char **argv)
       opts.cache_bytes = strtoull(argv[++i], NULL, 0);
     else if (strcmp(argv[i], "--open") == 0)
       open_only = true;
+    else if (strcmp(argv[i], "--list") == 0)
+      list = true;
+    else if (strcmp(argv[i], "--blobs-from") == 0 && i + 1 < argc)
+      blobs_from = argv[++i];
     else if (strcmp(argv[i], "--mkmap") == 0 && i + 2 < argc) {
       mkmap_dir = argv[argc - 1];
       argc--;
@@ -276,8 +286,16 @@ main(int argc, char **argv)
     wim_source_close(ws);
     return 0;
   }
-  if (list_blobs(argv[i]) < 0)
+  if (list_blobs(blobs_from ? blobs_from : argv[i]) < 0)
     return 2;
+  if (list) {
+    for (size_t k = 0; k < nblobs; k++)
+      printf("%" PRIu64 " %" PRIu64 " %" PRIu64 " %#x %" PRIu64 " %" PRIu64 "%s\n",
+             blobs[k].res.offset, blobs[k].res.size, blobs[k].res.uncompressed_size,
+             blobs[k].res.flags, blobs[k].offset, blobs[k].size,
+             blobs[k].metadata ? " metadata" : "");
+    return 0;
+  }
   for (size_t k = 0; k < nblobs; k++) {
     struct blob *b = &blobs[k];
     int r = read_whole(b);
