@@ -10,12 +10,14 @@
 # its file: ntfsinfo); the data clusters never written (holes in the volume
 # file); the volume with every mapped range filled from the WIM (--fill:
 # what the server serves) shows, through ntfs-3g, every file's bytes and
-# metadata as `wimlib-imagex apply` of the same image into NTFS does.
+# metadata as `wimlib-imagex apply` of the same image into NTFS does; and
+# so does the volume served by dism-nbd-server ("wim" format, FUSE file),
+# which equals the filled volume byte for byte.
 # Then cancel (nothing left), a missing image, a damaged small file.
-# needs-root: ntfs-3g mounts
+# needs-root: ntfs-3g mounts, the server's FUSE file
 source "$(dirname "$0")/../lib/tap.sh"
 need_cmd wimlib-imagex mkntfs ntfs-3g ntfsfix ntfsinfo setfattr truncate mountpoint
-need_file "$TBIN/wim-build" "$TBIN/wim-map-tool" "$ROOT/tests/lib/ntfsmeta.py"
+need_file "$TBIN/wim-build" "$TBIN/wim-map-tool" "$ROOT/tests/lib/ntfsmeta.py" "$BIN/dism-nbd-server" /dev/fuse
 NM="$PY $ROOT/tests/lib/ntfsmeta.py"
 WB=$TBIN/wim-build
 OPTS=streams_interface=xattr,noatime
@@ -198,6 +200,16 @@ build_and_compare() {  # build_and_compare NAME WIM INDEX
   [ -s "$d/exp.dump" ] || { not_ok "$name: wimlib's apply dumped"; return; }
   is "$name: every file's bytes and metadata = wimlib-imagex apply" \
     "$(diff <(filter "$d/exp.dump") <(filter "$d/got.dump") | head -20)" ""
+  # served: the "wim" disk format (volume + map + WIM), read through the FUSE file
+  if start_server "srv-$name" --readonly --fuse-file "$d/fuse" "$d/map"; then
+    check "$name: served (wim format): the device = the filled volume, byte for byte" cmp "$d/fuse" "$d/filled"
+    dump_of "$d/fuse" "$d/srv.dump"
+    is "$name: served, mounted with ntfs-3g: every file = wimlib-imagex apply" \
+      "$(diff <(filter "$d/exp.dump") <(filter "$d/srv.dump") | head -20)" ""
+    kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null
+  else
+    not_ok "$name: served by dism-nbd-server"; diag "$(cat "$TMPD/srv-$name.log")"
+  fi
 }
 for c in lzx xpress none solid; do
   build_and_compare "$c" "$W/$c.wim" 1

@@ -783,7 +783,7 @@ dism_wim_build(const char *wim, unsigned index, uint64_t size, const char *volum
   /* Names reach ntfs-3g as UTF-16 except DOS names, which it converts
    * itself: UTF-8, whatever the process locale. */
   ntfs_set_char_encoding("utf8");
-  ntfs_log_set_handler(getenv("WB_DEBUG") ? ntfs_log_handler_stderr : ntfs_log_handler_null);
+  ntfs_log_set_handler(ntfs_log_handler_null);
   b.vol = ntfs_mount(volume, NTFS_MNT_NONE);
   if (!b.vol) {
     rc = errno ? -errno : -EIO;
