@@ -288,6 +288,12 @@ $(BUILD)/tests/wim-capture: tests/drivers/wim-capture.c $(LIBDISM_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(DISM_INC) $(WIM_CFLAGS) $(CFLAGS) -o $@ $< $(LIBDISM_A) $(LDFLAGS) $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
 
+# The WIM volume builder test drives dism_wim_build directly (internal: static library).
+$(BUILD)/tests/wim-build: tests/drivers/wim-build.c $(LIBDISM_A) $(ENGINE_LIB) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(DISM_INC) $(WIM_CFLAGS) $(CFLAGS) -o $@ $< $(LIBDISM_A) $(ENGINE_LIB) \
+	  $(COMMON_LIB) $(LDFLAGS) $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
+
 # Fault injection for crash tests (tests/shim/crash-shim.c): an LD_PRELOAD
 # library, built without sanitizers so it loads into any process.
 CRASH_SHIM := $(BUILD)/tests/crash-shim.so

@@ -26,6 +26,8 @@ struct dism_wim_build_stats {
   uint64_t mapped_bytes;       /* data left in the WIM, served through the map */
   uint64_t resident_bytes;     /* data written into the MFT at build time */
   uint64_t extents;
+  uint64_t damaged;            /* small files whose data did not decompress:
+                                  mapped instead of resident (they read EIO) */
 };
 
 /* Build volume (must not exist; size bytes, sparse) and its map file

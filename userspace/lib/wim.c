@@ -75,8 +75,8 @@ errno_from_wimlib(int code)
   }
 }
 
-static int
-wim_fail(int code, const char *fmt_what, const char *wim)
+int
+dism_wim_fail(int code, const char *fmt_what, const char *wim)
 {
   char what[4600];
   snprintf(what, sizeof what, fmt_what, wim);
@@ -110,8 +110,14 @@ wim_open(const char *wim, int flags, WIMStruct **out, wimlib_progress_func_t fn,
     return -EUCLEAN;
   }
   if (rc)
-    return wim_fail(rc, "%s cannot be opened as a WIM file", wim);
+    return dism_wim_fail(rc, "%s cannot be opened as a WIM file", wim);
   return 0;
+}
+
+int
+dism_wim_open(const char *wim, int flags, WIMStruct **out)
+{
+  return wim_open(wim, flags, out, NULL, NULL);
 }
 
 /* ---- image details ----------------------------------------------------------- */
@@ -293,8 +299,8 @@ mkntfs_path(void)
   return dism_find_tool("DISM_MKNTFS", candidates);
 }
 
-static int
-make_volume(const char *volume, uint64_t size, const char *wim)
+int
+dism_wim_make_volume(const char *volume, uint64_t size, const char *wim)
 {
   const char *mkntfs = mkntfs_path();
   if (!mkntfs) {
@@ -461,7 +467,7 @@ dism_wim_synthesize(const char *wim, unsigned index, uint64_t size, const char *
   int rc = wim_open(wim, 0, &w, NULL, NULL);
   if (rc < 0)
     goto out;
-  rc = make_volume(volume, size, wim);
+  rc = dism_wim_make_volume(volume, size, wim);
   if (rc < 0)
     goto out;
   made = true;
@@ -489,7 +495,7 @@ dism_wim_synthesize(const char *wim, unsigned index, uint64_t size, const char *
   if (wrc) {
     char what[128];
     snprintf(what, sizeof what, "image %u of %%s cannot be applied to an NTFS volume", index);
-    rc = wim_fail(wrc, what, wim);
+    rc = dism_wim_fail(wrc, what, wim);
     goto out;
   }
 out:
@@ -592,7 +598,7 @@ dism_wim_capture(const char *wim, unsigned index, const char *volume, unsigned f
     *new_index = index;
   }
   if (wrc) {
-    rc = wim_fail(wrc, "the mounted volume cannot be captured into %s", wim);
+    rc = dism_wim_fail(wrc, "the mounted volume cannot be captured into %s", wim);
     goto out;
   }
   /* Append mode (never REBUILD): new data, metadata, tables and XML go
@@ -603,7 +609,7 @@ dism_wim_capture(const char *wim, unsigned index, const char *volume, unsigned f
     write_flags |= WIMLIB_WRITE_FLAG_CHECK_INTEGRITY;
   wrc = wimlib_overwrite(w, write_flags, 0);
   if (wrc) {
-    rc = wim_fail(wrc, "the changes cannot be written into %s", wim);
+    rc = dism_wim_fail(wrc, "the changes cannot be written into %s", wim);
     goto out;
   }
   p.from = 100;

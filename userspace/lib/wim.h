@@ -72,4 +72,12 @@ int dism_wim_synthesize(const char *wim, unsigned index, uint64_t size, const ch
 int dism_wim_capture(const char *wim, unsigned index, const char *volume, unsigned flags,
                      dism_wim_progress_fn progress, void *opaque, unsigned *new_index);
 
+/* Shared inside libdism (wim-build.c): open a WIM as dism_wim_resolve does
+ * (split WIMs refused, messages set); a wimlib error as errno + message
+ * (fmt_what has one %s, the WIM); make the sparse mkntfs'd volume file. */
+struct WIMStruct;
+int dism_wim_open(const char *wim, int flags, struct WIMStruct **out);
+int dism_wim_fail(int wimlib_code, const char *fmt_what, const char *wim);
+int dism_wim_make_volume(const char *volume, uint64_t size, const char *wim);
+
 #endif

@@ -1,0 +1,893 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* wim-build.c - the metadata-only NTFS volume of a WIM image and its map.
+ *
+ * One pass over wimlib_iterate_dir_tree(RECURSIVE | RESOURCES_NEEDED),
+ * which visits a directory before its children.  Open directories stay on a
+ * stack (one ntfs_inode per depth) so a file costs no directory lookup; a
+ * directory's attributes and times are set when the walk leaves it, after
+ * its children were created (creating entries and DOS names change a
+ * directory's times, and a compressed directory would compress its new
+ * children's data).
+ *
+ * Data: ntfs_attr_truncate_solid() sizes a data attribute.  If ntfs-3g keeps
+ * it resident (it fits the MFT record) its bytes are read from the WIM now
+ * and written.  Otherwise ntfs-3g allocated real clusters (no holes) without
+ * writing them and left the initialized size at 0; we raise the initialized
+ * size to the data size in the attribute record, so readers take the bytes
+ * from the device, and put the runlist into the map.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <wimlib.h>
+
+#include <ntfs-3g/types.h>
+#include <ntfs-3g/attrib.h>
+#include <ntfs-3g/dir.h>
+#include <ntfs-3g/inode.h>
+#include <ntfs-3g/layout.h>
+#include <ntfs-3g/logging.h>
+#include <ntfs-3g/object_id.h>
+#include <ntfs-3g/reparse.h>
+#include <ntfs-3g/runlist.h>
+#include <ntfs-3g/security.h>
+#include <ntfs-3g/unistr.h>
+#include <ntfs-3g/volume.h>
+
+#include "disk.h"
+#include "dism-error.h"
+#include "utf16.h"
+#include "wim-build.h"
+#include "wim-map.h"
+#include "wim-source.h"
+
+/* 100 ns intervals between 1601-01-01 and 1970-01-01. */
+#define NTFS_EPOCH_OFFSET 116444736000000000ull
+#define REPARSE_MAX 16384u
+
+/* A directory made: its attributes and times are set once all entries
+ * are in (creating entries and DOS names change a directory's times, and a
+ * compressed directory would compress its new children's data). */
+struct made_dir {
+  uint64_t mft;
+  uint32_t attributes;
+  uint64_t times[3];
+  char *path;                    /* for messages */
+};
+
+struct u64map {                  /* open addressing, key 0 never stored */
+  uint64_t *keys, *vals;
+  size_t cap, used;
+};
+
+struct build {
+  const char *wim;
+  ntfs_volume *vol;
+  struct wim_source *ws;
+  struct SECURITY_CONTEXT scx;
+  uint32_t cluster;
+
+  struct wim_resource *res;
+  uint32_t nres, capres;
+  struct u64map res_by_offset;   /* WIM offset + 1 -> index */
+
+  struct wim_map_extent *ext;
+  uint64_t next, capext;
+
+  struct u64map links;           /* hard_link_group_id -> MFT number */
+
+  struct made_dir *dirs;          /* every directory, in walk order */
+  size_t ndirs, capdirs;
+  uint64_t *parents;             /* MFT number of the directory at each depth */
+  size_t capparents;
+  /* The one directory kept open: the parent of the entries being made.
+   * Only one: libntfs-3g opens a parent itself when an inode's names must
+   * be synced, and two in-memory copies of a directory would lose writes. */
+  ntfs_inode *dir;
+
+  uint8_t *buf;                  /* resident data and reparse buffers */
+  size_t bufcap;
+
+  dism_wim_progress_fn progress;
+  void *opaque;
+  uint64_t total, done;
+  unsigned last_percent;
+  bool cancelled;
+
+  struct dism_wim_build_stats st;
+  int rc;
+};
+
+/* ---- small tables ----------------------------------------------------------- */
+static uint64_t
+mix(uint64_t x)
+{
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  return x;
+}
+
+static int
+u64map_grow(struct u64map *m)
+{
+  size_t cap = m->cap ? m->cap * 2 : 1024;
+  uint64_t *k = calloc(cap, sizeof *k), *v = calloc(cap, sizeof *v);
+  if (!k || !v) {
+    free(k);
+    free(v);
+    return -ENOMEM;
+  }
+  for (size_t i = 0; i < m->cap; i++) {
+    if (!m->keys[i])
+      continue;
+    size_t j = mix(m->keys[i]) & (cap - 1);
+    while (k[j])
+      j = (j + 1) & (cap - 1);
+    k[j] = m->keys[i];
+    v[j] = m->vals[i];
+  }
+  free(m->keys);
+  free(m->vals);
+  m->keys = k, m->vals = v, m->cap = cap;
+  return 0;
+}
+
+/* *slot: the value slot of key (new: *found false, value 0). */
+static int
+u64map_slot(struct u64map *m, uint64_t key, uint64_t **slot, bool *found)
+{
+  if ((m->used + 1) * 4 > m->cap * 3) {
+    int rc = u64map_grow(m);
+    if (rc < 0)
+      return rc;
+  }
+  size_t j = mix(key) & (m->cap - 1);
+  while (m->keys[j] && m->keys[j] != key)
+    j = (j + 1) & (m->cap - 1);
+  *found = m->keys[j] == key;
+  if (!*found) {
+    m->keys[j] = key;
+    m->vals[j] = 0;
+    m->used++;
+  }
+  *slot = &m->vals[j];
+  return 0;
+}
+
+static void
+u64map_free(struct u64map *m)
+{
+  free(m->keys);
+  free(m->vals);
+}
+
+static int
+fail(struct build *b, int rc, const char *path, const char *fmt, const char *what)
+{
+  if (b->rc == 0) {
+    b->rc = rc;
+    dism_set_error("%s: image file %s: %s%s%s", b->wim, path ? path : "/", fmt,
+                   what ? ": " : "", what ? what : "");
+  }
+  return rc;
+}
+
+static int
+fail_errno(struct build *b, const char *path, const char *what)
+{
+  int e = errno ? errno : EIO;
+  return fail(b, -e, path, what, strerror(e));
+}
+
+/* ---- resources and the map ---------------------------------------------------- */
+/* The resource that holds a blob, and where the blob starts in its data. */
+static void
+resource_for(const struct wimlib_resource_entry *re, struct wim_resource *r,
+             uint64_t *blob_offset)
+{
+  if (re->packed) {
+    r->offset = re->raw_resource_offset_in_wim;
+    r->size = re->raw_resource_compressed_size;
+    r->uncompressed_size = re->raw_resource_uncompressed_size;
+    r->flags = WIM_RES_SOLID | WIM_RES_COMPRESSED;
+    *blob_offset = re->offset;
+  } else {
+    r->offset = re->offset;
+    r->size = re->compressed_size;
+    r->uncompressed_size = re->uncompressed_size;
+    r->flags = re->is_compressed ? WIM_RES_COMPRESSED : 0;
+    *blob_offset = 0;
+  }
+}
+
+/* Its index in the map's resource table (added once: keyed by offset). */
+static int
+map_resource(struct build *b, const struct wim_resource *r, uint32_t *idx)
+{
+  uint64_t *slot;
+  bool found;
+  int rc = u64map_slot(&b->res_by_offset, r->offset + 1, &slot, &found);
+  if (rc < 0)
+    return rc;
+  if (found) {
+    *idx = (uint32_t) *slot;
+    return 0;
+  }
+  if (b->nres == UINT32_MAX)
+    return -EOVERFLOW;
+  if (b->nres == b->capres) {
+    uint32_t cap = b->capres ? b->capres * 2 : 256;
+    struct wim_resource *n = realloc(b->res, cap * sizeof *n);
+    if (!n)
+      return -ENOMEM;
+    b->res = n, b->capres = cap;
+  }
+  b->res[b->nres] = *r;
+  *slot = b->nres;
+  *idx = b->nres++;
+  return 0;
+}
+
+static int
+add_extent(struct build *b, uint64_t voff, uint64_t len, uint32_t res, uint64_t roff,
+           uint32_t mft)
+{
+  if (b->next) {               /* continues the previous one? */
+    struct wim_map_extent *p = &b->ext[b->next - 1];
+    if (p->resource == res && p->mft_record == mft && p->volume_offset + p->length == voff &&
+        p->resource_offset + p->length == roff) {
+      p->length += len;
+      return 0;
+    }
+  }
+  if (b->next == b->capext) {
+    uint64_t cap = b->capext ? b->capext * 2 : 4096;
+    struct wim_map_extent *n = realloc(b->ext, cap * sizeof *n);
+    if (!n)
+      return -ENOMEM;
+    b->ext = n, b->capext = cap;
+  }
+  b->ext[b->next++] = (struct wim_map_extent) {
+    .volume_offset = voff, .length = len, .resource_offset = roff, .resource = res,
+    .mft_record = mft,
+  };
+  return 0;
+}
+
+static int
+cmp_extent(const void *a, const void *c)
+{
+  const struct wim_map_extent *x = a, *y = c;
+  return x->volume_offset < y->volume_offset ? -1 : x->volume_offset > y->volume_offset;
+}
+
+static uint8_t *
+buffer(struct build *b, size_t n)
+{
+  if (n > b->bufcap) {
+    size_t cap = n < 65536 ? 65536 : n;
+    uint8_t *p = realloc(b->buf, cap);
+    if (!p)
+      return NULL;
+    b->buf = p, b->bufcap = cap;
+  }
+  return b->buf;
+}
+
+/* The blob's bytes, read from the WIM now (resident data, reparse data). */
+static int
+read_blob(struct build *b, const struct wimlib_resource_entry *re, void *out, const char *path)
+{
+  struct wim_resource r;
+  uint64_t off;
+  resource_for(re, &r, &off);
+  int rc = wim_source_read(b->ws, &r, off, out, re->uncompressed_size);
+  if (rc < 0)
+    return fail(b, rc, path, "cannot read its data from the WIM", disk_last_error());
+  return 0;
+}
+
+/* ---- data attributes ------------------------------------------------------------ */
+/* The attribute record's initialized size = its data size: ntfs-3g expanded
+ * the attribute with clusters it did not write, and a reader must take them
+ * from the device rather than return zeroes. */
+static int
+set_initialized(ntfs_attr *na)
+{
+  ntfs_attr_search_ctx *ctx = ntfs_attr_get_search_ctx(na->ni, NULL);
+  if (!ctx)
+    return -ENOMEM;
+  int rc = 0;
+  if (ntfs_attr_lookup(na->type, na->name, na->name_len, CASE_SENSITIVE, 0, NULL, 0, ctx)) {
+    rc = errno ? -errno : -EIO;
+  } else {
+    ctx->attr->initialized_size = cpu_to_sle64(na->data_size);
+    ntfs_inode_mark_dirty(ctx->ntfs_ino);
+    na->initialized_size = na->data_size;
+  }
+  ntfs_attr_put_search_ctx(ctx);
+  return rc;
+}
+
+static int
+put_data(struct build *b, ntfs_inode *ni, ntfschar *name, u32 name_len,
+         const struct wimlib_resource_entry *re, const char *path)
+{
+  uint64_t size = re->uncompressed_size;
+  if (re->is_missing)
+    return fail(b, -EUCLEAN, path, "its data is missing from the WIM", NULL);
+  if (size > (uint64_t) INT64_MAX / 2)
+    return fail(b, -EUCLEAN, path, "impossible data size", NULL);
+  ntfs_attr *na = ntfs_attr_open(ni, AT_DATA, name ? name : AT_UNNAMED, name_len);
+  if (!na)
+    return fail_errno(b, path, "cannot open its data attribute in the volume");
+  int rc = 0;
+  if (ntfs_attr_truncate_solid(na, (s64) size)) {
+    rc = fail_errno(b, path, "cannot allocate its data in the volume");
+    goto out;
+  }
+  if (!NAttrNonResident(na)) {
+    /* ntfs-3g kept it in the MFT record: the bytes go there now. */
+    uint8_t *p = buffer(b, size);
+    if (!p) {
+      rc = fail(b, -ENOMEM, path, "out of memory", NULL);
+      goto out;
+    }
+    struct wim_resource r;
+    uint64_t off;
+    resource_for(re, &r, &off);
+    rc = wim_source_read(b->ws, &r, off, p, size);
+    if (rc == -EIO) {
+      /* A damaged blob: map it like large data, so this file reads EIO
+       * through the server and the rest of the image still mounts. */
+      if (ntfs_attr_force_non_resident(na)) {
+        rc = fail_errno(b, path, "cannot move its data out of the MFT record");
+        goto out;
+      }
+      b->st.damaged++;
+    } else if (rc < 0) {
+      fail(b, rc, path, "cannot read its data from the WIM", disk_last_error());
+      goto out;
+    } else {
+      if (ntfs_attr_pwrite(na, 0, (s64) size, p) != (s64) size) {
+        rc = fail_errno(b, path, "cannot write its data into the volume");
+        goto out;
+      }
+      b->st.resident_bytes += size;
+      goto out;
+    }
+  }
+  if (ntfs_attr_map_whole_runlist(na)) {
+    rc = fail_errno(b, path, "cannot read back its runlist");
+    goto out;
+  }
+  rc = set_initialized(na);
+  if (rc < 0) {
+    fail(b, rc, path, "cannot set its initialized size", strerror(-rc));
+    goto out;
+  }
+  struct wim_resource r;
+  uint32_t idx;
+  uint64_t blob_off;
+  resource_for(re, &r, &blob_off);
+  rc = map_resource(b, &r, &idx);
+  if (rc < 0) {
+    fail(b, rc, path, "out of memory", NULL);
+    goto out;
+  }
+  uint64_t cs = b->cluster;
+  for (runlist_element *run = na->rl; run && run->length; run++) {
+    uint64_t start = (uint64_t) run->vcn * cs;
+    if (start >= size)
+      break;
+    if (run->lcn < 0) {          /* allocation without holes: never expected */
+      rc = fail(b, -EIO, path, "ntfs-3g left a hole in its data", NULL);
+      goto out;
+    }
+    uint64_t len = (uint64_t) run->length * cs;
+    if (len > size - start)
+      len = size - start;
+    rc = add_extent(b, (uint64_t) run->lcn * cs, len, idx, blob_off + start,
+                    (uint32_t) ni->mft_no);
+    if (rc < 0) {
+      fail(b, rc, path, "out of memory", NULL);
+      goto out;
+    }
+  }
+  b->st.mapped_bytes += size;
+out:
+  ntfs_attr_close(na);
+  return rc;
+}
+
+/* ---- per entry ------------------------------------------------------------------- */
+static uint64_t
+wim_ntfs_time(const struct wimlib_timespec *t)
+{
+  return (uint64_t) ((int64_t) t->tv_sec * 10000000 + t->tv_nsec / 100) + NTFS_EPOCH_OFFSET;
+}
+
+static int
+name16(struct build *b, const char *utf8, ntfschar *out, const char *path)
+{
+  int n = dism_utf8_to_utf16le(utf8, out, 255);
+  if (n <= 0)
+    return fail(b, n < 0 ? n : -EINVAL, path, "its name cannot be an NTFS name", NULL);
+  return n;
+}
+
+static int
+set_times(ntfs_inode *ni, const uint64_t t[3])
+{
+  le64 v[3] = { cpu_to_le64(t[0]), cpu_to_le64(t[1]), cpu_to_le64(t[2]) };
+  return ntfs_inode_set_times(ni, (const char *) v, sizeof v, 0);
+}
+
+static int
+set_attributes(ntfs_inode *ni, uint32_t attributes)
+{
+  /* ntfs-3g sets the reparse and directory bits itself; sparse and
+   * encrypted describe data this volume does not hold that way. */
+  le32 a = cpu_to_le32(attributes & ~(uint32_t) (FILE_ATTR_SPARSE_FILE | FILE_ATTR_ENCRYPTED));
+  return ntfs_set_ntfs_attrib(ni, (const char *) &a, sizeof a, 0);
+}
+
+static int
+close_dir(struct build *b)
+{
+  int rc = 0;
+  if (b->dir && ntfs_inode_close(b->dir))
+    rc = fail_errno(b, NULL, "cannot write a directory into the volume");
+  b->dir = NULL;
+  return rc;
+}
+
+/* b->dir = the directory mft, opened unless it is open already. */
+static int
+open_dir(struct build *b, uint64_t mft, const char *path)
+{
+  if (b->dir && b->dir->mft_no == mft)
+    return 0;
+  int rc = close_dir(b);
+  if (rc < 0)
+    return rc;
+  b->dir = ntfs_inode_open(b->vol, mft);
+  if (!b->dir)
+    return fail_errno(b, path, "cannot open its directory in the volume");
+  return 0;
+}
+
+static int
+note_dir(struct build *b, uint64_t mft, const struct wimlib_dir_entry *de)
+{
+  if (b->ndirs == b->capdirs) {
+    size_t cap = b->capdirs ? b->capdirs * 2 : 256;
+    struct made_dir *n = realloc(b->dirs, cap * sizeof *n);
+    if (!n)
+      return fail(b, -ENOMEM, de->full_path, "out of memory", NULL);
+    b->dirs = n, b->capdirs = cap;
+  }
+  if (de->depth >= b->capparents) {
+    size_t cap = b->capparents ? b->capparents * 2 : 64;
+    uint64_t *n = realloc(b->parents, cap * sizeof *n);
+    if (!n)
+      return fail(b, -ENOMEM, de->full_path, "out of memory", NULL);
+    b->parents = n, b->capparents = cap;
+  }
+  b->parents[de->depth] = mft;
+  struct made_dir *d = &b->dirs[b->ndirs];
+  *d = (struct made_dir) {
+    .mft = mft, .attributes = de->attributes,
+    .times = { wim_ntfs_time(&de->creation_time), wim_ntfs_time(&de->last_write_time),
+               wim_ntfs_time(&de->last_access_time) },
+    .path = strdup(de->full_path),
+  };
+  if (!d->path)
+    return fail(b, -ENOMEM, de->full_path, "out of memory", NULL);
+  b->ndirs++;
+  b->st.dirs++;
+  return 0;
+}
+
+/* Last: every directory's attributes and times. */
+static int
+finish_dirs(struct build *b)
+{
+  int rc = close_dir(b);
+  for (size_t i = 0; i < b->ndirs && rc == 0; i++) {
+    struct made_dir *d = &b->dirs[i];
+    ntfs_inode *ni = ntfs_inode_open(b->vol, d->mft);
+    if (!ni)
+      return fail_errno(b, d->path, "cannot open it again");
+    if (set_attributes(ni, d->attributes))
+      rc = fail_errno(b, d->path, "cannot set its attributes");
+    else if (set_times(ni, d->times))
+      rc = fail_errno(b, d->path, "cannot set its times");
+    if (ntfs_inode_close(ni) && rc == 0)
+      rc = fail_errno(b, d->path, "cannot write it into the volume");
+  }
+  return rc;
+}
+
+/* The DOS name: ntfs_set_ntfs_dos_name() closes both inodes, whatever it
+ * returns; *ni is opened again (and b->dir when next needed). */
+static int
+set_dos_name(struct build *b, ntfs_inode **ni, const struct wimlib_dir_entry *de)
+{
+  uint64_t mft = (*ni)->mft_no;
+  int r = ntfs_set_ntfs_dos_name(*ni, b->dir, de->dos_name, strlen(de->dos_name), 0);
+  int e = errno;
+  b->dir = NULL;
+  *ni = ntfs_inode_open(b->vol, mft);
+  if (!*ni)
+    return fail_errno(b, de->full_path, "cannot open it again after setting its DOS name");
+  if (r) {
+    errno = e;
+    return fail_errno(b, de->full_path, "cannot set its DOS name");
+  }
+  return 0;
+}
+
+static bool
+has_object_id(const struct wimlib_dir_entry *de)
+{
+  const uint8_t *p = (const uint8_t *) &de->object_id;
+  for (size_t i = 0; i < sizeof de->object_id; i++)
+    if (p[i])
+      return true;
+  return false;
+}
+
+/* Security descriptor, object id, reparse data, named streams and (files)
+ * the unnamed data: everything but attributes and times. */
+static int
+set_contents(struct build *b, ntfs_inode *ni, const struct wimlib_dir_entry *de, bool is_dir)
+{
+  const char *path = de->full_path;
+  if (de->security_descriptor && de->security_descriptor_size &&
+      ntfs_set_ntfs_acl(&b->scx, ni, de->security_descriptor, de->security_descriptor_size, 0))
+    return fail_errno(b, path, "cannot set its security descriptor");
+  if (has_object_id(de) &&
+      ntfs_set_ntfs_object_id(ni, (const char *) &de->object_id, sizeof de->object_id, 0))
+    return fail_errno(b, path, "cannot set its object id");
+  if (de->attributes & WIMLIB_FILE_ATTRIBUTE_ENCRYPTED)
+    return fail(b, -EOPNOTSUPP, path, "encrypted files are not supported", NULL);
+  const struct wimlib_resource_entry *unnamed = &de->streams[0].resource;
+  if (de->attributes & WIMLIB_FILE_ATTRIBUTE_REPARSE_POINT) {
+    uint64_t n = unnamed->uncompressed_size;
+    if (n > REPARSE_MAX - 8)
+      return fail(b, -EUCLEAN, path, "its reparse data is too large", NULL);
+    uint8_t *p = buffer(b, 8 + n);
+    if (!p)
+      return fail(b, -ENOMEM, path, "out of memory", NULL);
+    le32 tag = cpu_to_le32(de->reparse_tag);
+    le16 len = cpu_to_le16((uint16_t) n);
+    memcpy(p, &tag, 4);
+    memcpy(p + 4, &len, 2);
+    memset(p + 6, 0, 2);
+    if (n) {
+      if (unnamed->is_missing)
+        return fail(b, -EUCLEAN, path, "its reparse data is missing from the WIM", NULL);
+      int rc = read_blob(b, unnamed, p + 8, path);
+      if (rc < 0)
+        return rc;
+    }
+    if (ntfs_set_ntfs_reparse_data(ni, (const char *) p, 8 + n, 0))
+      return fail_errno(b, path, "cannot set its reparse data");
+  } else if (!is_dir && unnamed->uncompressed_size) {
+    int rc = put_data(b, ni, NULL, 0, unnamed, path);
+    if (rc < 0)
+      return rc;
+  }
+  for (uint32_t i = 1; i <= de->num_named_streams; i++) {
+    const struct wimlib_stream_entry *s = &de->streams[i];
+    ntfschar name[256];
+    int n = name16(b, s->stream_name, name, path);
+    if (n < 0)
+      return n;
+    if (ntfs_attr_add(ni, AT_DATA, name, (u32) n, NULL, 0))
+      return fail_errno(b, path, "cannot add a named stream");
+    b->st.streams++;
+    if (s->resource.uncompressed_size) {
+      int rc = put_data(b, ni, name, (u32) n, &s->resource, path);
+      if (rc < 0)
+        return rc;
+    }
+  }
+  return 0;
+}
+
+static void
+tick(struct build *b)
+{
+  b->done++;
+  if (!b->progress || (b->done & 255))
+    return;
+  uint64_t t = b->total > b->done ? b->total : b->done;
+  unsigned pc = 5 + (unsigned) (90 * b->done / t);
+  if (pc != b->last_percent) {
+    b->last_percent = pc;
+    if (b->progress(pc, b->opaque))
+      b->cancelled = true;
+  }
+}
+
+/* Close an entry made in b->dir: its names are synced through b->dir. */
+static int
+close_entry(struct build *b, ntfs_inode *ni, const char *path)
+{
+  int r = b->dir ? ntfs_inode_close_in_dir(ni, b->dir) : ntfs_inode_close(ni);
+  return r ? fail_errno(b, path, "cannot write it into the volume") : 0;
+}
+
+static int
+visit(const struct wimlib_dir_entry *de, void *ctx)
+{
+  struct build *b = ctx;
+  const char *path = de->full_path;
+  bool is_dir = de->attributes & WIMLIB_FILE_ATTRIBUTE_DIRECTORY;
+  ntfs_inode *ni = NULL;
+  int rc;
+
+  if (de->depth == 0) {        /* the root: the volume's own root directory */
+    if (open_dir(b, FILE_root, path) < 0 || note_dir(b, FILE_root, de) < 0)
+      return 1;
+    return set_contents(b, b->dir, de, true) < 0;
+  }
+  if (de->depth > b->capparents || de->depth > b->ndirs)
+    return fail(b, -EIO, path, "the walk lost its parent directory", NULL), 1;
+  if (open_dir(b, b->parents[de->depth - 1], path) < 0)
+    return 1;
+  ntfschar name[256];
+  int n = name16(b, de->filename, name, path);
+  if (n < 0)
+    return 1;
+
+  /* A further name of a file met before: a link, nothing else to set. */
+  uint64_t *slot = NULL;
+  if (!is_dir && de->num_links > 1) {
+    bool found;
+    rc = u64map_slot(&b->links, de->hard_link_group_id + 1, &slot, &found);
+    if (rc < 0)
+      return fail(b, rc, path, "out of memory", NULL), 1;
+    if (found) {
+      ni = ntfs_inode_open(b->vol, *slot);
+      if (!ni)
+        return fail_errno(b, path, "cannot open the file it links to"), 1;
+      if (ntfs_link(ni, b->dir, name, (u8) n)) {
+        fail_errno(b, path, "cannot link it");
+        goto bad;
+      }
+      if (de->dos_name && *de->dos_name && set_dos_name(b, &ni, de) < 0)
+        goto bad;
+      b->st.links++;
+      tick(b);
+      return close_entry(b, ni, path) < 0 || b->cancelled;
+    }
+  }
+
+  ni = ntfs_create(b->dir, const_cpu_to_le32(0), name, (u8) n, is_dir ? S_IFDIR : S_IFREG);
+  if (!ni)
+    return fail_errno(b, path, "cannot create it in the volume"), 1;
+  if (slot)
+    *slot = ni->mft_no;
+  if (de->dos_name && *de->dos_name && set_dos_name(b, &ni, de) < 0)
+    goto bad;
+  if (is_dir) {
+    if (note_dir(b, ni->mft_no, de) < 0 || set_contents(b, ni, de, true) < 0)
+      goto bad;
+  } else {
+    b->st.files++;
+    if (set_contents(b, ni, de, false) < 0)
+      goto bad;
+    if (set_attributes(ni, de->attributes)) {
+      fail_errno(b, path, "cannot set its attributes");
+      goto bad;
+    }
+    uint64_t t[3] = { wim_ntfs_time(&de->creation_time), wim_ntfs_time(&de->last_write_time),
+                      wim_ntfs_time(&de->last_access_time) };
+    if (set_times(ni, t)) {
+      fail_errno(b, path, "cannot set its times");
+      goto bad;
+    }
+  }
+  tick(b);
+  return close_entry(b, ni, path) < 0 || b->cancelled;
+bad:
+  if (ni)
+    ntfs_inode_close(ni);
+  return 1;
+}
+
+/* ---- the whole build --------------------------------------------------------------- */
+static uint64_t
+image_count_prop(WIMStruct *w, unsigned index, const char *name)
+{
+  const char *v = wimlib_get_image_property(w, (int) index, name);
+  return v && *v ? strtoull(v, NULL, 10) : 0;
+}
+
+/* The volume as the map names it: its basename when it sits in the map's
+ * directory (the pair can move together), else its absolute path. */
+static char *
+volume_name_for_map(const char *volume, const char *map_path)
+{
+  char *vdir = strdup(volume), *mdir = strdup(map_path), *out = NULL;
+  char rv[PATH_MAX], rm[PATH_MAX];
+  if (!vdir || !mdir)
+    goto out;
+  char *vs = strrchr(vdir, '/'), *ms = strrchr(mdir, '/');
+  const char *vbase = vs ? vs + 1 : volume;
+  if (vs)
+    vs == vdir ? (void) (vs[1] = 0) : (void) (*vs = 0);
+  if (ms)
+    ms == mdir ? (void) (ms[1] = 0) : (void) (*ms = 0);
+  if (realpath(vs ? vdir : ".", rv) && realpath(ms ? mdir : ".", rm)) {
+    if (strcmp(rv, rm) == 0)
+      out = strdup(vbase);
+    else if (asprintf(&out, "%s/%s", strcmp(rv, "/") ? rv : "", vbase) < 0)
+      out = NULL;
+  }
+out:
+  free(vdir);
+  free(mdir);
+  return out;
+}
+
+int
+dism_wim_build(const char *wim, unsigned index, uint64_t size, const char *volume,
+               const char *map_path, dism_wim_progress_fn progress, void *opaque,
+               struct dism_wim_build_stats *stats)
+{
+  struct build b = { .wim = wim, .progress = progress, .opaque = opaque };
+  WIMStruct *w = NULL;
+  bool made = false, map_made = false;
+  struct wim_map m = { 0 };
+  int fd = -1;
+  int rc = dism_wim_open(wim, 0, &w);
+  if (rc < 0)
+    goto out;
+  struct wimlib_wim_info info;
+  wimlib_get_wim_info(w, &info);
+  if (index < 1 || index > info.image_count) {
+    dism_set_error("%s has no image %u (it has %u).", wim, index, info.image_count);
+    rc = -ESRCH;
+    goto out;
+  }
+  b.total = image_count_prop(w, index, "FILECOUNT") + image_count_prop(w, index, "DIRCOUNT");
+  rc = wim_source_open(wim, NULL, &b.ws);
+  if (rc < 0) {
+    dism_set_error("%s", disk_last_error());
+    goto out;
+  }
+  if (progress && progress(0, opaque)) {
+    rc = -ECANCELED;
+    dism_set_error("cancelled before the volume for %s was made", wim);
+    goto out;
+  }
+  rc = dism_wim_make_volume(volume, size, wim);
+  if (rc < 0)
+    goto out;
+  made = true;
+  if (progress && progress(5, opaque)) {
+    rc = -ECANCELED;
+    dism_set_error("cancelled while the volume for %s was being made", wim);
+    goto out;
+  }
+  /* Names reach ntfs-3g as UTF-16 except DOS names, which it converts
+   * itself: UTF-8, whatever the process locale. */
+  ntfs_set_char_encoding("utf8");
+  ntfs_log_set_handler(ntfs_log_handler_null);
+  b.vol = ntfs_mount(volume, NTFS_MNT_NONE);
+  if (!b.vol) {
+    rc = errno ? -errno : -EIO;
+    dism_set_error("cannot open the new volume %s for %s: %s", volume, wim, strerror(-rc));
+    goto out;
+  }
+  b.cluster = b.vol->cluster_size;
+  b.scx.vol = b.vol;
+  int wrc = wimlib_iterate_dir_tree(w, (int) index, "",
+                                    WIMLIB_ITERATE_DIR_TREE_FLAG_RECURSIVE |
+                                    WIMLIB_ITERATE_DIR_TREE_FLAG_RESOURCES_NEEDED,
+                                    visit, &b);
+  if (wrc == 0 && !b.rc && !b.cancelled)
+    finish_dirs(&b);
+  close_dir(&b);
+  if (b.cancelled && !b.rc) {
+    b.rc = -ECANCELED;
+    dism_set_error("cancelled while the volume for image %u of %s was being built", index, wim);
+  }
+  if (!b.rc && wrc) {
+    char what[128];
+    snprintf(what, sizeof what, "image %u of %%s cannot be read", index);
+    b.rc = dism_wim_fail(wrc, what, wim);
+  }
+  rc = b.rc;
+  int urc = ntfs_umount(b.vol, FALSE);
+  b.vol = NULL;
+  if (rc < 0)
+    goto out;
+  if (urc) {
+    rc = errno ? -errno : -EIO;
+    dism_set_error("cannot close the new volume %s for %s: %s", volume, wim, strerror(-rc));
+    goto out;
+  }
+
+  /* The map. */
+  qsort(b.ext, b.next, sizeof *b.ext, cmp_extent);
+  for (uint64_t i = 1; i < b.next; i++) {
+    if (b.ext[i - 1].volume_offset + b.ext[i - 1].length > b.ext[i].volume_offset) {
+      dism_set_error("the volume for %s has two files on the same clusters (offset %llu)",
+                     wim, (unsigned long long) b.ext[i].volume_offset);
+      rc = -EIO;
+      goto out;
+    }
+  }
+  fd = open(wim, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    rc = -errno;
+    dism_set_error("cannot open %s: %s", wim, strerror(-rc));
+    goto out;
+  }
+  rc = wim_identity_of(fd, wim, &m.wim);
+  if (rc < 0) {
+    dism_set_error("%s", disk_last_error());
+    goto out;
+  }
+  m.wim_path = realpath(wim, NULL);
+  m.volume_path = volume_name_for_map(volume, map_path);
+  if (!m.wim_path || !m.volume_path) {
+    rc = errno ? -errno : -ENOMEM;
+    dism_set_error("cannot resolve the paths of %s and %s: %s", wim, volume, strerror(-rc));
+    goto out;
+  }
+  m.image_index = index;
+  m.cluster_size = b.cluster;
+  m.volume_size = size;
+  m.resources = b.res;
+  m.resource_count = b.nres;
+  m.extents = b.ext;
+  m.extent_count = b.next;
+  map_made = true;
+  rc = wim_map_write(map_path, &m);
+  if (rc < 0) {
+    dism_set_error("%s", disk_last_error());
+    goto out;
+  }
+  b.st.extents = b.next;
+  if (progress)
+    progress(100, opaque);
+out:
+  if (b.vol)
+    ntfs_umount(b.vol, TRUE);
+  if (rc < 0 && made)
+    unlink(volume);
+  if (rc < 0 && map_made)
+    unlink(map_path);
+  if (fd >= 0)
+    close(fd);
+  if (stats)
+    *stats = b.st;
+  free(m.wim_path);
+  free(m.volume_path);
+  if (b.ws)
+    wim_source_close(b.ws);
+  if (w)
+    wimlib_free(w);
+  u64map_free(&b.res_by_offset);
+  u64map_free(&b.links);
+  free(b.res);
+  free(b.ext);
+  for (size_t i = 0; i < b.ndirs; i++)
+    free(b.dirs[i].path);
+  free(b.dirs);
+  free(b.parents);
+  free(b.buf);
+  return rc;
+}
