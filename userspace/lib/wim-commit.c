@@ -627,6 +627,35 @@ out:
   return rc;
 }
 
+static int
+add_cmd(struct commit *cm, int op, const char *src, const char *dst, bool recursive, int phase,
+        int depth)
+{
+  if (cm->nc == cm->capc) {
+    size_t cap = cm->capc ? cm->capc * 2 : 64;
+    struct cmd *c = realloc(cm->c, cap * sizeof *c);
+    if (!c)
+      return -ENOMEM;
+    cm->c = c;
+    cm->capc = cap;
+  }
+  struct cmd *c = &cm->c[cm->nc];
+  memset(c, 0, sizeof *c);
+  c->op = op;
+  c->recursive = recursive;
+  c->phase = phase;
+  c->depth = depth;
+  c->src = src ? strdup(src) : NULL;
+  c->dst = dst ? strdup(dst) : NULL;
+  if ((src && !c->src) || (dst && !c->dst)) {
+    free(c->src);
+    free(c->dst);
+    return -ENOMEM;
+  }
+  cm->nc++;
+  return 0;
+}
+
 /* Open record mft of a side: NULL when not in use or an extension record
  * (an extension's base record is marked on its own). */
 static ntfs_inode *
@@ -705,10 +734,24 @@ classify_one(struct commit *cm, uint64_t mft)
   bool seq_differs = b && c && b->mrec->sequence_number != c->mrec->sequence_number;
   struct entry *e;
   if (seq_differs) {
-    /* The record was freed and used again: a deletion and a new file,
-     * which one entry per record cannot hold. */
-    rc = fallback(cm, "MFT record %llu was deleted and reused", (unsigned long long) mft);
-    goto out;
+    /* The record was freed and used again: the old file's paths are
+     * deleted here, the record is then a new file. */
+    char **paths;
+    size_t np;
+    if ((rc = inode_paths(cm, &cm->base, &lb, &paths, &np)) < 0)
+      goto bad;
+    bool dir = b->mrec->flags & MFT_RECORD_IS_DIRECTORY;
+    for (size_t i = 0; i < np; i++) {
+      if (rc == 0)
+        rc = add_cmd(cm, WIMLIB_UPDATE_OP_DELETE, paths[i], NULL, dir, 1, path_depth(paths[i]));
+      free(paths[i]);
+    }
+    free(paths);
+    if (rc < 0)
+      goto bad;
+    ntfs_inode_close(b);
+    b = NULL;
+    links_free(&lb);
   }
   if ((rc = add_entry(cm, mft, &e)) < 0)
     goto bad;
@@ -765,35 +808,6 @@ out:
 }
 
 /* ---- 2. the plan ------------------------------------------------------------------ */
-static int
-add_cmd(struct commit *cm, int op, const char *src, const char *dst, bool recursive, int phase,
-        int depth)
-{
-  if (cm->nc == cm->capc) {
-    size_t cap = cm->capc ? cm->capc * 2 : 64;
-    struct cmd *c = realloc(cm->c, cap * sizeof *c);
-    if (!c)
-      return -ENOMEM;
-    cm->c = c;
-    cm->capc = cap;
-  }
-  struct cmd *c = &cm->c[cm->nc];
-  memset(c, 0, sizeof *c);
-  c->op = op;
-  c->recursive = recursive;
-  c->phase = phase;
-  c->depth = depth;
-  c->src = src ? strdup(src) : NULL;
-  c->dst = dst ? strdup(dst) : NULL;
-  if ((src && !c->src) || (dst && !c->dst)) {
-    free(c->src);
-    free(c->dst);
-    return -ENOMEM;
-  }
-  cm->nc++;
-  return 0;
-}
-
 static bool
 in_temp(enum kind k)
 {
@@ -1228,6 +1242,27 @@ copy_meta(struct commit *cm, ntfs_inode *src, ntfs_inode *dst)
   return 0;
 }
 
+/* The short name src has in dir's counterpart, set on *dst (just made in
+ * *dir).  libntfs-3g's call closes both inodes: then both are NULL. */
+static int
+set_short_name(ntfs_inode *src, ntfs_inode **dst, ntfs_inode **dir)
+{
+  struct links l;
+  int rc = get_links(src, &l);
+  if (rc < 0)
+    return rc;
+  for (size_t k = 0; k < l.n; k++) {
+    if (!l.v[k].dos)
+      continue;
+    if (ntfs_set_ntfs_dos_name(*dst, *dir, l.v[k].name, strlen(l.v[k].name), 0) < 0)
+      rc = -errno ? -errno : -EIO;
+    *dst = *dir = NULL;
+    break;
+  }
+  links_free(&l);
+  return rc;
+}
+
 static int
 cmp_entry_depth(const void *a, const void *b)
 {
@@ -1273,7 +1308,20 @@ fill_temp(struct commit *cm, ntfs_volume *tv)
     }
     dst = ntfs_create(dir, 0, uname, (u8) ulen, e->dir ? S_IFDIR : S_IFREG);
     src = ntfs_inode_open(cm->cur.vol, e->mft);
-    if (!dst || !src)
+    if (dst && src) {
+      /* The short name first, right after the create (as wimlib does it;
+       * later, after the other metadata, libntfs-3g refuses it). */
+      u64 mft = dst->mft_no;
+      int r = set_short_name(src, &dst, &dir);
+      if (r < 0)
+        rc = fallback(cm, "%s: its short name cannot be set: %s", e->cur_paths[0],
+                      strerror(-r));
+      else if (!dst && !(dst = ntfs_inode_open(tv, mft)))
+        rc = -errno ? -errno : -EIO;
+    }
+    if (rc < 0)
+      ;
+    else if (!dst || !src)
       rc = -errno ? -errno : -EIO;
     else {
       e->tmp_mft = dst->mft_no;
@@ -1282,9 +1330,17 @@ fill_temp(struct commit *cm, ntfs_volume *tv)
     }
     if (src)
       ntfs_inode_close(src);
-    if (dst)
+    /* In its directory: closing it alone would open the directory a second
+     * time to update its entry there, and the two copies of the directory
+     * record would overwrite each other. */
+    if (dst && dir)
+      ntfs_inode_close_in_dir(dst, dir);
+    else if (dst)
       ntfs_inode_close(dst);
-    ntfs_inode_close(dir);
+    if (dir)
+      ntfs_inode_close(dir);
+    if (rc == -EAGAIN)
+      goto out;
     if (rc < 0) {
       rc = fallback(cm, "%s cannot be copied into the temporary volume: %s", e->cur_paths[0],
                     strerror(-rc));
@@ -1306,7 +1362,7 @@ fill_temp(struct commit *cm, ntfs_volume *tv)
         if (!ni || ntfs_link(ni, dir, uname, (u8) ulen) < 0)
           rc = -errno ? -errno : -EIO;
         if (ni)
-          ntfs_inode_close(ni);
+          ntfs_inode_close_in_dir(ni, dir);
         ntfs_inode_close(dir);
       }
       if (rc < 0) {
