@@ -19,8 +19,10 @@
  *    at the root, the renames into place shallowest first, the emptied
  *    directories deleted; then wimlib_overwrite() as dism_wim_capture().
  * Anything not expressible exactly falls back to dism_wim_capture(). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1704,6 +1706,31 @@ out:
   return rc;
 }
 
+/* A commit killed midway leaves its temporary volume (named after its
+ * process): removed by the next commit once that process is gone. */
+static void
+remove_stale_temps(const char *scratch_dir)
+{
+  DIR *d = opendir(scratch_dir);
+  if (!d)
+    return;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    long pid;
+    char tail[8];
+    if (sscanf(de->d_name, "wim-commit-%ld.vo%1s", &pid, tail) != 2 || strcmp(tail, "l") ||
+        pid <= 0 || pid == (long) getpid())
+      continue;
+    if (kill((pid_t) pid, 0) < 0 && errno == ESRCH) {
+      char path[4200];
+      snprintf(path, sizeof path, "%s/%s", scratch_dir, de->d_name);
+      if (unlink(path) == 0)
+        dism_log(DISM_LOG_INFO, "removed %s, left by an interrupted commit", path);
+    }
+  }
+  closedir(d);
+}
+
 int
 dism_wim_commit_changes(const char *wim, unsigned index, const char *base_volume,
                         const char *current, const char *scratch_dir, unsigned flags,
@@ -1733,6 +1760,7 @@ dism_wim_commit_changes(const char *wim, unsigned index, const char *base_volume
    * an existing name fails, and then we fall back). */
   snprintf(cm.aside_prefix, sizeof cm.aside_prefix, ".dism-commit-%ld-%ld", (long) getpid(),
            (long) time(NULL));
+  remove_stale_temps(scratch_dir);
   char temp[4200];
   snprintf(temp, sizeof temp, "%s/wim-commit-%ld.vol", scratch_dir, (long) getpid());
   bool have_temp = false;
