@@ -76,23 +76,25 @@ files_of() {  # files_of WIM INDEX: path and sha256 of every file of an apply
 OLD2=$(detailed "$D/orig.wim" 2)
 
 # ---- one change, committed and checked ------------------------------------------------
-# commit_case NAME FULL MAXDATA 'commands run in the mounted current volume'
+# commit_case NAME FULL MAXDATA 'commands run in the mounted current volume' [FLAG]
 #   FULL: 1 if it must fall back to a full capture; MAXDATA: the most file data
-#   (bytes) the commit may read from the volume.
+#   (bytes) the commit may read from the volume; FLAG: --integrity.
 commit_case() {
-  local name=$1 full=$2 maxdata=$3 cmds=$4 out
+  local name=$1 full=$2 maxdata=$3 cmds=$4 flag=${5:-} out bad=""
   cp "$D/orig.wim" "$D/w.wim"; rm -f "$D/cur.vol"
   cp --sparse=always "$D/base.vol" "$D/cur.vol"
   ntfs-3g -o $OPTS "$D/cur.vol" "$M" || { not_ok "$name: mount"; return; }
   (cd "$M" && eval "$cmds") || { not_ok "$name: the change itself failed"; umount "$M"; return; }
   umount "$M"
-  out=$("$WC" "$D/w.wim" 1 "$D/base.vol" "$D/cur.vol" "$D" 2>&1)
+  out=$("$WC" "$D/w.wim" 1 "$D/base.vol" "$D/cur.vol" "$D" $flag 2>&1)
   if [ $? -ne 0 ]; then not_ok "$name: commit"; diag "$out"; return; fi
+  if [ "$flag" = --integrity ]; then
+    wimlib-imagex info "$D/w.wim" | grep -q '^Attributes:.*Integrity info' || bad+=" no-integrity-table"
+  fi
   local fc dr reason
   fc=$(sed -n 's/^full_capture=//p' <<<"$out"); dr=$(sed -n 's/^data_bytes_read=//p' <<<"$out")
   reason=$(sed -n 's/^fallback_reason=//p' <<<"$out")
   diag "$name: $(grep -E '^(added|replaced|deleted|renamed|volume_bytes_read|data_bytes_read)=' <<<"$out" | tr '\n' ' ')${reason:+ fallback: $reason}"
-  local bad=""
   wimlib-imagex verify "$D/w.wim" >/dev/null 2>&1 || bad+=" verify"
   rm -f "$D/ref.wim"
   wimlib-imagex capture "$D/cur.vol" "$D/ref.wim" Ref --norpfix >/dev/null 2>&1 || bad+=" reference-capture"
@@ -129,8 +131,24 @@ commit_case "swap two names"             0 0        'mv dir/f1.bin tmp.bin && mv
 commit_case "a file next to one with a DOS name" 0 10000 'echo n > other/new.txt'
 commit_case "directory times set back"  0 10000    "echo n > other/new.txt && setfattr -n system.ntfs_times -v $($NM times $T1 $T2 $T3 $T4) other"
 commit_case "many changes at once"       0 1000000  'rm dir/f2.bin; mv dir/f3.bin other/; echo changed > dir/sub/s.txt; mkdir nd; head -c 300000 /dev/urandom > nd/a.bin; mv deep deep2; setfattr -n user.s -v v dir'
+commit_case "write into a sparse file"      0 1000     'truncate -s 16M sp.bin; echo x | dd of=sp.bin bs=1M seek=5 conv=notrunc status=none'
+commit_case "rename a directory and add a file in it" 0 10000 'mv dir dir2 && echo new > dir2/new.txt'
+commit_case "move a directory out, delete its old parent" 0 100000 'mv dir/sub other/sub2 && rm -rf dir'
+commit_case "a Unicode name"             0 10000    'echo u > "other/Ünïcødé ✓ 日本語.txt"'
+commit_case "move a file out of a tree, delete the tree" 0 0 'mv deep/a/b/c/d.txt . && rm -rf deep'
+commit_case "with an integrity table"    0 10000    'echo i > dir/i.txt' --integrity
 commit_case "root ACL change: full capture" 1 99999999 "setfattr -n system.ntfs_acl -v $($NM sd 500 512 0x1f01ff) ."
 commit_case "no change at all"           0 0        'true'
+
+# ---- /Append: a full capture as a new image; image 1 untouched ---------------------------
+cp "$D/orig.wim" "$D/w.wim"; rm -f "$D/cur.vol"; cp --sparse=always "$D/base.vol" "$D/cur.vol"
+ntfs-3g -o $OPTS "$D/cur.vol" "$M" && echo appended > "$M/appended.txt" && umount "$M"
+out=$("$WC" "$D/w.wim" 1 "$D/base.vol" "$D/cur.vol" "$D" --append 2>&1)
+is "--append: a new image 3, by a full capture" "$(sed -n 's/^index=//p;s/^full_capture=//p' <<<"$out" | tr '\n' ' ')" "3 1 "
+rm -f "$D/ref.wim"; wimlib-imagex capture "$D/cur.vol" "$D/ref.wim" Ref --norpfix >/dev/null 2>&1
+is "  image 3 is the current volume" "$(detailed "$D/w.wim" 3)" "$(detailed "$D/ref.wim" 1)"
+is "  image 1 untouched" "$(detailed "$D/w.wim" 1)" "$(detailed "$D/orig.wim" 1)"
+check "  the WIM verifies" wimlib-imagex verify "$D/w.wim"
 
 # ---- the commit reads about the changed file, not the image ---------------------------
 cp "$D/orig.wim" "$D/w.wim"; cp --sparse=always "$D/base.vol" "$D/cur.vol"
