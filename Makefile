@@ -294,6 +294,11 @@ $(BUILD)/tests/wim-build: tests/drivers/wim-build.c $(LIBDISM_A) $(ENGINE_LIB) $
 	$(CC) $(CPPFLAGS) $(DISM_INC) $(WIM_CFLAGS) $(CFLAGS) -o $@ $< $(LIBDISM_A) $(ENGINE_LIB) \
 	  $(COMMON_LIB) $(LDFLAGS) $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
 
+# The incremental WIM commit tests (79, 59) drive dism_wim_commit_changes directly.
+$(BUILD)/tests/wim-commit: tests/drivers/wim-commit.c $(LIBDISM_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(DISM_INC) $(WIM_CFLAGS) $(CFLAGS) -o $@ $< $(LIBDISM_A) $(LDFLAGS) $(NTFS_LIBS) $(WIM_LIBS) $(LIBS)
+
 # Fault injection for crash tests (tests/shim/crash-shim.c): an LD_PRELOAD
 # library, built without sanitizers so it loads into any process.
 CRASH_SHIM := $(BUILD)/tests/crash-shim.so
