@@ -31,7 +31,22 @@ struct fuse_export {
   int loop_result;
   int (*unmount)(void *opaque);   /* NULL: fuse_unmount */
   void *unmount_opaque;
+  nbd_log_fn log;                 /* NULL: failures are not logged */
+  void *log_opaque;
 };
+
+/* A failed request, with the engine's message (which names the image and
+ * the problem), as the NBD side logs it (transmission.c). */
+static void
+log_failure(struct fuse_export *fe, const char *what, size_t n, off_t offset, int r)
+{
+  char msg[1024];
+  if (!fe->log || r == -ENOTSUP)
+    return;
+  snprintf(msg, sizeof msg, "fuse %s at %lld+%zu: %s", what, (long long) offset, n,
+           disk_last_error()[0] ? disk_last_error() : strerror(-r));
+  fe->log(fe->log_opaque, NBD_LOG_ERROR, msg);
+}
 
 static struct fuse_export *
 export_of_context(void)
@@ -109,6 +124,8 @@ fe_read(const char *path, char *buf, size_t size, off_t offset,
   if (n == 0)
     return 0;
   r = disk_pread(fe->disk, buf, n, (uint64_t) offset);
+  if (r < 0)
+    log_failure(fe, "read", n, offset, r);
   return r < 0 ? r : (int) n;
 }
 
@@ -127,6 +144,8 @@ fe_write(const char *path, const char *buf, size_t size, off_t offset,
     return -ENOSPC;       /* a disk does not grow */
   r = disk_pwrite(fe->disk, buf, n, (uint64_t) offset,
                   (fi->flags & (O_SYNC | O_DSYNC)) ? DISK_F_FUA : 0);
+  if (r < 0)
+    log_failure(fe, "write", n, offset, r);
   return r < 0 ? r : (int) n;
 }
 
@@ -254,6 +273,13 @@ fail:
     fuse_destroy(fe->fuse);
   free(fe);
   return r;
+}
+
+void
+fuse_export_set_log(struct fuse_export *fe, nbd_log_fn fn, void *opaque)
+{
+  fe->log = fn;
+  fe->log_opaque = opaque;
 }
 
 void

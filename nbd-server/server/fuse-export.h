@@ -7,6 +7,7 @@
 #include <stdbool.h>
 
 #include "disk.h"
+#include "nbd-server.h"
 
 struct fuse_export;
 
@@ -21,6 +22,9 @@ int fuse_export_start(struct disk *disk, const char *path, bool readonly,
 int fuse_export_mount(struct disk *disk, const char *path, bool readonly,
                       struct fuse_export **out);
 int fuse_export_serve(struct fuse_export *fe);
+
+/* Log failed reads and writes (with the engine's message) through fn. */
+void fuse_export_set_log(struct fuse_export *fe, nbd_log_fn fn, void *opaque);
 
 /* Unmount with fn(opaque) (0 on success) instead of libfuse's
  * fuse_unmount, which a sandboxed server cannot do (sandbox.c). */

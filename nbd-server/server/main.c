@@ -518,8 +518,10 @@ open_image(const struct options *o, struct disk **out)
 {
   struct disk_open_opts dopts = {
     /* Under an overlay the image is written only by a COMMIT, which needs
-     * the control socket; without one it is opened read-only. */
-    .readonly = o->readonly || (o->overlay != NULL && o->control_path == NULL),
+     * the control socket; without one it is opened read-only.  A WIM
+     * volume map is never written (libdism commits a WIM mount itself). */
+    .readonly = o->readonly || (o->overlay != NULL && o->control_path == NULL) ||
+                (o->format != NULL && strcmp(o->format, "wim") == 0),
     .allow_bad_checksum = o->allow_bad_checksum,
     .format = o->format,
     .wim_cache_bytes = o->wim_cache_bytes,
@@ -701,6 +703,7 @@ open_endpoints(struct run *rn)
       fail("%s", disk_last_error());
       return r;
     }
+    fuse_export_set_log(rn->fuse, log_to_stderr, &rn->o.verbose);
   }
   if (o->control_path) {
     rn->control_fd = nbd_listen_unix(o->control_path);

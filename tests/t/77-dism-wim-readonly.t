@@ -52,11 +52,20 @@ run /Mount-Image /ImageFile:"$W/wimlib-mwl-MultiImage.wim" /Index:4 /MountDir:"$
 like "an unknown index -> DISMAPI_E_INVALID_IMAGE_INDEX" "$OUT" "Error: 0xc0040005"
 
 # ---- damaged WIMs, integrity, split WIMs ------------------------------------------
-for n in wimlib-tests-corrupted_file_1 wimlib-tests-corrupted_file_2 wimlib-tests-cyclic; do
+# File data is read from the WIM when it is read: a damaged blob (bad
+# compressed data; a SHA-1 mismatch of data read whole) fails that file's
+# reads with EIO, and the image still mounts.  Damaged metadata is refused.
+for n in wimlib-tests-corrupted_file_1 wimlib-tests-corrupted_file_2; do
   run /Mount-Image /ImageFile:"$W/$n.wim" /Index:1 /MountDir:"$M" /ReadOnly
-  like "$n: refused with ERROR_FILE_CORRUPT naming the WIM" "$OUT" "Error: 0x80070570.*$n.wim"
+  is "$n: mounts (its file data is read lazily)" "$RC" 0
+  like "  its damaged file reads EIO" "$(cat "$M/file" 2>&1)" "Input/output error"
+  like "  the server log names the WIM" "$(cat "$DISM_RUN_DIR"/mounts/*/server.log 2>/dev/null)" "$n.wim"
+  dism /Unmount-Image /MountDir:"$M" /Discard >/dev/null 2>&1
   nothing_left "$n"
 done
+run /Mount-Image /ImageFile:"$W/wimlib-tests-cyclic.wim" /Index:1 /MountDir:"$M" /ReadOnly
+like "wimlib-tests-cyclic: refused with ERROR_FILE_CORRUPT naming the WIM" "$OUT" "Error: 0x80070570.*wimlib-tests-cyclic.wim"
+nothing_left "wimlib-tests-cyclic"
 run /Mount-Image /ImageFile:"$W/wimlib-mwl-VerifyFail.wim" /Index:1 /MountDir:"$M" /ReadOnly /CheckIntegrity
 like "VerifyFail /CheckIntegrity: refused, integrity check named" "$OUT" "Error: 0x80070570.*integrity check"
 nothing_left "VerifyFail"
@@ -72,7 +81,7 @@ wimlib-imagex info "$TMPD/big/big.wim" 1 --image-property TOTALBYTES=90000000000
 big_sum=$(sha256sum < "$TMPD/big/big.wim")
 run /Mount-Image /ImageFile:"$TMPD/big/big.wim" /Index:1 /MountDir:"$M" /ReadOnly
 like "an image larger than the scratch space -> ERROR_DISK_FULL, sizes named" "$OUT" \
-  "Error: 0x80070070.*not enough space in the scratch directory.*big.wim: its files take about 85830688[0-9]{2} MiB"
+  "Error: 0x80070070.*not enough space in the scratch directory.*big.wim: its metadata volume takes about [0-9]{6,} MiB"
 nothing_left "too big for the scratch directory"
 is "  the WIM is untouched" "$(sha256sum < "$TMPD/big/big.wim")" "$big_sum"
 run /Mount-Image /ImageFile:"$W/wimlib-mwl-split/Split.swm" /Index:1 /MountDir:"$M" /ReadOnly

@@ -227,9 +227,11 @@ dism_wim_cache_prune(const char *scratch)
   while ((de = readdir(d))) {
     char dir[DISM_SUBPATH_MAX], map[DISM_SUBPATH_MAX + 8];
     struct stat st;
-    if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+    /* Our names are 16 hex digits or .build-<36-character id>. */
+    if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+        strlen(de->d_name) >= sizeof unused[0].name ||
+        snprintf(dir, sizeof dir, "%s/%s", root, de->d_name) >= (int) sizeof dir)
       continue;
-    snprintf(dir, sizeof dir, "%s/%s", root, de->d_name);
     if (entry_in_use(dir, ids, n_ids, r))
       continue;
     snprintf(map, sizeof map, "%s/map", dir);
@@ -253,7 +255,7 @@ dism_wim_cache_prune(const char *scratch)
       unused = nu;
       cap_unused = nc;
     }
-    snprintf(unused[n_unused].name, sizeof unused[n_unused].name, "%s", de->d_name);
+    memcpy(unused[n_unused].name, de->d_name, strlen(de->d_name) + 1);
     unused[n_unused++].used = (int64_t) st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
   }
   if (n_unused > DISM_WIM_CACHE_KEEP) {

@@ -53,7 +53,7 @@ dism_wim_prepare_volume(struct dism_op *o, struct dism_record *r, const struct d
     return rc;
   /* The volume holds metadata only (file data stays in the WIM): an MFT
    * record, index entries and small files' data per file or directory. */
-  uint64_t need = dism_wim_metadata_need(wi);
+  uint64_t need = dism_wim_metadata_need(wi, size);
   struct statvfs fs;
   if (statvfs(scratch, &fs) == 0 && need > (uint64_t) fs.f_bavail * fs.f_frsize) {
     dism_set_error("There is not enough space in the scratch directory %s for image %u of %s: "

@@ -261,11 +261,12 @@ xml_sum(uint64_t bytes, const struct dism_wim_image *image, unsigned per_entry)
 }
 
 uint64_t
-dism_wim_metadata_need(const struct dism_wim_image *image)
+dism_wim_metadata_need(const struct dism_wim_image *image, uint64_t volume_size)
 {
-  /* An MFT record, index entries and a small file's data per entry, and
-   * NTFS's own metadata and log. */
-  return xml_sum(64 * MIB, image, 4096);
+  /* An MFT record, index entries and a small file's data per entry; NTFS's
+   * own metadata and log; the cluster bitmap (a bit per 4 KiB cluster). */
+  uint64_t need = xml_sum(64 * MIB, image, 4096);
+  return need + volume_size / 32768 > need ? need + volume_size / 32768 : UINT64_MAX;
 }
 
 uint64_t

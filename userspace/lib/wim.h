@@ -51,9 +51,10 @@ typedef bool (*dism_wim_progress_fn)(unsigned percent, void *opaque);
 /* The size of the volume for an image: see dism-api.md "WIM" (optimize:
  * /Optimize, no servicing room). */
 uint64_t dism_wim_volume_size(const struct dism_wim_image *image, bool optimize);
-/* What the image's metadata volume takes in the scratch directory (file
- * data stays in the WIM): from the WIM's XML, per file and directory. */
-uint64_t dism_wim_metadata_need(const struct dism_wim_image *image);
+/* What the image's metadata volume (volume_size bytes) takes in the
+ * scratch directory (file data stays in the WIM): from the WIM's XML, per
+ * file and directory, and the volume's cluster bitmap. */
+uint64_t dism_wim_metadata_need(const struct dism_wim_image *image, uint64_t volume_size);
 
 /* Build the NTFS volume file `volume` (must not exist) holding image `index`
  * of `wim`.  Cancellable (-> -ECANCELED); on any
