@@ -94,16 +94,18 @@ like "  it has an integrity table now" "$(wiminfo "$TMPD/dedup.wim")" "Integrity
 check "  wimlib-imagex verify accepts it" wimlib-imagex verify "$TMPD/dedup.wim"
 is "  big.bin unchanged" "$(wimlib-imagex extract "$TMPD/dedup.wim" 1 /big.bin --to-stdout | sha256sum)" "$(sha256sum < "$src/big.bin")"
 
-# ---- cancel (SIGINT -> the cancel event) while the volume is being built -------------------
-mkdir -p "$TMPD/src4"; head -c 256M /dev/urandom > "$TMPD/src4/big.bin"
+# ---- cancel (SIGINT -> the cancel event) while the metadata volume is built -----------------
+# (30000 files: the build takes seconds, file data does not count)
+mkdir -p "$TMPD/src4"
+for d in $(seq 1 60); do mkdir "$TMPD/src4/d$d"; (cd "$TMPD/src4/d$d" && touch $(seq -f "f%g.txt" 1 500)); done
 wimlib-imagex capture "$TMPD/src4" "$TMPD/cancel.wim" Cancel --compress=none >/dev/null 2>&1
 rm -rf "$TMPD/src4"
 "$DISM" /LogPath:"$LOG" /Mount-Image /ImageFile:"$TMPD/cancel.wim" /Index:1 /MountDir:"$M" /ReadOnly > "$TMPD/cancel.out" 2>&1 &
 pid=$!
 for ((t = 0; t < 2000; t++)); do grep -Eq "Progress: (9|[1-4][0-9])\." "$TMPD/cancel.out" && break; sleep 0.005; done
 kill -INT $pid; wait $pid; RC=$?
-is "SIGINT while the image is applied: cancelled (exit 199)" "$RC" 199
-like "  ERROR_CANCELLED, during the synthesis" "$(cat "$TMPD/cancel.out")" "Error: 0x800704c7.*while the image was applied"
+is "SIGINT while the metadata volume is built: cancelled (exit 199)" "$RC" 199
+like "  ERROR_CANCELLED, during the build" "$(cat "$TMPD/cancel.out")" "Error: 0x800704c7.*while the image's metadata volume was built"
 nothing_left "after the cancel"
 rm -f "$TMPD/cancel.wim"
 
@@ -112,8 +114,8 @@ run /Mount-Image /ImageFile:"$TMPD/dedup.wim" /Index:1 /MountDir:"$M"
 head -c 160M /dev/urandom > "$TMPD/large.bin"; cp "$TMPD/large.bin" "$M/large.bin"
 "$DISM" /LogPath:"$TMPD/kill.log" /Unmount-Image /MountDir:"$M" /Commit >/dev/null 2>&1 &
 pid=$!
-# kill it as soon as it logs that the capture began
-for ((t = 0; t < 2000; t++)); do grep -q "capturing" "$TMPD/kill.log" 2>/dev/null && break; sleep 0.005; done
+# kill it as soon as it logs that the commit began
+for ((t = 0; t < 2000; t++)); do grep -q "committing" "$TMPD/kill.log" 2>/dev/null && break; sleep 0.005; done
 kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
 grep -q "committed into" "$TMPD/kill.log" && diag "(the commit had finished before the kill)"
 check "kill -9 during /Unmount-Image /Commit: wimlib-imagex verify accepts the WIM" wimlib-imagex verify "$TMPD/dedup.wim"

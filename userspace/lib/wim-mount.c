@@ -93,12 +93,18 @@ dism_wim_commit_device(struct dism_op *o, struct dism_record *r, DWORD flags, UI
   int rc = dism_wim_cache_volume_of(r->volume, base, sizeof base);
   if (rc < 0)
     return rc;
+  /* The volume as it is now: the NBD device stays attached; a loop device
+   * clears itself when ntfs-3g lets it go, but the server's FUSE file it
+   * showed is still there (a WIM volume is a whole disk). */
+  struct dism_live l;
+  dism_live_paths(r->id, &l);
+  const char *current = r->attach.method == DISM_ATTACH_LOOP ? l.fuse_file : r->attach.fs_dev;
   memset(&st, 0, sizeof st);
   dism_log(DISM_LOG_INFO, "%s: committing %s (as changed since %s) into %s (%s image %u%s)",
-           o->func, r->attach.fs_dev, base, r->image,
+           o->func, current, base, r->image,
            (flags & DISM_COMMIT_APPEND) ? "append after" : "replace", r->index,
            (flags & DISM_COMMIT_GENERATE_INTEGRITY) ? ", with an integrity table" : "");
-  rc = dism_wim_commit_changes(r->image, r->index, base, r->attach.fs_dev,
+  rc = dism_wim_commit_changes(r->image, r->index, base, current,
                                dism_config()->scratch_dir, wflags, wim_relay_progress, &relay,
                                &written, &st);
   if (rc < 0)
@@ -108,17 +114,8 @@ dism_wim_commit_device(struct dism_op *o, struct dism_record *r, DWORD flags, UI
     r->image_dev = (uint64_t) sb.st_dev;
     r->image_ino = (uint64_t) sb.st_ino;
   }
-  if (st.full_capture)
-    dism_log(DISM_LOG_INFO, "%s: committed into image %u of %s by a full capture (%s); %llu "
-             "bytes read from the volume", o->func, written, r->image, st.fallback_reason,
-             (unsigned long long) st.volume_bytes_read);
-  else
-    dism_log(DISM_LOG_INFO, "%s: committed into image %u of %s: %llu added, %llu replaced, "
-             "%llu deleted, %llu renamed; %llu bytes read from the volume (%llu of file data)",
-             o->func, written, r->image, (unsigned long long) st.added,
-             (unsigned long long) st.replaced, (unsigned long long) st.deleted,
-             (unsigned long long) st.renamed, (unsigned long long) st.volume_bytes_read,
-             (unsigned long long) st.data_bytes_read);
+  /* (wim-commit.c logged what it did and what it read) */
+  dism_log(DISM_LOG_INFO, "%s: committed into image %u of %s", o->func, written, r->image);
   r->index = written;
   return 0;
 }
