@@ -72,18 +72,7 @@ add_blob(const struct wimlib_resource_entry *r, void *ctx)
   }
   b = &blobs[nblobs++];
   memset(b, 0, sizeof *b);
-  if (r->packed) {
-    b->res.offset = r->raw_resource_offset_in_wim;
-    b->res.size = r->raw_resource_compressed_size;
-    b->res.uncompressed_size = r->raw_resource_uncompressed_size;
-    b->res.flags = WIM_RES_SOLID | WIM_RES_COMPRESSED;
-    b->offset = r->offset;
-  } else {
-    b->res.offset = r->offset;
-    b->res.size = r->compressed_size;
-    b->res.uncompressed_size = r->uncompressed_size;
-    b->res.flags = r->is_compressed ? WIM_RES_COMPRESSED : 0;
-  }
+  wim_resource_of_blob(r, &b->res, &b->offset);
   b->size = r->uncompressed_size;
   b->metadata = r->is_metadata;
   memcpy(b->sha1, r->sha1_hash, 20);
