@@ -664,6 +664,25 @@ wim_source_read(struct wim_source *ws, const struct wim_resource *res,
   return r;
 }
 
+void
+wim_resource_of_blob(const struct wimlib_resource_entry *e, struct wim_resource *res,
+                     uint64_t *offset)
+{
+  if (e->packed) {
+    res->offset = e->raw_resource_offset_in_wim;
+    res->size = e->raw_resource_compressed_size;
+    res->uncompressed_size = e->raw_resource_uncompressed_size;
+    res->flags = WIM_RES_SOLID | WIM_RES_COMPRESSED;
+    *offset = e->offset;     /* for a packed blob: inside the solid resource */
+  } else {
+    res->offset = e->offset;
+    res->size = e->compressed_size;
+    res->uncompressed_size = e->uncompressed_size;
+    res->flags = e->is_compressed ? WIM_RES_COMPRESSED : 0;
+    *offset = 0;
+  }
+}
+
 /* ---- open/close -------------------------------------------------------- */
 
 int
