@@ -192,6 +192,7 @@ u64map_free(struct u64map *m)
  * the dirty ones go out sorted, adjacent pages in one pwritev. */
 #define CPAGE 4096u
 #define CSLAB 256u                 /* pages per allocation */
+#define CMAX (65536u)              /* pages kept (256 MiB): then written and dropped */
 
 struct cdev {
   int fd;
@@ -210,6 +211,64 @@ cdev_mem(const struct cdev *c, size_t slot)
   return c->slabs[slot / CSLAB] + (slot % CSLAB) * CPAGE;
 }
 
+static int
+cmp_u64(const void *a, const void *b)
+{
+  uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+  return x < y ? -1 : x > y;
+}
+
+/* Write the dirty pages, sorted, runs of adjacent pages in one pwritev. */
+static int
+cdev_flush(struct cdev *c)
+{
+  size_t n = 0;
+  uint64_t *keys = malloc((c->nslots + 1) * sizeof *keys);
+  if (!keys) {
+    errno = ENOMEM;
+    return -1;
+  }
+  for (size_t i = 0; i < c->nslots; i++)
+    if (c->dirty[i])
+      keys[n++] = c->pageno[i];
+  qsort(keys, n, sizeof *keys, cmp_u64);
+  int rc = 0;
+  struct iovec iov[256];
+  for (size_t i = 0; i < n && rc == 0;) {
+    size_t k = 0;
+    uint64_t first = keys[i];
+    while (i < n && k < 256 && keys[i] == first + k) {
+      uint64_t *v;
+      u64map_find(&c->index, keys[i] + 1, &v);
+      iov[k].iov_base = cdev_mem(c, (size_t) *v);
+      iov[k].iov_len = CPAGE;
+      c->dirty[*v] = 0;
+      k++, i++;
+    }
+    size_t want = k * CPAGE, done = 0;
+    struct iovec *p = iov;
+    int cnt = (int) k;
+    while (done < want) {
+      ssize_t w = pwritev(c->fd, p, cnt, (off_t) (first * CPAGE + done));
+      if (w <= 0) {
+        rc = -1;
+        break;
+      }
+      done += (size_t) w;
+      while (cnt && (size_t) w >= p->iov_len) {
+        w -= (ssize_t) p->iov_len;
+        p++, cnt--;
+      }
+      if (cnt) {
+        p->iov_base = (uint8_t *) p->iov_base + w;
+        p->iov_len -= (size_t) w;
+      }
+    }
+  }
+  free(keys);
+  return rc;
+}
+
 /* The cached page pg (read from the file first if load), its slot in *slot. */
 static uint8_t *
 cdev_page(struct cdev *c, uint64_t pg, bool load, size_t *slot)
@@ -218,6 +277,13 @@ cdev_page(struct cdev *c, uint64_t pg, bool load, size_t *slot)
   if (u64map_find(&c->index, pg + 1, &v)) {
     *slot = (size_t) *v;
     return cdev_mem(c, *slot);
+  }
+  if (c->nslots == CMAX) {     /* bound the memory: write out, start again */
+    if (cdev_flush(c) < 0)
+      return NULL;
+    memset(c->index.keys, 0, c->index.cap * sizeof *c->index.keys);
+    c->index.used = 0;
+    c->nslots = 0;
   }
   if (c->nslots == c->capslots) {
     size_t cap = c->capslots ? c->capslots * 2 : 1024;
@@ -338,64 +404,6 @@ cdev_write(struct ntfs_device *dev, const void *buf, s64 count)
   if (n > 0)
     c->pos += (uint64_t) n;
   return n;
-}
-
-static int
-cmp_u64(const void *a, const void *b)
-{
-  uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-  return x < y ? -1 : x > y;
-}
-
-/* Write the dirty pages, sorted, runs of adjacent pages in one pwritev. */
-static int
-cdev_flush(struct cdev *c)
-{
-  size_t n = 0;
-  uint64_t *keys = malloc((c->nslots + 1) * sizeof *keys);
-  if (!keys) {
-    errno = ENOMEM;
-    return -1;
-  }
-  for (size_t i = 0; i < c->nslots; i++)
-    if (c->dirty[i])
-      keys[n++] = c->pageno[i];
-  qsort(keys, n, sizeof *keys, cmp_u64);
-  int rc = 0;
-  struct iovec iov[256];
-  for (size_t i = 0; i < n && rc == 0;) {
-    size_t k = 0;
-    uint64_t first = keys[i];
-    while (i < n && k < 256 && keys[i] == first + k) {
-      uint64_t *v;
-      u64map_find(&c->index, keys[i] + 1, &v);
-      iov[k].iov_base = cdev_mem(c, (size_t) *v);
-      iov[k].iov_len = CPAGE;
-      c->dirty[*v] = 0;
-      k++, i++;
-    }
-    size_t want = k * CPAGE, done = 0;
-    struct iovec *p = iov;
-    int cnt = (int) k;
-    while (done < want) {
-      ssize_t w = pwritev(c->fd, p, cnt, (off_t) (first * CPAGE + done));
-      if (w <= 0) {
-        rc = -1;
-        break;
-      }
-      done += (size_t) w;
-      while (cnt && (size_t) w >= p->iov_len) {
-        w -= (ssize_t) p->iov_len;
-        p++, cnt--;
-      }
-      if (cnt) {
-        p->iov_base = (uint8_t *) p->iov_base + w;
-        p->iov_len -= (size_t) w;
-      }
-    }
-  }
-  free(keys);
-  return rc;
 }
 
 static int
