@@ -36,6 +36,7 @@
 #include <ntfs-3g/layout.h>
 #include <ntfs-3g/logging.h>
 #include <ntfs-3g/object_id.h>
+#include <ntfs-3g/param.h>
 #include <ntfs-3g/reparse.h>
 #include <ntfs-3g/runlist.h>
 #include <ntfs-3g/security.h>
@@ -614,9 +615,52 @@ set_initialized(ntfs_attr *na)
   return rc;
 }
 
+/* A sparse file of the WIM stays a sparse file: its data attribute is
+ * flagged sparse (with the compressed size such a record carries) though
+ * every cluster is allocated, as Windows has it for a sparse file without
+ * zeroed ranges.  ntfs-3g has no call for that: the record is edited.  No
+ * room in the record: it stays a plain file (its bytes are the same). */
+static int
+mark_sparse(ntfs_attr *na)
+{
+  ntfs_attr_search_ctx *ctx = ntfs_attr_get_search_ctx(na->ni, NULL);
+  if (!ctx)
+    return -ENOMEM;
+  int rc = 0;
+  if (ntfs_attr_lookup(na->type, na->name, na->name_len, CASE_SENSITIVE, 0, NULL, 0, ctx)) {
+    rc = errno ? -errno : -EIO;
+    goto out;
+  }
+  ATTR_RECORD *a = ctx->attr;
+  if (!a->non_resident)
+    goto out;
+  if (!(a->flags & (ATTR_IS_SPARSE | ATTR_IS_COMPRESSED))) {
+    /* compressed_size goes at 0x40, before the name and mapping pairs */
+    uint32_t len = le32_to_cpu(a->length);
+    if (len < 0x40 || ntfs_attr_record_resize(ctx->mrec, a, len + 8))
+      goto out;
+    memmove((uint8_t *) a + 0x48, (uint8_t *) a + 0x40, len - 0x40);
+    if (a->name_length)
+      a->name_offset = cpu_to_le16(le16_to_cpu(a->name_offset) + 8);
+    a->mapping_pairs_offset = cpu_to_le16(le16_to_cpu(a->mapping_pairs_offset) + 8);
+  }
+  a->flags |= ATTR_IS_SPARSE;
+  a->compression_unit = STANDARD_COMPRESSION_UNIT;
+  a->compressed_size = a->allocated_size;
+  ntfs_inode_mark_dirty(ctx->ntfs_ino);
+  if (na->type == AT_DATA && na->name_len == 0) {
+    na->ni->flags |= FILE_ATTR_SPARSE_FILE;
+    NInoFileNameSetDirty(na->ni);
+    ntfs_inode_mark_dirty(na->ni);
+  }
+out:
+  ntfs_attr_put_search_ctx(ctx);
+  return rc;
+}
+
 static int
 put_data(struct build *b, ntfs_inode *ni, ntfschar *name, u32 name_len,
-         const struct wimlib_resource_entry *re, const char *path)
+         const struct wimlib_resource_entry *re, bool sparse, const char *path)
 {
   uint64_t size = re->uncompressed_size;
   if (re->is_missing)
@@ -669,6 +713,10 @@ put_data(struct build *b, ntfs_inode *ni, ntfschar *name, u32 name_len,
   rc = set_initialized(na);
   if (rc < 0) {
     fail(b, rc, path, "cannot set its initialized size", strerror(-rc));
+    goto out;
+  }
+  if (sparse && (rc = mark_sparse(na)) < 0) {
+    fail(b, rc, path, "cannot mark it sparse", strerror(-rc));
     goto out;
   }
   struct wim_resource r;
@@ -858,6 +906,7 @@ set_contents(struct build *b, ntfs_inode *ni, const struct wimlib_dir_entry *de,
   if (de->attributes & WIMLIB_FILE_ATTRIBUTE_ENCRYPTED)
     return fail(b, -EOPNOTSUPP, path, "encrypted files are not supported", NULL);
   const struct wimlib_resource_entry *unnamed = &de->streams[0].resource;
+  bool sparse = de->attributes & WIMLIB_FILE_ATTRIBUTE_SPARSE_FILE;
   if (de->attributes & WIMLIB_FILE_ATTRIBUTE_REPARSE_POINT) {
     uint64_t n = unnamed->uncompressed_size;
     if (n > REPARSE_MAX - 8)
@@ -880,7 +929,7 @@ set_contents(struct build *b, ntfs_inode *ni, const struct wimlib_dir_entry *de,
     if (ntfs_set_ntfs_reparse_data(ni, (const char *) p, 8 + n, 0))
       return fail_errno(b, path, "cannot set its reparse data");
   } else if (!is_dir && unnamed->uncompressed_size) {
-    int rc = put_data(b, ni, NULL, 0, unnamed, path);
+    int rc = put_data(b, ni, NULL, 0, unnamed, sparse, path);
     if (rc < 0)
       return rc;
   }
@@ -894,7 +943,7 @@ set_contents(struct build *b, ntfs_inode *ni, const struct wimlib_dir_entry *de,
       return fail_errno(b, path, "cannot add a named stream");
     b->st.streams++;
     if (s->resource.uncompressed_size) {
-      int rc = put_data(b, ni, name, (u32) n, &s->resource, path);
+      int rc = put_data(b, ni, name, (u32) n, &s->resource, sparse, path);
       if (rc < 0)
         return rc;
     }
