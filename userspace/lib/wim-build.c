@@ -1176,7 +1176,8 @@ dism_wim_build(const char *wim, unsigned index, uint64_t size, const char *volum
   }
 
   /* The map. */
-  qsort(b.ext, b.next, sizeof *b.ext, cmp_extent);
+  if (b.next)
+    qsort(b.ext, b.next, sizeof *b.ext, cmp_extent);
   for (uint64_t i = 1; i < b.next; i++) {
     if (b.ext[i - 1].volume_offset + b.ext[i - 1].length > b.ext[i].volume_offset) {
       dism_set_error("the volume for %s has two files on the same clusters (offset %llu)",
