@@ -27,13 +27,16 @@
 #include "disk.h"
 
 static unsigned cancel_at = 101;
+static bool backwards;
 
 static bool
 progress(unsigned percent, void *opaque)
 {
   unsigned *last = opaque;
-  if (percent < *last || percent > 100)
+  if (percent < *last || percent > 100) {
     fprintf(stderr, "wim-build: progress went from %u to %u\n", *last, percent);
+    backwards = true;
+  }
   *last = percent;
   return percent >= cancel_at;
 }
@@ -141,11 +144,11 @@ main(int argc, char **argv)
   }
   double s = (double) (t1.tv_sec - t0.tv_sec) + (double) (t1.tv_nsec - t0.tv_nsec) / 1e9;
   printf("files %llu dirs %llu links %llu streams %llu mapped %llu resident %llu extents %llu "
-         "damaged %llu seconds %.3f files/s %.0f\n",
+         "damaged %llu progress %u seconds %.3f files/s %.0f\n",
          (unsigned long long) st.files, (unsigned long long) st.dirs,
          (unsigned long long) st.links, (unsigned long long) st.streams,
          (unsigned long long) st.mapped_bytes, (unsigned long long) st.resident_bytes,
-         (unsigned long long) st.extents, (unsigned long long) st.damaged, s,
+         (unsigned long long) st.extents, (unsigned long long) st.damaged, backwards ? 1000 : last, s,
          (double) (st.files + st.dirs + st.links) / (s > 0 ? s : 1));
   return 0;
 }
