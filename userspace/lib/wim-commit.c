@@ -678,13 +678,16 @@ open_rec(struct side *s, const uint8_t *inuse, uint64_t mft, bool *error)
   return ni;
 }
 
-/* A link under a system directory ($Extend): not part of the image. */
+/* A file under a system directory ($Extend and what is below it): not
+ * part of the image (wimlib's capture skips them too). */
 static bool
-under_system(const struct links *l)
+under_system(struct side *s, const struct links *l)
 {
-  for (size_t i = 0; i < l->n; i++)
-    if (is_system(l->v[i].parent))
+  for (size_t i = 0; i < l->n; i++) {
+    const char *p;
+    if (is_system(l->v[i].parent) || dir_path(s, l->v[i].parent, 0, &p) == -ENOTDIR)
       return true;
+  }
   return false;
 }
 
@@ -706,11 +709,11 @@ classify_one(struct commit *cm, uint64_t mft)
     goto bad;
   if (c && (rc = get_links(c, &lc)) < 0)
     goto bad;
-  if (b && under_system(&lb)) {
+  if (b && under_system(&cm->base, &lb)) {
     ntfs_inode_close(b);
     b = NULL;
   }
-  if (c && under_system(&lc)) {
+  if (c && under_system(&cm->cur, &lc)) {
     ntfs_inode_close(c);
     c = NULL;
   }
@@ -1253,8 +1256,13 @@ set_short_name(ntfs_inode *src, ntfs_inode **dst, ntfs_inode **dir)
   int rc = get_links(src, &l);
   if (rc < 0)
     return rc;
-  for (size_t k = 0; k < l.n; k++) {
+  /* The first long name is the path the copy was made at (inode_paths). */
+  uint64_t parent = 0;
+  for (size_t k = 0; k < l.n && !parent; k++)
     if (!l.v[k].dos)
+      parent = l.v[k].parent;
+  for (size_t k = 0; k < l.n; k++) {
+    if (!l.v[k].dos || l.v[k].parent != parent)
       continue;
     if (ntfs_set_ntfs_dos_name(*dst, *dir, l.v[k].name, strlen(l.v[k].name), 0) < 0)
       rc = -errno ? -errno : -EIO;
