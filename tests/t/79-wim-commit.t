@@ -150,6 +150,14 @@ is "  image 3 is the current volume" "$(detailed "$D/w.wim" 3)" "$(detailed "$D/
 is "  image 1 untouched" "$(detailed "$D/w.wim" 1)" "$(detailed "$D/orig.wim" 1)"
 check "  the WIM verifies" wimlib-imagex verify "$D/w.wim"
 
+# ---- a cancel before anything is written leaves the WIM as it was -------------------------
+cp "$D/orig.wim" "$D/w.wim"
+"$WC" "$D/w.wim" 1 "$D/base.vol" "$D/cur.vol" "$D" --cancel >/dev/null 2>&1
+is "a cancel from the progress callback: the commit says cancelled" "$?" 3
+check "  the WIM is byte for byte the old one" cmp "$D/w.wim" "$D/orig.wim"
+out=$("$WC" "$D/w.wim" 1 "$D/base.vol" "$D/cur.vol" "$D")
+like "  progress is reported" "$(sed -n 's/^progress_calls=//p' <<<"$out")" '^[1-9][0-9]*$'
+
 # ---- the commit reads about the changed file, not the image ---------------------------
 cp "$D/orig.wim" "$D/w.wim"; cp --sparse=always "$D/base.vol" "$D/cur.vol"
 ntfs-3g -o $OPTS "$D/cur.vol" "$M" && echo "one small change" > "$M/dir/one.txt" && umount "$M"

@@ -418,6 +418,8 @@ links_equal(struct links *a, struct links *b)
 {
   if (a->n != b->n)
     return false;
+  if (!a->n)
+    return true;
   qsort(a->v, a->n, sizeof *a->v, cmp_link);
   qsort(b->v, b->n, sizeof *b->v, cmp_link);
   for (size_t i = 0; i < a->n; i++)
@@ -1053,7 +1055,8 @@ plan(struct commit *cm, bool *have_temp)
   if (*have_temp && (rc = add_cmd(cm, WIMLIB_UPDATE_OP_ADD, NULL, WIMLIB_WIM_ROOT_PATH, false, 2,
                                   0)) < 0)
     return rc;
-  qsort(cm->c, cm->nc, sizeof *cm->c, cmp_cmd);
+  if (cm->nc)
+    qsort(cm->c, cm->nc, sizeof *cm->c, cmp_cmd);
   return 0;
 }
 
@@ -1300,7 +1303,8 @@ fill_temp(struct commit *cm, ntfs_volume *tv)
   for (size_t i = 0; i < cm->ne; i++)
     if (in_temp(cm->e[i].kind))
       v[n++] = &cm->e[i];
-  qsort(v, n, sizeof *v, cmp_entry_depth);
+  if (n)
+    qsort(v, n, sizeof *v, cmp_entry_depth);
   /* A: each at its first path, its data, object id, reparse data,
    * security descriptor and attributes. */
   for (size_t i = 0; i < n; i++) {

@@ -37,7 +37,9 @@ struct dism_wim_commit_stats {
  * or a file) into image `index` of `wim` (flags: DISM_WIM_COMMIT_*; with
  * DISM_WIM_COMMIT_APPEND a new image is written: full capture).
  * scratch_dir holds the temporary volume.  *new_index gets the image
- * written. */
+ * written.  progress: 0-40 comparing and copying (a cancel there returns
+ * -ECANCELED, the WIM untouched), 40-100 writing (not cancellable); a full
+ * capture reports as dism_wim_capture().  stats may be NULL. */
 int dism_wim_commit_changes(const char *wim, unsigned index, const char *base_volume,
                             const char *current, const char *scratch_dir, unsigned flags,
                             dism_wim_progress_fn progress, void *opaque, unsigned *new_index,
