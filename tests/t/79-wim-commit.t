@@ -131,6 +131,24 @@ commit_case "swap two names"             0 0        'mv dir/f1.bin tmp.bin && mv
 commit_case "a file next to one with a DOS name" 0 10000 'echo n > other/new.txt'
 commit_case "directory times set back"  0 10000    "echo n > other/new.txt && setfattr -n system.ntfs_times -v $($NM times $T1 $T2 $T3 $T4) other"
 commit_case "many changes at once"       0 1000000  'rm dir/f2.bin; mv dir/f3.bin other/; echo changed > dir/sub/s.txt; mkdir nd; head -c 300000 /dev/urandom > nd/a.bin; mv deep deep2; setfattr -n user.s -v v dir'
+# ntfs_xattrs NAME: the last commit's image 1 applied (--ntfs: NTFS mode, into a fresh
+# volume) shows, through ntfs-3g's xattrs, what the current volume shows: every path's
+# data, streams, ACL, attributes, reparse data, DOS name, creation time, link count
+# (not system.ntfs_times: the access and MFT change times differ by nature).
+ntfs_xattrs() {
+  local a b
+  rm -f "$D/ap.vol"; truncate -s 256M "$D/ap.vol"
+  mkntfs -F -Q -q "$D/ap.vol" >/dev/null 2>&1 && wimlib-imagex apply "$D/w.wim" 1 "$D/ap.vol" >/dev/null 2>&1 &&
+    ntfs-3g -o ro,streams_interface=xattr "$D/ap.vol" "$M" || { not_ok "$1: apply --ntfs"; return; }
+  a=$($NM dump "$M" | grep -v $'\tntfs_times\t'); umount "$M"
+  ntfs-3g -o ro,streams_interface=xattr "$D/cur.vol" "$M" || { not_ok "$1: mount"; return; }
+  b=$($NM dump "$M" | grep -v $'\tntfs_times\t'); umount "$M"
+  if [ -n "$a" ] && [ "$a" = "$b" ]; then ok "$1: apply --ntfs shows the volume's metadata (ntfs-3g xattrs)"
+  else not_ok "$1: apply --ntfs shows the volume's metadata"; diag "$(diff <(echo "$b") <(echo "$a") | head -20)"; fi
+}
+ntfs_xattrs "many changes at once"
+commit_case "object id set"              0 10000    'setfattr -n system.ntfs_object_id -v 0x00112233445566778899aabbccddeeff other/o.txt'
+ntfs_xattrs "object id set"
 commit_case "write into a sparse file"      0 1000     'truncate -s 16M sp.bin; echo x | dd of=sp.bin bs=1M seek=5 conv=notrunc status=none'
 commit_case "rename a directory and add a file in it" 0 10000 'mv dir dir2 && echo new > dir2/new.txt'
 commit_case "move a directory out, delete its old parent" 0 100000 'mv dir/sub other/sub2 && rm -rf dir'
