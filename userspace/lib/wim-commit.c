@@ -832,6 +832,18 @@ make_aside(struct commit *cm, struct entry *e)
 {
   char name[128];
   snprintf(name, sizeof name, "/%s-%u", cm->aside_prefix, cm->aside_next++);
+  /* wimlib's RENAME onto an existing file replaces it: the name must be
+   * free in the image (the base volume's root) and in the current one. */
+  struct side *sides[2] = { &cm->base, &cm->cur };
+  for (int i = 0; i < 2; i++) {
+    ntfs_inode *root = ntfs_inode_open(sides[i]->vol, FILE_root);
+    if (!root)
+      return fallback(cm, "the root directory cannot be opened");
+    u64 m = ntfs_inode_lookup_by_mbsname(root, name + 1);
+    ntfs_inode_close(root);
+    if (m != (u64) -1)
+      return fallback(cm, "the image holds %s, a name the commit needs for itself", name);
+  }
   e->aside = strdup(name);
   return e->aside ? 0 : -ENOMEM;
 }
