@@ -22,6 +22,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -60,7 +61,8 @@
 
 /* ---- counting reads of the current volume -------------------------------------- */
 /* libntfs-3g's own Unix device operations, with the reads counted: the
- * stats say how much of the current volume a commit read. */
+ * stats say how much of the current volume a commit read.  libntfs-3g reads
+ * in the calling thread, so the counter is per thread. */
 static __thread uint64_t *read_counter;
 static struct ntfs_device_operations counting_ops;
 
@@ -82,12 +84,19 @@ counting_pread(struct ntfs_device *dev, void *buf, s64 count, s64 offset)
   return n;
 }
 
-static ntfs_volume *
-mount_counting(const char *path)
+static void
+counting_ops_init(void)
 {
   counting_ops = ntfs_device_unix_io_ops;
   counting_ops.read = counting_read;
   counting_ops.pread = counting_pread;
+}
+
+static ntfs_volume *
+mount_counting(const char *path)
+{
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, counting_ops_init);
   struct ntfs_device *dev = ntfs_device_alloc(path, 0, &counting_ops, NULL);
   if (!dev)
     return NULL;
