@@ -1665,6 +1665,25 @@ open_side(struct commit *cm, struct side *s, const char *path, bool counting)
   return s->dirpath ? 0 : -ENOMEM;
 }
 
+/* The bytes of all the data streams of an inode (sizing the temporary volume). */
+static uint64_t
+streams_size(ntfs_inode *ni)
+{
+  uint64_t sum = 0;
+  ntfs_attr_search_ctx *ctx = ntfs_attr_get_search_ctx(ni, NULL);
+  if (!ctx)
+    return 0;
+  while (ntfs_attr_lookup(AT_DATA, NULL, 0, CASE_SENSITIVE, 0, NULL, 0, ctx) == 0) {
+    const ATTR_RECORD *a = ctx->attr;
+    if (!a->non_resident)
+      sum += le32_to_cpu(a->value_length);
+    else if (!a->lowest_vcn)
+      sum += (uint64_t) sle64_to_cpu(a->data_size);
+  }
+  ntfs_attr_put_search_ctx(ctx);
+  return sum;
+}
+
 /* Everything up to the temporary volume filled; -EAGAIN: fall back. */
 static int
 analyse_and_fill(struct commit *cm, const char *base_volume, const char *temp, bool *have_temp,
@@ -1714,10 +1733,10 @@ analyse_and_fill(struct commit *cm, const char *base_volume, const char *temp, b
     if (in_temp(e->kind)) {
       ntfs_inode *ni = ntfs_inode_open(cm->cur.vol, e->mft);
       if (ni) {
-        need += (uint64_t) ni->data_size + 8192;
+        need += streams_size(ni);
         ntfs_inode_close(ni);
       }
-      need += 65536; /* named streams, small files' clusters */
+      need += 16384; /* an MFT record, small files' clusters */
     }
   }
   if (!*have_temp)
