@@ -154,6 +154,9 @@ commit_case "rename a directory and add a file in it" 0 10000 'mv dir dir2 && ec
 commit_case "move a directory out, delete its old parent" 0 100000 'mv dir/sub other/sub2 && rm -rf dir'
 commit_case "a Unicode name"             0 10000    'echo u > "other/Ünïcødé ✓ 日本語.txt"'
 commit_case "move a file out of a tree, delete the tree" 0 0 'mv deep/a/b/c/d.txt . && rm -rf deep'
+commit_case "a big (non-resident) named stream" 0 200000   "$PY -c 'import os; os.setxattr(\"dir/f1.bin\", \"user.big\", os.urandom(60000))'"
+commit_case "a file replaced by a directory" 0 10000 'rm dir/f1.bin && mkdir dir/f1.bin && echo x > dir/f1.bin/in.txt'
+commit_case "a directory replaced by a file" 0 10000 'rm -rf dir/sub && echo file > dir/sub'
 commit_case "with an integrity table"    0 10000    'echo i > dir/i.txt' --integrity
 commit_case "root ACL change: full capture" 1 99999999 "setfattr -n system.ntfs_acl -v $($NM sd 500 512 0x1f01ff) ."
 commit_case "no change at all"           0 0        'true'
