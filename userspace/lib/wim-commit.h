@@ -25,7 +25,10 @@
 #include "wim.h"
 
 struct dism_wim_commit_stats {
-  uint64_t added, replaced, deleted, renamed;  /* update commands issued */
+  /* added, replaced: files and directories new, or copied again (changed, or
+   * redone: see docs/dism-api.md), through the one ADD; deleted, renamed:
+   * the DELETE and RENAME commands issued.  0 after a full capture. */
+  uint64_t added, replaced, deleted, renamed;
   uint64_t volume_bytes_read;  /* read from the current volume, all of it */
   uint64_t data_bytes_read;    /* of those, file data (copied into the temp volume) */
   bool full_capture;           /* fell back to a full capture */
