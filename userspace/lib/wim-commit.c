@@ -1728,7 +1728,7 @@ analyse_and_fill(struct commit *cm, const char *base_volume, const char *temp, b
     struct entry *e = &cm->e[i];
     if (e->kind == K_NEW)
       stats->added++;
-    else if (e->kind == K_CHANGED || e->kind == K_COPY)
+    else if (e->kind == K_CHANGED || e->kind == K_COPY || e->kind == K_REDO)
       stats->replaced++;
     if (in_temp(e->kind)) {
       ntfs_inode *ni = ntfs_inode_open(cm->cur.vol, e->mft);
