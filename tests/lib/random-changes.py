@@ -2,9 +2,14 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """random-changes.py SEED - make 3 to 12 random changes in the current directory
 (tests/t/79-wim-commit.t): files new, deleted, renamed, moved, written,
-truncated, linked; directories made, moved, deleted; named streams (user.*
-xattrs, ntfs-3g streams_interface=xattr). Prints how many were made."""
-import os, random, sys
+truncated, linked, given an ACL, attributes, a DOS name, times, an object id;
+directories made, moved, deleted; named streams (user.* xattrs, ntfs-3g
+streams_interface=xattr). Prints how many were made."""
+import os, random, struct, sys
+# a security descriptor: owner and group S-1-5-32-544, a DACL allowing Everyone full access
+SD = bytes.fromhex('0100048014000000240000000000000034000000'
+                   '01020000000000052000000020020000' '01020000000000052000000020020000'
+                   '02001c000100000000001400ff011f000101000000000001' '00000000')
 random.seed(int(sys.argv[1]))
 root = '.'
 def files():
@@ -19,7 +24,8 @@ def dirs():
     return out
 n = 0
 for i in range(random.randint(3, 12)):
-    op = random.choice(['new','del','ren','mv','mkdir','rmtree','write','stream','link','mvdir','trunc'])
+    op = random.choice(['new','del','ren','mv','mkdir','rmtree','write','stream','link','mvdir','trunc',
+                        'acl','attrib','dosname','times','objid'])
     fs, ds = files(), dirs()
     try:
         if op=='new':
@@ -46,6 +52,17 @@ for i in range(random.randint(3, 12)):
             if not os.path.abspath(b).startswith(os.path.abspath(a)): os.rename(a, os.path.join(b,'md%d'%i))
         elif op=='trunc' and fs:
             os.truncate(random.choice(fs), random.randint(0,5000))
+        elif op=='acl' and fs+ds:
+            os.setxattr(random.choice(fs+ds), 'system.ntfs_acl', SD)
+        elif op=='attrib' and fs:
+            os.setxattr(random.choice(fs), 'system.ntfs_attrib', struct.pack('<I', random.choice([0x21, 0x22, 0x80])))
+        elif op=='dosname' and fs+ds:
+            os.setxattr(random.choice(fs+ds), 'system.ntfs_dos_name', b'RND%d~1.TXT' % i)
+        elif op=='times' and fs+ds:
+            t = 130000000000000000 + random.randint(0, 10**15)
+            os.setxattr(random.choice(fs+ds), 'system.ntfs_times', struct.pack('<4Q', t, t, t, t))
+        elif op=='objid' and fs+ds:
+            os.setxattr(random.choice(fs+ds), 'system.ntfs_object_id', os.urandom(16))
         n+=1
     except OSError as e:
         pass
