@@ -22,6 +22,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -60,7 +61,8 @@
 
 /* ---- counting reads of the current volume -------------------------------------- */
 /* libntfs-3g's own Unix device operations, with the reads counted: the
- * stats say how much of the current volume a commit read. */
+ * stats say how much of the current volume a commit read.  libntfs-3g reads
+ * in the calling thread, so the counter is per thread. */
 static __thread uint64_t *read_counter;
 static struct ntfs_device_operations counting_ops;
 
@@ -82,12 +84,19 @@ counting_pread(struct ntfs_device *dev, void *buf, s64 count, s64 offset)
   return n;
 }
 
-static ntfs_volume *
-mount_counting(const char *path)
+static void
+counting_ops_init(void)
 {
   counting_ops = ntfs_device_unix_io_ops;
   counting_ops.read = counting_read;
   counting_ops.pread = counting_pread;
+}
+
+static ntfs_volume *
+mount_counting(const char *path)
+{
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, counting_ops_init);
   struct ntfs_device *dev = ntfs_device_alloc(path, 0, &counting_ops, NULL);
   if (!dev)
     return NULL;
@@ -133,6 +142,7 @@ struct link {
   uint64_t parent;
   char *name;
   bool dos;              /* a DOS-only (8.3) name, the short name of a Win32 one */
+  bool win32;            /* a Win32-only name: the one a short name in its directory goes with */
 };
 
 struct links {
@@ -262,6 +272,7 @@ get_links(ntfs_inode *ni, struct links *out)
     struct link *l = &out->v[out->n];
     l->parent = MREF_LE(fn->parent_directory);
     l->dos = fn->file_name_type == FILE_NAME_DOS;
+    l->win32 = fn->file_name_type == FILE_NAME_WIN32;
     l->name = strdup(name);
     if (!l->name) {
       rc = -ENOMEM;
@@ -340,6 +351,24 @@ path_depth(const char *p)
   return d;
 }
 
+/* The long name short name l->v[dos] goes with: the Win32 name in its
+ * directory (any long name there if none is marked Win32), as an index in
+ * l->v; SIZE_MAX if none. */
+static size_t
+paired_name(const struct links *l, size_t dos)
+{
+  size_t any = SIZE_MAX;
+  for (size_t j = 0; j < l->n; j++) {
+    if (l->v[j].dos || l->v[j].parent != l->v[dos].parent)
+      continue;
+    if (l->v[j].win32)
+      return j;
+    if (any == SIZE_MAX)
+      any = j;
+  }
+  return any;
+}
+
 /* The full paths of every non-DOS name of an inode.  -ENOTDIR: a system file. */
 static int
 inode_paths(struct commit *cm, struct side *s, const struct links *l, char ***out, size_t *n)
@@ -380,6 +409,22 @@ inode_paths(struct commit *cm, struct side *s, const struct links *l, char ***ou
     *n = 0;
     return rc;
   }
+  /* The name a short name goes with first: the copy is made there and
+   * gets its short name at once (libntfs-3g refuses a short name to a file
+   * that already has several links, EMLINK). */
+  for (size_t i = 0; i < l->n; i++) {
+    if (!l->v[i].dos)
+      continue;
+    size_t j = paired_name(l, i), k = 0;
+    if (j == SIZE_MAX)
+      break;
+    for (size_t m = 0; m < j; m++)  /* its index among the long names */
+      k += !l->v[m].dos;
+    char *t = v[0];
+    v[0] = v[k];
+    v[k] = t;
+    break;
+  }
   *out = v;
   return 0;
 }
@@ -418,6 +463,8 @@ links_equal(struct links *a, struct links *b)
 {
   if (a->n != b->n)
     return false;
+  if (!a->n)
+    return true;
   qsort(a->v, a->n, sizeof *a->v, cmp_link);
   qsort(b->v, b->n, sizeof *b->v, cmp_link);
   for (size_t i = 0; i < a->n; i++)
@@ -512,9 +559,14 @@ inode_sig(ntfs_volume *vol, ntfs_inode *ni, bool strict, const struct links *l, 
   if (rc == 0 && !strict && l) {
     /* Names by count; short names by value (they stay in the WIM). */
     rc = buf_u64(b, count_links(l));
-    for (size_t i = 0; rc == 0 && i < l->n; i++)
-      if (l->v[i].dos)
-        rc = buf_add(b, l->v[i].name, strlen(l->v[i].name) + 1);
+    for (size_t i = 0; rc == 0 && i < l->n; i++) {
+      if (!l->v[i].dos)
+        continue;
+      /* and the long name each goes with */
+      size_t j = paired_name(l, i);
+      if ((rc = buf_add(b, l->v[i].name, strlen(l->v[i].name) + 1)) == 0 && j != SIZE_MAX)
+        rc = buf_add(b, l->v[j].name, strlen(l->v[j].name) + 1);
+    }
   }
   return rc;
 }
@@ -678,13 +730,16 @@ open_rec(struct side *s, const uint8_t *inuse, uint64_t mft, bool *error)
   return ni;
 }
 
-/* A link under a system directory ($Extend): not part of the image. */
+/* A file under a system directory ($Extend and what is below it): not
+ * part of the image (wimlib's capture skips them too). */
 static bool
-under_system(const struct links *l)
+under_system(struct side *s, const struct links *l)
 {
-  for (size_t i = 0; i < l->n; i++)
-    if (is_system(l->v[i].parent))
+  for (size_t i = 0; i < l->n; i++) {
+    const char *p;
+    if (is_system(l->v[i].parent) || dir_path(s, l->v[i].parent, 0, &p) == -ENOTDIR)
       return true;
+  }
   return false;
 }
 
@@ -706,11 +761,11 @@ classify_one(struct commit *cm, uint64_t mft)
     goto bad;
   if (c && (rc = get_links(c, &lc)) < 0)
     goto bad;
-  if (b && under_system(&lb)) {
+  if (b && under_system(&cm->base, &lb)) {
     ntfs_inode_close(b);
     b = NULL;
   }
-  if (c && under_system(&lc)) {
+  if (c && under_system(&cm->cur, &lc)) {
     ntfs_inode_close(c);
     c = NULL;
   }
@@ -827,6 +882,18 @@ make_aside(struct commit *cm, struct entry *e)
 {
   char name[128];
   snprintf(name, sizeof name, "/%s-%u", cm->aside_prefix, cm->aside_next++);
+  /* wimlib's RENAME onto an existing file replaces it: the name must be
+   * free in the image (the base volume's root) and in the current one. */
+  struct side *sides[2] = { &cm->base, &cm->cur };
+  for (int i = 0; i < 2; i++) {
+    ntfs_inode *root = ntfs_inode_open(sides[i]->vol, FILE_root);
+    if (!root)
+      return fallback(cm, "the root directory cannot be opened");
+    u64 m = ntfs_inode_lookup_by_mbsname(root, name + 1);
+    ntfs_inode_close(root);
+    if (m != (u64) -1)
+      return fallback(cm, "the image holds %s, a name the commit needs for itself", name);
+  }
   e->aside = strdup(name);
   return e->aside ? 0 : -ENOMEM;
 }
@@ -1050,7 +1117,8 @@ plan(struct commit *cm, bool *have_temp)
   if (*have_temp && (rc = add_cmd(cm, WIMLIB_UPDATE_OP_ADD, NULL, WIMLIB_WIM_ROOT_PATH, false, 2,
                                   0)) < 0)
     return rc;
-  qsort(cm->c, cm->nc, sizeof *cm->c, cmp_cmd);
+  if (cm->nc)
+    qsort(cm->c, cm->nc, sizeof *cm->c, cmp_cmd);
   return 0;
 }
 
@@ -1143,6 +1211,21 @@ split_path(const char *path, char *dir, size_t cap, ntfschar *uname, int *ulen)
   return *ulen > 0 ? 0 : -EILSEQ;
 }
 
+/* Bytes [from, to) of one attribute into another. */
+static int
+copy_range(ntfs_attr *sa, ntfs_attr *da, s64 from, s64 to, unsigned char *buf)
+{
+  for (s64 off = from; off < to;) {
+    s64 n = to - off < COPY_CHUNK ? to - off : COPY_CHUNK;
+    if (ntfs_attr_pread(sa, off, n, buf) != n)
+      return -EIO;
+    if (ntfs_attr_pwrite(da, off, n, buf) != n)
+      return -ENOSPC;
+    off += n;
+  }
+  return 0;
+}
+
 static int
 copy_stream(struct commit *cm, ntfs_inode *src, ntfs_inode *dst, ntfschar *name, u32 len,
             unsigned char *buf)
@@ -1167,22 +1250,33 @@ copy_stream(struct commit *cm, ntfs_inode *src, ntfs_inode *dst, ntfschar *name,
     goto out;
   }
   uint64_t before = cm->volume_read;
-  for (s64 off = 0; off < size;) {
-    s64 n = size - off < COPY_CHUNK ? size - off : COPY_CHUNK;
-    if (ntfs_attr_pread(sa, off, n, buf) != n) {
-      rc = -EIO;
+  if (!(sa->data_flags & ATTR_IS_SPARSE) || !NAttrNonResident(sa)) {
+    rc = copy_range(sa, da, 0, size, buf);
+  } else {
+    /* Sparse: only the allocated runs are written, so the copy keeps holes
+     * and its sparse flag (all of a non-sparse file is written: skipped
+     * zeroes would make the copy sparse). */
+    if (ntfs_attr_map_whole_runlist(sa) < 0) {
+      rc = -errno ? -errno : -EIO;
       goto out;
     }
-    /* Zeroes are left as the truncate made them (holes where sparse). */
-    bool zero = true;
-    for (s64 i = 0; i < n && zero; i++)
-      zero = buf[i] == 0;
-    if (!zero && ntfs_attr_pwrite(da, off, n, buf) != n) {
-      rc = -ENOSPC;
-      goto out;
+    u8 bits = src->vol->cluster_size_bits;
+    for (const runlist_element *r = sa->rl; rc == 0 && r && r->length; r++) {
+      if (r->lcn == LCN_HOLE)
+        continue;
+      if (r->lcn < 0) {
+        rc = -EUCLEAN;
+        break;
+      }
+      s64 from = r->vcn << bits, to = (r->vcn + r->length) << bits;
+      if (to > size)
+        to = size;
+      if (from < to)
+        rc = copy_range(sa, da, from, to, buf);
     }
-    off += n;
   }
+  if (rc < 0)
+    goto out;
   cm->data_read += cm->volume_read - before;
 out:
   if (da)
@@ -1253,6 +1347,8 @@ set_short_name(ntfs_inode *src, ntfs_inode **dst, ntfs_inode **dir)
   int rc = get_links(src, &l);
   if (rc < 0)
     return rc;
+  /* The first short name: inode_paths put its long name first, so the
+   * copy was made in its directory. */
   for (size_t k = 0; k < l.n; k++) {
     if (!l.v[k].dos)
       continue;
@@ -1292,7 +1388,8 @@ fill_temp(struct commit *cm, ntfs_volume *tv)
   for (size_t i = 0; i < cm->ne; i++)
     if (in_temp(cm->e[i].kind))
       v[n++] = &cm->e[i];
-  qsort(v, n, sizeof *v, cmp_entry_depth);
+  if (n)
+    qsort(v, n, sizeof *v, cmp_entry_depth);
   /* A: each at its first path, its data, object id, reparse data,
    * security descriptor and attributes. */
   for (size_t i = 0; i < n; i++) {
@@ -1373,7 +1470,8 @@ fill_temp(struct commit *cm, ntfs_volume *tv)
       }
     }
   }
-  /* C: short names, from the current volume's, per directory they are in. */
+  /* C: a second short name (of another link) cannot be set: libntfs-3g
+   * refuses a short name to a file with several links (EMLINK). */
   for (size_t i = 0; i < n; i++) {
     struct entry *e = v[i];
     ntfs_inode *src = ntfs_inode_open(cm->cur.vol, e->mft);
@@ -1385,38 +1483,14 @@ fill_temp(struct commit *cm, ntfs_volume *tv)
       goto out;
     }
     ntfs_inode_close(src);
-    for (size_t k = 0; rc == 0 && k < l.n; k++) {
-      if (!l.v[k].dos)
-        continue;
-      /* The Win32 name it goes with is the one in the same directory. */
-      const char *path = NULL;
-      for (size_t j = 0; j < l.n; j++)
-        if (!l.v[j].dos && l.v[j].parent == l.v[k].parent) {
-          const char *pp;
-          if (dir_path(&cm->cur, l.v[j].parent, 0, &pp) == 0) {
-            snprintf(dirpath, sizeof dirpath, "%s", pp);
-            path = l.v[j].name;
-          }
-        }
-      ntfs_inode *dir = NULL, *ni = NULL;
-      if (!path || temp_dir(tv, dirpath, &dir) < 0) {
-        rc = fallback(cm, "%s: its short name has no long name", e->cur_paths[0]);
-        break;
-      }
-      ni = ntfs_inode_open(tv, e->tmp_mft);
-      if (!ni) {
-        ntfs_inode_close(dir);
-        rc = -EIO;
-        break;
-      }
-      /* It closes both inodes, whatever it returns. */
-      if (ntfs_set_ntfs_dos_name(ni, dir, l.v[k].name, strlen(l.v[k].name), 0) < 0)
-        rc = fallback(cm, "%s: its short name %s cannot be set: %s", e->cur_paths[0],
-                      l.v[k].name, strerror(errno));
-    }
+    size_t dos = 0;
+    for (size_t k = 0; k < l.n; k++)
+      dos += l.v[k].dos;
     links_free(&l);
-    if (rc < 0)
+    if (dos > 1) {
+      rc = fallback(cm, "%s has %zu short names", e->cur_paths[0], dos);
       goto out;
+    }
   }
   /* D: times, last (everything above changes them); E: check each copy. */
   for (size_t i = 0; i < n; i++) {
@@ -1443,9 +1517,10 @@ fill_temp(struct commit *cm, ntfs_volume *tv)
     ntfs_inode *dst = ntfs_inode_open(tv, e->tmp_mft);
     if (!src || !dst || get_links(src, &ls) < 0 || get_links(dst, &ld) < 0 ||
         inode_sig(cm->cur.vol, src, false, &ls, &ss) < 0 ||
-        inode_sig(tv, dst, false, &ld, &sd) < 0 || !sig_equal(&ss, &sd))
+        inode_sig(tv, dst, false, &ld, &sd) < 0 || !sig_equal(&ss, &sd)) {
       rc = fallback(cm, "the copy of %s does not hold what the volume holds (attributes, "
                     "times, security descriptor, streams or names)", e->cur_paths[0]);
+    }
     links_free(&ls);
     links_free(&ld);
     free(ss.p);
@@ -1632,6 +1707,25 @@ open_side(struct commit *cm, struct side *s, const char *path, bool counting)
   return s->dirpath ? 0 : -ENOMEM;
 }
 
+/* The bytes of all the data streams of an inode (sizing the temporary volume). */
+static uint64_t
+streams_size(ntfs_inode *ni)
+{
+  uint64_t sum = 0;
+  ntfs_attr_search_ctx *ctx = ntfs_attr_get_search_ctx(ni, NULL);
+  if (!ctx)
+    return 0;
+  while (ntfs_attr_lookup(AT_DATA, NULL, 0, CASE_SENSITIVE, 0, NULL, 0, ctx) == 0) {
+    const ATTR_RECORD *a = ctx->attr;
+    if (!a->non_resident)
+      sum += le32_to_cpu(a->value_length);
+    else if (!a->lowest_vcn)
+      sum += (uint64_t) sle64_to_cpu(a->data_size);
+  }
+  ntfs_attr_put_search_ctx(ctx);
+  return sum;
+}
+
 /* Everything up to the temporary volume filled; -EAGAIN: fall back. */
 static int
 analyse_and_fill(struct commit *cm, const char *base_volume, const char *temp, bool *have_temp,
@@ -1676,15 +1770,15 @@ analyse_and_fill(struct commit *cm, const char *base_volume, const char *temp, b
     struct entry *e = &cm->e[i];
     if (e->kind == K_NEW)
       stats->added++;
-    else if (e->kind == K_CHANGED || e->kind == K_COPY)
+    else if (e->kind == K_CHANGED || e->kind == K_COPY || e->kind == K_REDO)
       stats->replaced++;
     if (in_temp(e->kind)) {
       ntfs_inode *ni = ntfs_inode_open(cm->cur.vol, e->mft);
       if (ni) {
-        need += (uint64_t) ni->data_size + 8192;
+        need += streams_size(ni);
         ntfs_inode_close(ni);
       }
-      need += 65536; /* named streams, small files' clusters */
+      need += 16384; /* an MFT record, small files' clusters */
     }
   }
   if (!*have_temp)

@@ -25,7 +25,10 @@
 #include "wim.h"
 
 struct dism_wim_commit_stats {
-  uint64_t added, replaced, deleted, renamed;  /* update commands issued */
+  /* added, replaced: files and directories new, or copied again (changed, or
+   * redone: see docs/dism-api.md), through the one ADD; deleted, renamed:
+   * the DELETE and RENAME commands issued.  0 after a full capture. */
+  uint64_t added, replaced, deleted, renamed;
   uint64_t volume_bytes_read;  /* read from the current volume, all of it */
   uint64_t data_bytes_read;    /* of those, file data (copied into the temp volume) */
   bool full_capture;           /* fell back to a full capture */
@@ -37,7 +40,9 @@ struct dism_wim_commit_stats {
  * or a file) into image `index` of `wim` (flags: DISM_WIM_COMMIT_*; with
  * DISM_WIM_COMMIT_APPEND a new image is written: full capture).
  * scratch_dir holds the temporary volume.  *new_index gets the image
- * written. */
+ * written.  progress: 0-40 comparing and copying (a cancel there returns
+ * -ECANCELED, the WIM untouched), 40-100 writing (not cancellable); a full
+ * capture reports as dism_wim_capture().  stats may be NULL. */
 int dism_wim_commit_changes(const char *wim, unsigned index, const char *base_volume,
                             const char *current, const char *scratch_dir, unsigned flags,
                             dism_wim_progress_fn progress, void *opaque, unsigned *new_index,
