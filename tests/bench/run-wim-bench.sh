@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 # make bench (third part): WIM images — dism beside wimlib's own ways in.
-#   images: /usr/share captured with LZX ("share"), a larger tree
+#   images: /usr/share captured with LZX ("share"), a solid LZMS export of
+#          it (`wimlib-imagex export --solid`; "solid"), a larger tree
 #          (WIM_BENCH_SRC, default /usr: several GB, 100k+ files; "large")
-#          captured with LZX, and a solid LZMS export of it
-#          (`wimlib-imagex export --solid`; "solid").  Each capture (the
-#          export for "solid") is timed: "a full wimlib capture".
+#          captured with LZX.  Each capture (the export for "solid") is
+#          timed: "a full wimlib capture".  (LZMS solid compresses at about
+#          1-2 MB/s per core here: an export of /usr would take most of an
+#          hour; WIM_BENCH_SOLID_OF=large asks for it.)
 #   dism:  /Mount-Image /ReadOnly: time to a usable mount, scratch bytes
 #          after it (du of the scratch directory), one large file's first
 #          read (MiB/s, cold cache), the whole tree read (cold cache),
@@ -15,14 +17,17 @@
 #          wimlib-imagex apply into a directory (share only);
 #          wimlib-imagex mount (wimmount): time to mount, the same large
 #          file's first read, the whole tree; wimlib-imagex mountrw, the same
-#          one-file change, unmount --commit (timed)
+#          one-file change, unmount --commit (timed).  wimmount reads a solid
+#          WIM's 64 MiB chunks again for each file: its reads and commit are
+#          cut at WIM_BENCH_PEER_TIMEOUT seconds (default 300), shown as ">N"
 # Reads are `tar -cf - . | cat >/dev/null` (tree) and `cat >/dev/null`
 # (file) after `sync; echo 3 > /proc/sys/vm/drop_caches`.  Each step runs
 # WIM_BENCH_ROUNDS times (default 2), dism and peers alternating; tables show
 # the best run, then the ratios the issue (12) sets as targets.
-#   WIM_BENCH_QUICK=1   a try in a few minutes: /usr/share/man as "share",
-#                       /usr/include as "large" (and its solid export), 1 round
-#   WIM_BENCH_IMAGES=   which of share, large, solid (default all three)
+#   WIM_BENCH_QUICK=1   a try in a few minutes: /usr/share/man as "share"
+#                       (and its solid export), /usr/include as "large", 1 round
+#   WIM_BENCH_IMAGES=   which of share, solid, large (default all three)
+#   WIM_BENCH_SOLID_OF= share (default) or large: the WIM exported solid
 #   WIM_BENCH_SRC=      the large tree (default /usr; /usr/include when quick)
 #   WIM_BENCH_SHARE=    the first tree (default /usr/share)
 # Not a test: prints figures for docs/benchmarks.md.  The large tree takes
@@ -36,7 +41,9 @@ if [ "$QUICK" = 1 ]; then
 else
   SHARE=${WIM_BENCH_SHARE:-/usr/share} LARGE=${WIM_BENCH_SRC:-/usr} ROUNDS=${WIM_BENCH_ROUNDS:-2}
 fi
-IMAGES=${WIM_BENCH_IMAGES:-share large solid}
+IMAGES=${WIM_BENCH_IMAGES:-share solid large}
+SOLID_OF=${WIM_BENCH_SOLID_OF:-share}
+PT=${WIM_BENCH_PEER_TIMEOUT:-300}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DISM=$ROOT/$BUILD/bin/dism
 W=$(mktemp -d /var/tmp/dism-wbench.XXXXXX)
@@ -60,8 +67,10 @@ since() { echo "$(now) - $1" | bc -l; }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 read_tree() { local t0=$(now); tar -cf - -C "$1" . | cat > /dev/null; since "$t0"; }
 read_file() { local t0=$(now); cat "$1" > /dev/null; since "$t0"; }   # seconds
+# capped CMD...: seconds CMD took, or ">$PT" when cut at $PT seconds
+capped() { local t0=$(now); if timeout "$PT" "$@" >/dev/null; then since "$t0"; else echo ">$PT"; fi; }
 mkdir -p "$W/m" "$W/wm" "$W/wrw" "$W/scratch"
-best() { printf "%s\n" "$@" | sort -g | sed -n 1p; }
+best() { printf "%s\n" "$@" | tr -d '>' | sort -g | sed -n 1p; }
 r() { printf '%.2f' "$1"; }
 mib() { echo "$1 / 1048576" | bc -l; }
 
@@ -93,22 +102,24 @@ bench_image() {
     drop_caches; t0=$(now)
     wimlib-imagex mount "$wim" 1 "$W/wm" >/dev/null
     p_wm+=($(since "$t0"))
-    drop_caches; p_wmbig+=($(read_file "$W/wm$big"))
-    drop_caches; p_wmread+=($(read_tree "$W/wm"))
+    drop_caches; p_wmbig+=($(capped cat "$W/wm$big"))
+    # (not tar -cf /dev/null: GNU tar then skips reading the files)
+    drop_caches; p_wmread+=($(capped sh -c 'tar -cf - -C "$1" . | cat' sh "$W/wm"))
     wimlib-imagex unmount "$W/wm" >/dev/null
     cp "$wim" "$W/y.wim"
     wimlib-imagex mountrw "$W/y.wim" 1 "$W/wrw" >/dev/null
     echo "changed by run-wim-bench" >> "$W/wrw$one"
-    drop_caches; t0=$(now)
-    wimlib-imagex unmount "$W/wrw" --commit >/dev/null
-    p_wmcommit+=($(since "$t0")); rm -f "$W/y.wim"
+    drop_caches
+    p_wmcommit+=($(capped wimlib-imagex unmount "$W/wrw" --commit))
+    mountpoint -q "$W/wrw" && { wimlib-imagex unmount "$W/wrw" >/dev/null 2>&1 || umount -l "$W/wrw"; }
+    rm -f "$W/y.wim"
 
     echo "   round $round: dism"
     drop_caches; t0=$(now)
     "$DISM" /Quiet /ScratchDir:"$W/scratch" /Mount-Image /ImageFile:"$wim" /Index:1 \
       /MountDir:"$W/m" /ReadOnly >/dev/null
     d_ro+=($(since "$t0"))
-    d_scratch+=($(du -sb "$W/scratch" | cut -f1))
+    d_scratch+=($(du -s --block-size=1 "$W/scratch" | cut -f1))   # allocated, not apparent
     drop_caches; d_big+=($(read_file "$W/m$big"))
     drop_caches; d_read+=($(read_tree "$W/m"))
     "$DISM" /Quiet /Unmount-Image /MountDir:"$W/m" /Discard >/dev/null
@@ -132,7 +143,7 @@ bench_image() {
   echo "runs (s): dism ro ${d_ro[*]} | rw ${d_rw[*]} | big file ${d_big[*]} | tree ${d_read[*]} |" \
        "commit ${d_commit[*]} | scratch bytes ${d_scratch[*]} | apply NTFS ${p_ntfs[*]} |" \
        "apply dir ${p_dir[*]:-} | wimmount ${p_wm[*]} | big file ${p_wmbig[*]} | tree ${p_wmread[*]} |" \
-       "mountrw commit ${p_wmcommit[*]}"
+       "mountrw commit ${p_wmcommit[*]} (>N: cut at N s)"
   printf '%-44s %10s %10s %10s %10s\n' "$name, best of $ROUNDS, seconds" dism "apply NTFS" "apply dir" wimmount
   printf '%-44s %10s %10s %10s %10s\n' "call to usable mount, read-only" "$(r "$b_ro")" "$(r "$b_ntfs")" "$b_dir" "$(r "$b_wm")"
   printf '%-44s %10s\n' "call to usable mount, read/write" "$(r "$b_rw")"
@@ -140,7 +151,7 @@ bench_image() {
   printf '%-44s %10s %10s %10s %10s\n' "large file's first read, MiB/s" \
     "$(r "$(echo "$(mib "$bigsize") / $b_big" | bc -l)")" "" "" "$(r "$(echo "$(mib "$bigsize") / $b_wmbig" | bc -l)")"
   printf '%-44s %10s %10s %10s %10s\n' "read the whole tree, cold cache" "$(r "$b_read")" "" "" "$(r "$b_wmread")"
-  printf '%-44s %10s %10s %10s %10s\n' "one-file commit (wimmount: mountrw+unmount --commit)" \
+  printf '%-44s %10s %10s %10s %10s\n' "one-file commit (wimmount: mountrw)" \
     "$(r "$b_commit")" "" "" "$(r "$b_wmcommit")"
   printf '%-44s %10s\n' "full wimlib capture (solid: the export)" "$(r "$capture")"
   local worst verdict
@@ -168,24 +179,23 @@ capture() {  # capture NAME SRC: prints seconds
 }
 describe() { echo "$1: $(du -sh "$1" | cut -f1), $(find "$1" -type f | wc -l) files, $(find "$1" -type d | wc -l) directories"; }
 
-echo "== dism WIM benchmark ($([ "$QUICK" = 1 ] && echo quick || echo full), $ROUNDS round(s)): $IMAGES"
-if [[ " $IMAGES " == *" share "* ]]; then
-  echo "== capture $SHARE (LZX)"
-  c=$(capture share "$SHARE")
-  bench_image share "$W/share.wim" "$SHARE" "$c"
-  rm -f "$W/share.wim"
-fi
-if [[ " $IMAGES " == *" large "* || " $IMAGES " == *" solid "* ]]; then
-  echo "== capture $LARGE (LZX)"
-  c=$(capture large "$LARGE")
-  [[ " $IMAGES " == *" large "* ]] && bench_image large "$W/large.wim" "$LARGE" "$c"
-  if [[ " $IMAGES " == *" solid "* ]]; then
-    echo "== export --solid (LZMS) of the large WIM"
+echo "== dism WIM benchmark ($([ "$QUICK" = 1 ] && echo quick || echo full), $ROUNDS round(s)): $IMAGES; solid of $SOLID_OF"
+has() { [[ " $IMAGES " == *" $1 "* ]]; }
+for src_name in share large; do
+  if [ $src_name = share ]; then src=$SHARE; else src=$LARGE; fi
+  want_solid=0; has solid && [ "$SOLID_OF" = $src_name ] && want_solid=1
+  has $src_name || [ $want_solid = 1 ] || continue
+  echo "== capture $src (LZX)"
+  c=$(capture $src_name "$src")
+  if has $src_name; then bench_image $src_name "$W/$src_name.wim" "$src" "$c"; fi
+  if [ $want_solid = 1 ]; then
+    echo "== export --solid (LZMS) of the $src_name WIM"
     drop_caches; t0=$(now)
-    wimlib-imagex export "$W/large.wim" all "$W/solid.esd" --solid >/dev/null
+    wimlib-imagex export "$W/$src_name.wim" all "$W/solid.esd" --solid >/dev/null
     c=$(since "$t0")
-    rm -f "$W/large.wim"
     ln "$W/solid.esd" "$W/solid.wim"   # dism mounts .wim names only
-    bench_image solid "$W/solid.wim" "$LARGE" "$c" ", solid LZMS export"
+    bench_image solid "$W/solid.wim" "$src" "$c" ", solid LZMS export"
+    rm -f "$W/solid.esd" "$W/solid.wim"
   fi
-fi
+  rm -f "$W/$src_name.wim"
+done
