@@ -12,7 +12,7 @@
 #                       names that differ only in case, Unicode names (also
 #                       outside the BMP, and NFC/NFD twins), a symlink, a
 #                       small sparse file.  Deterministic (seeded).
-#   zoo_small DIR       "most files small": thousands of files of 0-900 bytes
+#   zoo_small DIR       "most files small": 3000 files of 0-900 bytes
 #                       (resident in the MFT), a few larger ones.
 #   zoo_huge DIR        one sparse file of 4 GiB + 4 MiB (a few MiB of real
 #                       data at both ends and across the 4 GiB line): its
@@ -110,7 +110,7 @@ zoo_small() {
 import os, random, sys
 root = sys.argv[1]
 r = random.Random(34)
-for d in range(60):
+for d in range(30):
     dd = os.path.join(root, 'p%02d' % d)
     os.makedirs(dd, exist_ok=True)
     for i in range(100):
@@ -220,12 +220,13 @@ zoo_make() {
   _zoo_cap tree tree-xpress.wim "$out/src/tree" --compress=XPRESS &&
   _zoo_cap tree tree-xpress-4k.wim "$out/src/tree" --compress=XPRESS --chunk-size=4K &&
   _zoo_cap tree tree-lzx.wim "$out/src/tree" --compress=LZX &&
-  _zoo_cap tree tree-lzx-1m.wim "$out/src/tree" --compress=LZX --chunk-size=1M &&
-  _zoo_cap tree tree-lzms.wim "$out/src/tree" --compress=LZMS || return 1
+  _zoo_cap tree tree-lzx-1m.wim "$out/src/tree" --compress=LZX --chunk-size=1M || return 1
+  # (non-solid LZMS: the corpus has one, wimlib-mwl-LZMS.wim)
   # solid: LZMS (64 MiB chunks: the whole tree is one chunk), and XPRESS
   # with 64 KiB solid chunks (many chunks, blobs across chunk boundaries)
   wimlib-imagex export "$out/tree-lzx.wim" all "$out/tree-solid.esd" --solid >/dev/null 2>&1 &&
-  printf 'tree-solid\ttree-solid.esd\t1\texport --solid (LZMS)\n' >> "$out/zoo.tsv" &&
+  ln "$out/tree-solid.esd" "$out/tree-solid.wim" &&   # dism mounts .wim only
+  printf 'tree-solid\ttree-solid.wim\t1\texport --solid (LZMS), tree-solid.esd\n' >> "$out/zoo.tsv" &&
   wimlib-imagex export "$out/tree-xpress.wim" all "$out/tree-solid-xpress.wim" --solid \
     --solid-compress=XPRESS --solid-chunk-size=64K >/dev/null 2>&1 &&
   printf 'tree-solid-xpress\ttree-solid-xpress.wim\t1\texport --solid XPRESS 64K\n' >> "$out/zoo.tsv" ||
