@@ -1123,32 +1123,14 @@ plan(struct commit *cm, bool *have_temp)
 }
 
 /* ---- 3. the temporary volume -------------------------------------------------------- */
-static const char *
-mkntfs_tool(void)
-{
-  static const char *const candidates[] = { "/sbin/mkntfs", "/usr/sbin/mkntfs",
-                                            "/usr/local/sbin/mkntfs", "/usr/bin/mkntfs",
-                                            NULL };
-  return dism_find_tool("DISM_MKNTFS", candidates);
-}
-
+/* The temporary volume: dism_wim_make_volume (a sparse file, mkntfs);
+ * any failure there is a reason to fall back, not an error. */
 static int
 make_temp(struct commit *cm, const char *path, uint64_t size)
 {
-  const char *mkntfs = mkntfs_tool();
-  if (!mkntfs)
-    return fallback(cm, "mkntfs is not installed");
-  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0)
-    return fallback(cm, "cannot create %s: %s", path, strerror(errno));
-  int rc = ftruncate(fd, (off_t) size) < 0 ? -errno : 0;
-  close(fd);
+  int rc = dism_wim_make_volume(path, size, cm->wim);
   if (rc < 0)
-    return fallback(cm, "cannot size %s: %s", path, strerror(-rc));
-  const char *argv[] = { mkntfs, "-F", "-Q", "-q", path, NULL };
-  char output[1024];
-  if (dism_spawn_capture(argv, output, sizeof output, DISM_SPAWN_KEEP_TAIL) != 0)
-    return fallback(cm, "mkntfs failed on %s: %s", path, output);
+    return fallback(cm, "the temporary volume cannot be made: %s", dism_last_error());
   return 0;
 }
 
