@@ -115,7 +115,7 @@ rc_is "4: /Unmount-Image /Discard: exit 0" 0
 is "4: the WIM is byte-identical" "$(sha $W)" "$W_COMMITTED"
 
 # ============ 5. kill -9 during a commit ================================================
-# dism is killed as soon as it logs that the capture began; the WIM must stay
+# dism is killed as soon as it logs that the commit began; the WIM must stay
 # valid and hold image 4 either as before (W_COMMITTED) or with killed.bin:
 # the host checks which with wimlib.  Then a discard cleans up.
 run /Mount-Image /ImageFile:"$W" /Index:4 /MountDir:/mnt/w
@@ -123,10 +123,10 @@ rc_is "5: mount read/write again" 0
 check "5: copy killed.bin into the mount" cp /test/killed.bin /mnt/w/killed.bin
 dism /LogPath:/tmp/kill.log /Unmount-Image /MountDir:/mnt/w /Commit >/dev/null 2>&1 &
 KP=$!
-_n=0; while ! grep -q capturing /tmp/kill.log 2>/dev/null && [ $_n -lt 3000 ]; do sleep 0.01; _n=$((_n+1)); done
+_n=0; while ! grep -q committing /tmp/kill.log 2>/dev/null && [ $_n -lt 3000 ]; do sleep 0.01; _n=$((_n+1)); done
 kill -9 $KP 2>/dev/null; wait $KP 2>/dev/null
 if grep -q "committed into" /tmp/kill.log; then diag "5: (the commit had finished before the kill)"
-else diag "5: killed during the capture after $_n polls"; fi
+else diag "5: killed during the commit after $_n polls"; fi
 run /Get-ImageInfo /ImageFile:"$W"
 rc_is "5: after the kill the WIM still opens (/Get-ImageInfo)" 0
 like "5: ... and lists its 4 images" "$OUT" "Index : 4"
