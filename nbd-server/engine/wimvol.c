@@ -247,8 +247,14 @@ wimvol_open(const char *path, int fd, const struct disk_open_opts *opts, struct 
   r = wim_source_open(v->map->wim_path, &wopts, &v->ws);
   if (r < 0)
     goto out;
-  /* The same file, unchanged since the build: a WIM rewritten in place
-   * (a commit, an optimize) would put other bytes under the map. */
+  /* The same file, unchanged since the build or only appended to: wimlib
+   * writes a WIM by appending (new data, metadata and tables after the old
+   * end, the header rewritten last), so a commit — finished, or killed
+   * half-way — leaves every resource the map names where it was.  Another
+   * file (a rebuild, an optimize: a new inode), another WIM (GUID) or a
+   * shorter one would put other bytes under the map.  (wimlib's
+   * --unsafe-compact, which moves data inside the same file, is not told
+   * apart: it is documented as unsafe for a WIM in use.) */
   wfd = open(v->map->wim_path, O_RDONLY | O_CLOEXEC);
   if (wfd < 0) {
     r = -errno;
@@ -258,7 +264,9 @@ wimvol_open(const char *path, int fd, const struct disk_open_opts *opts, struct 
   r = wim_identity_of(wfd, v->map->wim_path, &now);
   if (r < 0)
     goto out;
-  if (memcmp(&now, &v->map->wim, sizeof now) != 0) {
+  if (now.dev != v->map->wim.dev || now.ino != v->map->wim.ino ||
+      memcmp(now.guid, v->map->wim.guid, sizeof now.guid) != 0 ||
+      now.size < v->map->wim.size) {
     r = -ESTALE;
     disk_set_error("%s: the WIM changed since the volume was built from it "
                    "(map %s): build the volume again", v->map->wim_path, path);
