@@ -278,7 +278,7 @@ zoo_damage() {  # zoo_damage WIM PATH OUT
   # the chunk table: (chunks - 1) entries of 4 bytes (8 when over 4 GiB),
   # each the offset of chunk i (i >= 1) from the end of the table
   $PY - "$wim" "$out" "$off" "$csize" "$usize" "$path" <<'EOF'
-import random, shutil, struct, subprocess, sys
+import random, struct, subprocess, sys
 wim, out, off, csize, usize, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 data = open(wim, 'rb').read()
 # the header's chunk size (offset 0x14 in the WIM header)
