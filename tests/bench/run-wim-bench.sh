@@ -24,7 +24,7 @@
 # (file) after `sync; echo 3 > /proc/sys/vm/drop_caches`.  Each step runs
 # WIM_BENCH_ROUNDS times (default 2), dism and peers alternating; tables show
 # the best run, then the ratios the issue (12) sets as targets.
-#   WIM_BENCH_QUICK=1   a try in a few minutes: /usr/share/man as "share"
+#   WIM_BENCH_QUICK=1   a try in a few minutes: /usr/lib/python3 as "share"
 #                       (and its solid export), /usr/include as "large", 1 round
 #   WIM_BENCH_IMAGES=   which of share, solid, large (default all three)
 #   WIM_BENCH_SOLID_OF= share (default) or large: the WIM exported solid
@@ -37,7 +37,7 @@ set -euo pipefail
 BUILD=${1:-build}
 QUICK=${WIM_BENCH_QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-  SHARE=${WIM_BENCH_SHARE:-/usr/share/man} LARGE=${WIM_BENCH_SRC:-/usr/include} ROUNDS=${WIM_BENCH_ROUNDS:-1}
+  SHARE=${WIM_BENCH_SHARE:-/usr/lib/python3} LARGE=${WIM_BENCH_SRC:-/usr/include} ROUNDS=${WIM_BENCH_ROUNDS:-1}
 else
   SHARE=${WIM_BENCH_SHARE:-/usr/share} LARGE=${WIM_BENCH_SRC:-/usr} ROUNDS=${WIM_BENCH_ROUNDS:-2}
 fi
