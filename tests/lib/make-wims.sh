@@ -25,9 +25,17 @@
 #                       source of 78, plus object ids and non-resident streams.
 #   zoo_make OUT [SET]  build the zoo into OUT and write OUT/zoo.tsv, one line
 #                       per image: name <TAB> wim <TAB> index <TAB> notes.
-#                       SET: "all" (default) or "nohuge" (without the 4 GiB
-#                       WIM, ~12 s of capture).  Kept when WIM_ZOO_DIR names
-#                       OUT and OUT/zoo.done holds this file's sha256.
+#                       The tree with none, XPRESS (32K, 4K chunks), LZX (32K,
+#                       1M chunks); its solid exports: LZMS (tree-solid.esd,
+#                       mounted through the hard link tree-solid.wim: dism
+#                       takes .wim names only) and XPRESS with 64K chunks;
+#                       small-lzx; multi.wim (tree, small, tree changed);
+#                       ntfs-lzx; huge-xpress.  SET: "all" (default) or
+#                       "nohuge".  Time: nohuge ~17 s of CPU (30-40 s on a
+#                       loaded 2-core machine), the huge WIM ~15 s more (its
+#                       capture reads 4 GiB of holes: wimlib does not skip
+#                       them).  Kept when WIM_ZOO_DIR names OUT and
+#                       OUT/zoo.done holds this file's sha256 and SET.
 #   zoo_damage WIM PATH OUT   copy WIM to OUT with one compressed chunk in
 #                       the middle of PATH's resource overwritten by garbage
 #                       that wimlib's own decompressor rejects (checked:
@@ -270,7 +278,7 @@ zoo_damage() {  # zoo_damage WIM PATH OUT
   # the chunk table: (chunks - 1) entries of 4 bytes (8 when over 4 GiB),
   # each the offset of chunk i (i >= 1) from the end of the table
   $PY - "$wim" "$out" "$off" "$csize" "$usize" "$path" <<'EOF'
-import random, shutil, struct, subprocess, sys
+import random, struct, subprocess, sys
 wim, out, off, csize, usize, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 data = open(wim, 'rb').read()
 # the header's chunk size (offset 0x14 in the WIM header)
