@@ -2,12 +2,11 @@
 /* wim-build.c - the metadata-only NTFS volume of a WIM image and its map.
  *
  * One pass over wimlib_iterate_dir_tree(RECURSIVE | RESOURCES_NEEDED),
- * which visits a directory before its children.  Open directories stay on a
- * stack (one ntfs_inode per depth) so a file costs no directory lookup; a
- * directory's attributes and times are set when the walk leaves it, after
- * its children were created (creating entries and DOS names change a
- * directory's times, and a compressed directory would compress its new
- * children's data).
+ * which visits a directory before its children: each entry is made in its
+ * parent, the parent kept open while its entries come one after another.
+ * Directories get their attributes and times in a last pass (creating
+ * entries and DOS names change a directory's times, and a compressed
+ * directory would compress its new children's data).
  *
  * Data: ntfs_attr_truncate_solid() sizes a data attribute.  If ntfs-3g keeps
  * it resident (it fits the MFT record) its bytes are read from the WIM now
@@ -64,9 +63,11 @@ struct made_dir {
   char *path;                    /* for messages */
 };
 
-struct u64map {                  /* open addressing, key 0 never stored */
+struct u64map {                  /* open addressing; key 0 kept aside */
   uint64_t *keys, *vals;
   size_t cap, used;
+  bool has_zero;
+  uint64_t zero;
 };
 
 struct build {
@@ -78,7 +79,7 @@ struct build {
 
   struct wim_resource *res;
   uint32_t nres, capres;
-  struct u64map res_by_offset;   /* WIM offset + 1 -> index */
+  struct u64map res_by_offset;   /* WIM offset -> index */
 
   struct wim_map_extent *ext;
   uint64_t next, capext;
@@ -88,7 +89,7 @@ struct build {
   struct made_dir *dirs;          /* every directory, in walk order */
   size_t ndirs, capdirs;
   uint64_t *parents;             /* MFT number of the directory at each depth */
-  size_t capparents;
+  size_t capparents, ndepth;     /* parents[0 .. ndepth - 1] hold the current path */
   /* The one directory kept open: the parent of the entries being made.
    * Only one: libntfs-3g opens a parent itself when an inode's names must
    * be synced, and two in-memory copies of a directory would lose writes. */
@@ -146,6 +147,14 @@ u64map_grow(struct u64map *m)
 static int
 u64map_slot(struct u64map *m, uint64_t key, uint64_t **slot, bool *found)
 {
+  if (key == 0) {
+    *found = m->has_zero;
+    if (!m->has_zero)
+      m->zero = 0;
+    m->has_zero = true;
+    *slot = &m->zero;
+    return 0;
+  }
   if ((m->used + 1) * 4 > m->cap * 3) {
     int rc = u64map_grow(m);
     if (rc < 0)
@@ -165,8 +174,12 @@ u64map_slot(struct u64map *m, uint64_t key, uint64_t **slot, bool *found)
 }
 
 static bool
-u64map_find(const struct u64map *m, uint64_t key, uint64_t **val)
+u64map_find(struct u64map *m, uint64_t key, uint64_t **val)
 {
+  if (key == 0) {
+    *val = &m->zero;
+    return m->has_zero;
+  }
   if (!m->cap)
     return false;
   size_t j = mix(key) & (m->cap - 1);
@@ -198,7 +211,7 @@ u64map_free(struct u64map *m)
 struct cdev {
   int fd;
   uint64_t size, pos;
-  struct u64map index;             /* page number + 1 -> slot */
+  struct u64map index;             /* page number -> slot */
   uint64_t *pageno;                /* per slot */
   uint8_t *dirty;                  /* per slot */
   size_t nslots, capslots;
@@ -240,7 +253,7 @@ cdev_flush(struct cdev *c)
     uint64_t first = keys[i];
     while (i < n && k < 256 && keys[i] == first + k) {
       uint64_t *v;
-      u64map_find(&c->index, keys[i] + 1, &v);
+      u64map_find(&c->index, keys[i], &v);
       iov[k].iov_base = cdev_mem(c, (size_t) *v);
       iov[k].iov_len = CPAGE;
       c->dirty[*v] = 0;
@@ -275,15 +288,17 @@ static uint8_t *
 cdev_page(struct cdev *c, uint64_t pg, bool load, size_t *slot)
 {
   uint64_t *v;
-  if (u64map_find(&c->index, pg + 1, &v)) {
+  if (u64map_find(&c->index, pg, &v)) {
     *slot = (size_t) *v;
     return cdev_mem(c, *slot);
   }
   if (c->nslots == CMAX) {     /* bound the memory: write out, start again */
     if (cdev_flush(c) < 0)
       return NULL;
-    memset(c->index.keys, 0, c->index.cap * sizeof *c->index.keys);
+    if (c->index.cap)
+      memset(c->index.keys, 0, c->index.cap * sizeof *c->index.keys);
     c->index.used = 0;
+    c->index.has_zero = false;
     c->nslots = 0;
   }
   if (c->nslots == c->capslots) {
@@ -316,7 +331,7 @@ cdev_page(struct cdev *c, uint64_t pg, bool load, size_t *slot)
     memset(page + r, 0, CPAGE - (size_t) r);
   }
   bool found;
-  if (u64map_slot(&c->index, pg + 1, &v, &found) < 0)
+  if (u64map_slot(&c->index, pg, &v, &found) < 0)
     goto nomem;
   *v = n;
   c->pageno[n] = pg;
@@ -512,7 +527,7 @@ map_resource(struct build *b, const struct wim_resource *r, uint32_t *idx)
 {
   uint64_t *slot;
   bool found;
-  int rc = u64map_slot(&b->res_by_offset, r->offset + 1, &slot, &found);
+  int rc = u64map_slot(&b->res_by_offset, r->offset, &slot, &found);
   if (rc < 0)
     return rc;
   if (found) {
@@ -828,6 +843,7 @@ note_dir(struct build *b, uint64_t mft, const struct wimlib_dir_entry *de)
     b->parents = n, b->capparents = cap;
   }
   b->parents[de->depth] = mft;
+  b->ndepth = de->depth + 1;
   struct made_dir *d = &b->dirs[b->ndirs];
   *d = (struct made_dir) {
     .mft = mft, .attributes = de->attributes,
@@ -988,7 +1004,7 @@ visit(const struct wimlib_dir_entry *de, void *ctx)
       return 1;
     return set_contents(b, b->dir, de, true) < 0;
   }
-  if (de->depth > b->capparents || de->depth > b->ndirs)
+  if (de->depth > b->ndepth)
     return fail(b, -EIO, path, "the walk lost its parent directory", NULL), 1;
   if (open_dir(b, b->parents[de->depth - 1], path) < 0)
     return 1;
@@ -1001,7 +1017,7 @@ visit(const struct wimlib_dir_entry *de, void *ctx)
   uint64_t *slot = NULL;
   if (!is_dir && de->num_links > 1) {
     bool found;
-    rc = u64map_slot(&b->links, de->hard_link_group_id + 1, &slot, &found);
+    rc = u64map_slot(&b->links, de->hard_link_group_id, &slot, &found);
     if (rc < 0)
       return fail(b, rc, path, "out of memory", NULL), 1;
     if (found) {
