@@ -63,6 +63,17 @@ struct made_dir {
   char *path;                    /* for messages */
 };
 
+/* ntfs-3g sets a DOS name only on a file with one link: a hard-link group
+ * with a DOS-named alias is created through that alias, and the names met
+ * before it wait here. */
+struct pending_link {
+  uint64_t group, parent;
+  ntfschar name[255];
+  uint8_t len;
+  bool done;
+  char *path;
+};
+
 struct u64map {                  /* open addressing; key 0 kept aside */
   uint64_t *keys, *vals;
   size_t cap, used;
@@ -85,6 +96,9 @@ struct build {
   uint64_t next, capext;
 
   struct u64map links;           /* hard_link_group_id -> MFT number */
+  struct u64map dos_groups;      /* hard-link groups with a DOS-named alias */
+  struct pending_link *pend;     /* names of such groups met before that alias */
+  size_t npend, cappend, pend_left;
 
   struct made_dir *dirs;          /* every directory, in walk order */
   size_t ndirs, capdirs;
@@ -881,7 +895,8 @@ finish_dirs(struct build *b)
 /* The DOS name: ntfs_set_ntfs_dos_name() closes both inodes, whatever it
  * returns; *ni is opened again (and b->dir when next needed). */
 static int
-set_dos_name(struct build *b, ntfs_inode **ni, const struct wimlib_dir_entry *de)
+set_dos_name(struct build *b, ntfs_inode **ni, const struct wimlib_dir_entry *de,
+             bool extra_link)
 {
   uint64_t mft = (*ni)->mft_no;
   int r = ntfs_set_ntfs_dos_name(*ni, b->dir, de->dos_name, strlen(de->dos_name), 0);
@@ -890,7 +905,9 @@ set_dos_name(struct build *b, ntfs_inode **ni, const struct wimlib_dir_entry *de
   *ni = ntfs_inode_open(b->vol, mft);
   if (!*ni)
     return fail_errno(b, de->full_path, "cannot open it again after setting its DOS name");
-  if (r) {
+  /* A second DOS-named alias of one file: ntfs-3g keeps the first only,
+   * as wimlib's apply does. */
+  if (r && !(extra_link && e == EMLINK)) {
     errno = e;
     return fail_errno(b, de->full_path, "cannot set its DOS name");
   }
@@ -991,6 +1008,71 @@ close_entry(struct build *b, ntfs_inode *ni, const char *path)
 }
 
 static int
+defer_link(struct build *b, const struct wimlib_dir_entry *de, const ntfschar *name, int n)
+{
+  if (b->npend == b->cappend) {
+    size_t cap = b->cappend ? b->cappend * 2 : 64;
+    struct pending_link *p = realloc(b->pend, cap * sizeof *p);
+    if (!p)
+      return fail(b, -ENOMEM, de->full_path, "out of memory", NULL);
+    b->pend = p, b->cappend = cap;
+  }
+  struct pending_link *p = &b->pend[b->npend];
+  p->group = de->hard_link_group_id;
+  p->parent = b->parents[de->depth - 1];
+  memcpy(p->name, name, (size_t) n * sizeof *name);
+  p->len = (uint8_t) n;
+  p->done = false;
+  if (!(p->path = strdup(de->full_path)))
+    return fail(b, -ENOMEM, de->full_path, "out of memory", NULL);
+  b->npend++, b->pend_left++;
+  tick(b);
+  return 0;
+}
+
+/* The names of group gid that waited for it: linked to the file now made. */
+static int
+link_pending(struct build *b, uint64_t gid, uint64_t mft)
+{
+  for (size_t i = 0; i < b->npend; i++) {
+    struct pending_link *p = &b->pend[i];
+    if (p->done || p->group != gid)
+      continue;
+    if (open_dir(b, p->parent, p->path) < 0)
+      return -1;
+    ntfs_inode *ni = ntfs_inode_open(b->vol, mft);
+    if (!ni)
+      return fail_errno(b, p->path, "cannot open the file it links to");
+    if (ntfs_link(ni, b->dir, p->name, p->len)) {
+      fail_errno(b, p->path, "cannot link it");
+      ntfs_inode_close(ni);
+      return -1;
+    }
+    if (close_entry(b, ni, p->path) < 0)
+      return -1;
+    p->done = true;
+    b->pend_left--;
+    b->st.links++;
+  }
+  return 0;
+}
+
+/* First pass: which hard-link groups have a DOS-named alias. */
+static int
+prescan(const struct wimlib_dir_entry *de, void *ctx)
+{
+  struct build *b = ctx;
+  if (!(de->attributes & WIMLIB_FILE_ATTRIBUTE_DIRECTORY) && de->num_links > 1 &&
+      de->dos_name && *de->dos_name) {
+    uint64_t *v;
+    bool found;
+    if (u64map_slot(&b->dos_groups, de->hard_link_group_id, &v, &found) < 0)
+      return fail(b, -ENOMEM, de->full_path, "out of memory", NULL), 1;
+  }
+  return 0;
+}
+
+static int
 visit(const struct wimlib_dir_entry *de, void *ctx)
 {
   struct build *b = ctx;
@@ -1013,35 +1095,39 @@ visit(const struct wimlib_dir_entry *de, void *ctx)
   if (n < 0)
     return 1;
 
-  /* A further name of a file met before: a link, nothing else to set. */
-  uint64_t *slot = NULL;
-  if (!is_dir && de->num_links > 1) {
-    bool found;
-    rc = u64map_slot(&b->links, de->hard_link_group_id, &slot, &found);
-    if (rc < 0)
-      return fail(b, rc, path, "out of memory", NULL), 1;
-    if (found) {
-      ni = ntfs_inode_open(b->vol, *slot);
-      if (!ni)
-        return fail_errno(b, path, "cannot open the file it links to"), 1;
-      if (ntfs_link(ni, b->dir, name, (u8) n)) {
-        fail_errno(b, path, "cannot link it");
-        goto bad;
-      }
-      if (de->dos_name && *de->dos_name && set_dos_name(b, &ni, de) < 0)
-        goto bad;
-      b->st.links++;
-      tick(b);
-      return close_entry(b, ni, path) < 0 || b->cancelled;
+  bool linked = !is_dir && de->num_links > 1;
+  bool has_dos = de->dos_name && *de->dos_name;
+  uint64_t gid = de->hard_link_group_id, *v;
+  if (linked && u64map_find(&b->links, gid, &v)) {
+    /* A further name of a file made before: a link, nothing else to set. */
+    ni = ntfs_inode_open(b->vol, *v);
+    if (!ni)
+      return fail_errno(b, path, "cannot open the file it links to"), 1;
+    if (ntfs_link(ni, b->dir, name, (u8) n)) {
+      fail_errno(b, path, "cannot link it");
+      goto bad;
     }
+    if (has_dos && set_dos_name(b, &ni, de, true) < 0)
+      goto bad;
+    b->st.links++;
+    tick(b);
+    return close_entry(b, ni, path) < 0 || b->cancelled;
   }
+  if (linked && !has_dos && u64map_find(&b->dos_groups, gid, &v))
+    return defer_link(b, de, name, n) < 0 || b->cancelled;
 
   ni = ntfs_create(b->dir, const_cpu_to_le32(0), name, (u8) n, is_dir ? S_IFDIR : S_IFREG);
   if (!ni)
     return fail_errno(b, path, "cannot create it in the volume"), 1;
-  if (slot)
-    *slot = ni->mft_no;
-  if (de->dos_name && *de->dos_name && set_dos_name(b, &ni, de) < 0)
+  if (linked) {
+    bool found;
+    if ((rc = u64map_slot(&b->links, gid, &v, &found)) < 0) {
+      fail(b, rc, path, "out of memory", NULL);
+      goto bad;
+    }
+    *v = ni->mft_no;
+  }
+  if (has_dos && set_dos_name(b, &ni, de, false) < 0)
     goto bad;
   if (is_dir) {
     if (note_dir(b, ni->mft_no, de) < 0 || set_contents(b, ni, de, true) < 0)
@@ -1062,7 +1148,12 @@ visit(const struct wimlib_dir_entry *de, void *ctx)
     }
   }
   tick(b);
-  return close_entry(b, ni, path) < 0 || b->cancelled;
+  uint64_t mft = ni->mft_no;
+  if (close_entry(b, ni, path) < 0)
+    return 1;
+  if (linked && b->pend_left && link_pending(b, gid, mft) < 0)
+    return 1;
+  return b->cancelled;
 bad:
   if (ni)
     ntfs_inode_close(ni);
@@ -1164,10 +1255,16 @@ dism_wim_build(const char *wim, unsigned index, uint64_t size, const char *volum
   }
   b.cluster = b.vol->cluster_size;
   b.scx.vol = b.vol;
-  int wrc = wimlib_iterate_dir_tree(w, (int) index, "",
-                                    WIMLIB_ITERATE_DIR_TREE_FLAG_RECURSIVE |
-                                    WIMLIB_ITERATE_DIR_TREE_FLAG_RESOURCES_NEEDED,
-                                    visit, &b);
+  int wrc = wimlib_iterate_dir_tree(w, (int) index, "", WIMLIB_ITERATE_DIR_TREE_FLAG_RECURSIVE,
+                                    prescan, &b);
+  if (wrc == 0 && !b.rc)
+    wrc = wimlib_iterate_dir_tree(w, (int) index, "",
+                                  WIMLIB_ITERATE_DIR_TREE_FLAG_RECURSIVE |
+                                  WIMLIB_ITERATE_DIR_TREE_FLAG_RESOURCES_NEEDED,
+                                  visit, &b);
+  if (wrc == 0 && !b.rc && b.pend_left)
+    fail(&b, -EUCLEAN, b.pend[0].path, "its hard-link group's DOS-named name was not found",
+         NULL);
   if (wrc == 0 && !b.rc && !b.cancelled)
     finish_dirs(&b);
   close_dir(&b);
@@ -1256,6 +1353,10 @@ out:
     wimlib_free(w);
   u64map_free(&b.res_by_offset);
   u64map_free(&b.links);
+  u64map_free(&b.dos_groups);
+  for (size_t i = 0; i < b.npend; i++)
+    free(b.pend[i].path);
+  free(b.pend);
   free(b.res);
   free(b.ext);
   for (size_t i = 0; i < b.ndirs; i++)
