@@ -497,11 +497,11 @@ cdev_free(struct cdev *c)
 }
 
 static int
-fail(struct build *b, int rc, const char *path, const char *fmt, const char *what)
+fail(struct build *b, int rc, const char *path, const char *msg, const char *what)
 {
   if (b->rc == 0) {
     b->rc = rc;
-    dism_set_error("%s: image file %s: %s%s%s", b->wim, path ? path : "/", fmt,
+    dism_set_error("%s: image file %s: %s%s%s", b->wim, path ? path : "/", msg,
                    what ? ": " : "", what ? what : "");
   }
   return rc;
@@ -1203,7 +1203,7 @@ dism_wim_build(const char *wim, unsigned index, uint64_t size, const char *volum
   struct build b = { .wim = wim, .progress = progress, .opaque = opaque };
   struct cdev cdev = { .fd = -1 };
   WIMStruct *w = NULL;
-  bool made = false, map_made = false;
+  bool made = false;
   struct wim_map m = { 0 };
   int fd = -1;
   int rc = dism_wim_open(wim, 0, &w);
@@ -1324,9 +1324,8 @@ dism_wim_build(const char *wim, unsigned index, uint64_t size, const char *volum
   m.resource_count = b.nres;
   m.extents = b.ext;
   m.extent_count = b.next;
-  map_made = true;
   rc = wim_map_write(map_path, &m);
-  if (rc < 0) {
+  if (rc < 0) {                /* atomic: no map file was left */
     dism_set_error("%s", disk_last_error());
     goto out;
   }
@@ -1339,8 +1338,6 @@ out:
   cdev_free(&cdev);
   if (rc < 0 && made)
     unlink(volume);
-  if (rc < 0 && map_made)
-    unlink(map_path);
   if (fd >= 0)
     close(fd);
   if (stats)
