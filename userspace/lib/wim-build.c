@@ -687,6 +687,60 @@ out:
   return rc;
 }
 
+/* A non-resident data attribute whose clusters ntfs-3g allocated and did
+ * not write: readers go to the device, the map says what is there. */
+static int
+map_data(struct build *b, ntfs_attr *na, const struct wimlib_resource_entry *re, bool sparse,
+         const char *path)
+{
+  uint64_t size = re->uncompressed_size;
+  int rc = 0;
+  if (ntfs_attr_map_whole_runlist(na)) {
+    rc = fail_errno(b, path, "cannot read back its runlist");
+    goto out;
+  }
+  rc = set_initialized(na);
+  if (rc < 0) {
+    fail(b, rc, path, "cannot set its initialized size", strerror(-rc));
+    goto out;
+  }
+  if (sparse && (rc = mark_sparse(na)) < 0) {
+    fail(b, rc, path, "cannot mark it sparse", strerror(-rc));
+    goto out;
+  }
+  struct wim_resource r;
+  uint32_t idx;
+  uint64_t blob_off;
+  resource_for(re, &r, &blob_off);
+  rc = map_resource(b, &r, &idx);
+  if (rc < 0) {
+    fail(b, rc, path, "out of memory", NULL);
+    goto out;
+  }
+  uint64_t cs = b->cluster;
+  for (runlist_element *run = na->rl; run && run->length; run++) {
+    uint64_t start = (uint64_t) run->vcn * cs;
+    if (start >= size)
+      break;
+    if (run->lcn < 0) {          /* allocation without holes: never expected */
+      rc = fail(b, -EIO, path, "ntfs-3g left a hole in its data", NULL);
+      goto out;
+    }
+    uint64_t len = (uint64_t) run->length * cs;
+    if (len > size - start)
+      len = size - start;
+    rc = add_extent(b, (uint64_t) run->lcn * cs, len, idx, blob_off + start,
+                    (uint32_t) na->ni->mft_no);
+    if (rc < 0) {
+      fail(b, rc, path, "out of memory", NULL);
+      goto out;
+    }
+  }
+  b->st.mapped_bytes += size;
+out:
+  return rc;
+}
+
 static int
 put_data(struct build *b, ntfs_inode *ni, ntfschar *name, u32 name_len,
          const struct wimlib_resource_entry *re, bool sparse, const char *path)
@@ -735,48 +789,7 @@ put_data(struct build *b, ntfs_inode *ni, ntfschar *name, u32 name_len,
       goto out;
     }
   }
-  if (ntfs_attr_map_whole_runlist(na)) {
-    rc = fail_errno(b, path, "cannot read back its runlist");
-    goto out;
-  }
-  rc = set_initialized(na);
-  if (rc < 0) {
-    fail(b, rc, path, "cannot set its initialized size", strerror(-rc));
-    goto out;
-  }
-  if (sparse && (rc = mark_sparse(na)) < 0) {
-    fail(b, rc, path, "cannot mark it sparse", strerror(-rc));
-    goto out;
-  }
-  struct wim_resource r;
-  uint32_t idx;
-  uint64_t blob_off;
-  resource_for(re, &r, &blob_off);
-  rc = map_resource(b, &r, &idx);
-  if (rc < 0) {
-    fail(b, rc, path, "out of memory", NULL);
-    goto out;
-  }
-  uint64_t cs = b->cluster;
-  for (runlist_element *run = na->rl; run && run->length; run++) {
-    uint64_t start = (uint64_t) run->vcn * cs;
-    if (start >= size)
-      break;
-    if (run->lcn < 0) {          /* allocation without holes: never expected */
-      rc = fail(b, -EIO, path, "ntfs-3g left a hole in its data", NULL);
-      goto out;
-    }
-    uint64_t len = (uint64_t) run->length * cs;
-    if (len > size - start)
-      len = size - start;
-    rc = add_extent(b, (uint64_t) run->lcn * cs, len, idx, blob_off + start,
-                    (uint32_t) ni->mft_no);
-    if (rc < 0) {
-      fail(b, rc, path, "out of memory", NULL);
-      goto out;
-    }
-  }
-  b->st.mapped_bytes += size;
+  rc = map_data(b, na, re, sparse, path);
 out:
   ntfs_attr_close(na);
   return rc;
