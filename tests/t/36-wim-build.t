@@ -56,6 +56,11 @@ build_src() {
   setfattr -n system.ntfs_dos_name -v "LONGDI~1" "long directory name"
   echo x > "long directory name/inner file name.dat"
   setfattr -n system.ntfs_dos_name -v "INNERF~1.DAT" "long directory name/inner file name.dat"
+  # a DOS-named file whose other name comes first in the walk (ntfs-3g sets a DOS name
+  # only while a file has one link: the builder makes the group through that name)
+  mkdir -p "a dir" "z dir"; echo linked > "z dir/long linked name.txt"
+  setfattr -n system.ntfs_dos_name -v "LONGLI~1.TXT" "z dir/long linked name.txt"
+  ln "z dir/long linked name.txt" "a dir/alias.txt"
   truncate -s 16M sparse.bin
   echo start | dd of=sparse.bin conv=notrunc status=none
   echo middle | dd of=sparse.bin bs=1M seek=9 conv=notrunc status=none

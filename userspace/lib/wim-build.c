@@ -2,12 +2,11 @@
 /* wim-build.c - the metadata-only NTFS volume of a WIM image and its map.
  *
  * One pass over wimlib_iterate_dir_tree(RECURSIVE | RESOURCES_NEEDED),
- * which visits a directory before its children.  Open directories stay on a
- * stack (one ntfs_inode per depth) so a file costs no directory lookup; a
- * directory's attributes and times are set when the walk leaves it, after
- * its children were created (creating entries and DOS names change a
- * directory's times, and a compressed directory would compress its new
- * children's data).
+ * which visits a directory before its children: each entry is made in its
+ * parent, the parent kept open while its entries come one after another.
+ * Directories get their attributes and times in a last pass (creating
+ * entries and DOS names change a directory's times, and a compressed
+ * directory would compress its new children's data).
  *
  * Data: ntfs_attr_truncate_solid() sizes a data attribute.  If ntfs-3g keeps
  * it resident (it fits the MFT record) its bytes are read from the WIM now
@@ -64,9 +63,22 @@ struct made_dir {
   char *path;                    /* for messages */
 };
 
-struct u64map {                  /* open addressing, key 0 never stored */
+/* ntfs-3g sets a DOS name only on a file with one link: a hard-link group
+ * with a DOS-named alias is created through that alias, and the names met
+ * before it wait here. */
+struct pending_link {
+  uint64_t group, parent;
+  ntfschar name[255];
+  uint8_t len;
+  bool done;
+  char *path;
+};
+
+struct u64map {                  /* open addressing; key 0 kept aside */
   uint64_t *keys, *vals;
   size_t cap, used;
+  bool has_zero;
+  uint64_t zero;
 };
 
 struct build {
@@ -78,17 +90,20 @@ struct build {
 
   struct wim_resource *res;
   uint32_t nres, capres;
-  struct u64map res_by_offset;   /* WIM offset + 1 -> index */
+  struct u64map res_by_offset;   /* WIM offset -> index */
 
   struct wim_map_extent *ext;
   uint64_t next, capext;
 
   struct u64map links;           /* hard_link_group_id -> MFT number */
+  struct u64map dos_groups;      /* hard-link groups with a DOS-named alias */
+  struct pending_link *pend;     /* names of such groups met before that alias */
+  size_t npend, cappend, pend_left;
 
   struct made_dir *dirs;          /* every directory, in walk order */
   size_t ndirs, capdirs;
   uint64_t *parents;             /* MFT number of the directory at each depth */
-  size_t capparents;
+  size_t capparents, ndepth;     /* parents[0 .. ndepth - 1] hold the current path */
   /* The one directory kept open: the parent of the entries being made.
    * Only one: libntfs-3g opens a parent itself when an inode's names must
    * be synced, and two in-memory copies of a directory would lose writes. */
@@ -146,6 +161,14 @@ u64map_grow(struct u64map *m)
 static int
 u64map_slot(struct u64map *m, uint64_t key, uint64_t **slot, bool *found)
 {
+  if (key == 0) {
+    *found = m->has_zero;
+    if (!m->has_zero)
+      m->zero = 0;
+    m->has_zero = true;
+    *slot = &m->zero;
+    return 0;
+  }
   if ((m->used + 1) * 4 > m->cap * 3) {
     int rc = u64map_grow(m);
     if (rc < 0)
@@ -165,8 +188,12 @@ u64map_slot(struct u64map *m, uint64_t key, uint64_t **slot, bool *found)
 }
 
 static bool
-u64map_find(const struct u64map *m, uint64_t key, uint64_t **val)
+u64map_find(struct u64map *m, uint64_t key, uint64_t **val)
 {
+  if (key == 0) {
+    *val = &m->zero;
+    return m->has_zero;
+  }
   if (!m->cap)
     return false;
   size_t j = mix(key) & (m->cap - 1);
@@ -198,7 +225,7 @@ u64map_free(struct u64map *m)
 struct cdev {
   int fd;
   uint64_t size, pos;
-  struct u64map index;             /* page number + 1 -> slot */
+  struct u64map index;             /* page number -> slot */
   uint64_t *pageno;                /* per slot */
   uint8_t *dirty;                  /* per slot */
   size_t nslots, capslots;
@@ -240,7 +267,7 @@ cdev_flush(struct cdev *c)
     uint64_t first = keys[i];
     while (i < n && k < 256 && keys[i] == first + k) {
       uint64_t *v;
-      u64map_find(&c->index, keys[i] + 1, &v);
+      u64map_find(&c->index, keys[i], &v);
       iov[k].iov_base = cdev_mem(c, (size_t) *v);
       iov[k].iov_len = CPAGE;
       c->dirty[*v] = 0;
@@ -275,15 +302,17 @@ static uint8_t *
 cdev_page(struct cdev *c, uint64_t pg, bool load, size_t *slot)
 {
   uint64_t *v;
-  if (u64map_find(&c->index, pg + 1, &v)) {
+  if (u64map_find(&c->index, pg, &v)) {
     *slot = (size_t) *v;
     return cdev_mem(c, *slot);
   }
   if (c->nslots == CMAX) {     /* bound the memory: write out, start again */
     if (cdev_flush(c) < 0)
       return NULL;
-    memset(c->index.keys, 0, c->index.cap * sizeof *c->index.keys);
+    if (c->index.cap)
+      memset(c->index.keys, 0, c->index.cap * sizeof *c->index.keys);
     c->index.used = 0;
+    c->index.has_zero = false;
     c->nslots = 0;
   }
   if (c->nslots == c->capslots) {
@@ -316,7 +345,7 @@ cdev_page(struct cdev *c, uint64_t pg, bool load, size_t *slot)
     memset(page + r, 0, CPAGE - (size_t) r);
   }
   bool found;
-  if (u64map_slot(&c->index, pg + 1, &v, &found) < 0)
+  if (u64map_slot(&c->index, pg, &v, &found) < 0)
     goto nomem;
   *v = n;
   c->pageno[n] = pg;
@@ -468,11 +497,11 @@ cdev_free(struct cdev *c)
 }
 
 static int
-fail(struct build *b, int rc, const char *path, const char *fmt, const char *what)
+fail(struct build *b, int rc, const char *path, const char *msg, const char *what)
 {
   if (b->rc == 0) {
     b->rc = rc;
-    dism_set_error("%s: image file %s: %s%s%s", b->wim, path ? path : "/", fmt,
+    dism_set_error("%s: image file %s: %s%s%s", b->wim, path ? path : "/", msg,
                    what ? ": " : "", what ? what : "");
   }
   return rc;
@@ -512,7 +541,7 @@ map_resource(struct build *b, const struct wim_resource *r, uint32_t *idx)
 {
   uint64_t *slot;
   bool found;
-  int rc = u64map_slot(&b->res_by_offset, r->offset + 1, &slot, &found);
+  int rc = u64map_slot(&b->res_by_offset, r->offset, &slot, &found);
   if (rc < 0)
     return rc;
   if (found) {
@@ -658,6 +687,60 @@ out:
   return rc;
 }
 
+/* A non-resident data attribute whose clusters ntfs-3g allocated and did
+ * not write: readers go to the device, the map says what is there. */
+static int
+map_data(struct build *b, ntfs_attr *na, const struct wimlib_resource_entry *re, bool sparse,
+         const char *path)
+{
+  uint64_t size = re->uncompressed_size;
+  int rc = 0;
+  if (ntfs_attr_map_whole_runlist(na)) {
+    rc = fail_errno(b, path, "cannot read back its runlist");
+    goto out;
+  }
+  rc = set_initialized(na);
+  if (rc < 0) {
+    fail(b, rc, path, "cannot set its initialized size", strerror(-rc));
+    goto out;
+  }
+  if (sparse && (rc = mark_sparse(na)) < 0) {
+    fail(b, rc, path, "cannot mark it sparse", strerror(-rc));
+    goto out;
+  }
+  struct wim_resource r;
+  uint32_t idx;
+  uint64_t blob_off;
+  resource_for(re, &r, &blob_off);
+  rc = map_resource(b, &r, &idx);
+  if (rc < 0) {
+    fail(b, rc, path, "out of memory", NULL);
+    goto out;
+  }
+  uint64_t cs = b->cluster;
+  for (runlist_element *run = na->rl; run && run->length; run++) {
+    uint64_t start = (uint64_t) run->vcn * cs;
+    if (start >= size)
+      break;
+    if (run->lcn < 0) {          /* allocation without holes: never expected */
+      rc = fail(b, -EIO, path, "ntfs-3g left a hole in its data", NULL);
+      goto out;
+    }
+    uint64_t len = (uint64_t) run->length * cs;
+    if (len > size - start)
+      len = size - start;
+    rc = add_extent(b, (uint64_t) run->lcn * cs, len, idx, blob_off + start,
+                    (uint32_t) na->ni->mft_no);
+    if (rc < 0) {
+      fail(b, rc, path, "out of memory", NULL);
+      goto out;
+    }
+  }
+  b->st.mapped_bytes += size;
+out:
+  return rc;
+}
+
 static int
 put_data(struct build *b, ntfs_inode *ni, ntfschar *name, u32 name_len,
          const struct wimlib_resource_entry *re, bool sparse, const char *path)
@@ -706,48 +789,7 @@ put_data(struct build *b, ntfs_inode *ni, ntfschar *name, u32 name_len,
       goto out;
     }
   }
-  if (ntfs_attr_map_whole_runlist(na)) {
-    rc = fail_errno(b, path, "cannot read back its runlist");
-    goto out;
-  }
-  rc = set_initialized(na);
-  if (rc < 0) {
-    fail(b, rc, path, "cannot set its initialized size", strerror(-rc));
-    goto out;
-  }
-  if (sparse && (rc = mark_sparse(na)) < 0) {
-    fail(b, rc, path, "cannot mark it sparse", strerror(-rc));
-    goto out;
-  }
-  struct wim_resource r;
-  uint32_t idx;
-  uint64_t blob_off;
-  resource_for(re, &r, &blob_off);
-  rc = map_resource(b, &r, &idx);
-  if (rc < 0) {
-    fail(b, rc, path, "out of memory", NULL);
-    goto out;
-  }
-  uint64_t cs = b->cluster;
-  for (runlist_element *run = na->rl; run && run->length; run++) {
-    uint64_t start = (uint64_t) run->vcn * cs;
-    if (start >= size)
-      break;
-    if (run->lcn < 0) {          /* allocation without holes: never expected */
-      rc = fail(b, -EIO, path, "ntfs-3g left a hole in its data", NULL);
-      goto out;
-    }
-    uint64_t len = (uint64_t) run->length * cs;
-    if (len > size - start)
-      len = size - start;
-    rc = add_extent(b, (uint64_t) run->lcn * cs, len, idx, blob_off + start,
-                    (uint32_t) ni->mft_no);
-    if (rc < 0) {
-      fail(b, rc, path, "out of memory", NULL);
-      goto out;
-    }
-  }
-  b->st.mapped_bytes += size;
+  rc = map_data(b, na, re, sparse, path);
 out:
   ntfs_attr_close(na);
   return rc;
@@ -828,6 +870,7 @@ note_dir(struct build *b, uint64_t mft, const struct wimlib_dir_entry *de)
     b->parents = n, b->capparents = cap;
   }
   b->parents[de->depth] = mft;
+  b->ndepth = de->depth + 1;
   struct made_dir *d = &b->dirs[b->ndirs];
   *d = (struct made_dir) {
     .mft = mft, .attributes = de->attributes,
@@ -865,7 +908,8 @@ finish_dirs(struct build *b)
 /* The DOS name: ntfs_set_ntfs_dos_name() closes both inodes, whatever it
  * returns; *ni is opened again (and b->dir when next needed). */
 static int
-set_dos_name(struct build *b, ntfs_inode **ni, const struct wimlib_dir_entry *de)
+set_dos_name(struct build *b, ntfs_inode **ni, const struct wimlib_dir_entry *de,
+             bool extra_link)
 {
   uint64_t mft = (*ni)->mft_no;
   int r = ntfs_set_ntfs_dos_name(*ni, b->dir, de->dos_name, strlen(de->dos_name), 0);
@@ -874,7 +918,9 @@ set_dos_name(struct build *b, ntfs_inode **ni, const struct wimlib_dir_entry *de
   *ni = ntfs_inode_open(b->vol, mft);
   if (!*ni)
     return fail_errno(b, de->full_path, "cannot open it again after setting its DOS name");
-  if (r) {
+  /* A second DOS-named alias of one file: ntfs-3g keeps the first only,
+   * as wimlib's apply does. */
+  if (r && !(extra_link && e == EMLINK)) {
     errno = e;
     return fail_errno(b, de->full_path, "cannot set its DOS name");
   }
@@ -975,6 +1021,71 @@ close_entry(struct build *b, ntfs_inode *ni, const char *path)
 }
 
 static int
+defer_link(struct build *b, const struct wimlib_dir_entry *de, const ntfschar *name, int n)
+{
+  if (b->npend == b->cappend) {
+    size_t cap = b->cappend ? b->cappend * 2 : 64;
+    struct pending_link *p = realloc(b->pend, cap * sizeof *p);
+    if (!p)
+      return fail(b, -ENOMEM, de->full_path, "out of memory", NULL);
+    b->pend = p, b->cappend = cap;
+  }
+  struct pending_link *p = &b->pend[b->npend];
+  p->group = de->hard_link_group_id;
+  p->parent = b->parents[de->depth - 1];
+  memcpy(p->name, name, (size_t) n * sizeof *name);
+  p->len = (uint8_t) n;
+  p->done = false;
+  if (!(p->path = strdup(de->full_path)))
+    return fail(b, -ENOMEM, de->full_path, "out of memory", NULL);
+  b->npend++, b->pend_left++;
+  tick(b);
+  return 0;
+}
+
+/* The names of group gid that waited for it: linked to the file now made. */
+static int
+link_pending(struct build *b, uint64_t gid, uint64_t mft)
+{
+  for (size_t i = 0; i < b->npend; i++) {
+    struct pending_link *p = &b->pend[i];
+    if (p->done || p->group != gid)
+      continue;
+    if (open_dir(b, p->parent, p->path) < 0)
+      return -1;
+    ntfs_inode *ni = ntfs_inode_open(b->vol, mft);
+    if (!ni)
+      return fail_errno(b, p->path, "cannot open the file it links to");
+    if (ntfs_link(ni, b->dir, p->name, p->len)) {
+      fail_errno(b, p->path, "cannot link it");
+      ntfs_inode_close(ni);
+      return -1;
+    }
+    if (close_entry(b, ni, p->path) < 0)
+      return -1;
+    p->done = true;
+    b->pend_left--;
+    b->st.links++;
+  }
+  return 0;
+}
+
+/* First pass: which hard-link groups have a DOS-named alias. */
+static int
+prescan(const struct wimlib_dir_entry *de, void *ctx)
+{
+  struct build *b = ctx;
+  if (!(de->attributes & WIMLIB_FILE_ATTRIBUTE_DIRECTORY) && de->num_links > 1 &&
+      de->dos_name && *de->dos_name) {
+    uint64_t *v;
+    bool found;
+    if (u64map_slot(&b->dos_groups, de->hard_link_group_id, &v, &found) < 0)
+      return fail(b, -ENOMEM, de->full_path, "out of memory", NULL), 1;
+  }
+  return 0;
+}
+
+static int
 visit(const struct wimlib_dir_entry *de, void *ctx)
 {
   struct build *b = ctx;
@@ -988,7 +1099,7 @@ visit(const struct wimlib_dir_entry *de, void *ctx)
       return 1;
     return set_contents(b, b->dir, de, true) < 0;
   }
-  if (de->depth > b->capparents || de->depth > b->ndirs)
+  if (de->depth > b->ndepth)
     return fail(b, -EIO, path, "the walk lost its parent directory", NULL), 1;
   if (open_dir(b, b->parents[de->depth - 1], path) < 0)
     return 1;
@@ -997,35 +1108,39 @@ visit(const struct wimlib_dir_entry *de, void *ctx)
   if (n < 0)
     return 1;
 
-  /* A further name of a file met before: a link, nothing else to set. */
-  uint64_t *slot = NULL;
-  if (!is_dir && de->num_links > 1) {
-    bool found;
-    rc = u64map_slot(&b->links, de->hard_link_group_id + 1, &slot, &found);
-    if (rc < 0)
-      return fail(b, rc, path, "out of memory", NULL), 1;
-    if (found) {
-      ni = ntfs_inode_open(b->vol, *slot);
-      if (!ni)
-        return fail_errno(b, path, "cannot open the file it links to"), 1;
-      if (ntfs_link(ni, b->dir, name, (u8) n)) {
-        fail_errno(b, path, "cannot link it");
-        goto bad;
-      }
-      if (de->dos_name && *de->dos_name && set_dos_name(b, &ni, de) < 0)
-        goto bad;
-      b->st.links++;
-      tick(b);
-      return close_entry(b, ni, path) < 0 || b->cancelled;
+  bool linked = !is_dir && de->num_links > 1;
+  bool has_dos = de->dos_name && *de->dos_name;
+  uint64_t gid = de->hard_link_group_id, *v;
+  if (linked && u64map_find(&b->links, gid, &v)) {
+    /* A further name of a file made before: a link, nothing else to set. */
+    ni = ntfs_inode_open(b->vol, *v);
+    if (!ni)
+      return fail_errno(b, path, "cannot open the file it links to"), 1;
+    if (ntfs_link(ni, b->dir, name, (u8) n)) {
+      fail_errno(b, path, "cannot link it");
+      goto bad;
     }
+    if (has_dos && set_dos_name(b, &ni, de, true) < 0)
+      goto bad;
+    b->st.links++;
+    tick(b);
+    return close_entry(b, ni, path) < 0 || b->cancelled;
   }
+  if (linked && !has_dos && u64map_find(&b->dos_groups, gid, &v))
+    return defer_link(b, de, name, n) < 0 || b->cancelled;
 
   ni = ntfs_create(b->dir, const_cpu_to_le32(0), name, (u8) n, is_dir ? S_IFDIR : S_IFREG);
   if (!ni)
     return fail_errno(b, path, "cannot create it in the volume"), 1;
-  if (slot)
-    *slot = ni->mft_no;
-  if (de->dos_name && *de->dos_name && set_dos_name(b, &ni, de) < 0)
+  if (linked) {
+    bool found;
+    if ((rc = u64map_slot(&b->links, gid, &v, &found)) < 0) {
+      fail(b, rc, path, "out of memory", NULL);
+      goto bad;
+    }
+    *v = ni->mft_no;
+  }
+  if (has_dos && set_dos_name(b, &ni, de, false) < 0)
     goto bad;
   if (is_dir) {
     if (note_dir(b, ni->mft_no, de) < 0 || set_contents(b, ni, de, true) < 0)
@@ -1046,7 +1161,12 @@ visit(const struct wimlib_dir_entry *de, void *ctx)
     }
   }
   tick(b);
-  return close_entry(b, ni, path) < 0 || b->cancelled;
+  uint64_t mft = ni->mft_no;
+  if (close_entry(b, ni, path) < 0)
+    return 1;
+  if (linked && b->pend_left && link_pending(b, gid, mft) < 0)
+    return 1;
+  return b->cancelled;
 bad:
   if (ni)
     ntfs_inode_close(ni);
@@ -1096,7 +1216,7 @@ dism_wim_build(const char *wim, unsigned index, uint64_t size, const char *volum
   struct build b = { .wim = wim, .progress = progress, .opaque = opaque };
   struct cdev cdev = { .fd = -1 };
   WIMStruct *w = NULL;
-  bool made = false, map_made = false;
+  bool made = false;
   struct wim_map m = { 0 };
   int fd = -1;
   int rc = dism_wim_open(wim, 0, &w);
@@ -1148,10 +1268,16 @@ dism_wim_build(const char *wim, unsigned index, uint64_t size, const char *volum
   }
   b.cluster = b.vol->cluster_size;
   b.scx.vol = b.vol;
-  int wrc = wimlib_iterate_dir_tree(w, (int) index, "",
-                                    WIMLIB_ITERATE_DIR_TREE_FLAG_RECURSIVE |
-                                    WIMLIB_ITERATE_DIR_TREE_FLAG_RESOURCES_NEEDED,
-                                    visit, &b);
+  int wrc = wimlib_iterate_dir_tree(w, (int) index, "", WIMLIB_ITERATE_DIR_TREE_FLAG_RECURSIVE,
+                                    prescan, &b);
+  if (wrc == 0 && !b.rc)
+    wrc = wimlib_iterate_dir_tree(w, (int) index, "",
+                                  WIMLIB_ITERATE_DIR_TREE_FLAG_RECURSIVE |
+                                  WIMLIB_ITERATE_DIR_TREE_FLAG_RESOURCES_NEEDED,
+                                  visit, &b);
+  if (wrc == 0 && !b.rc && b.pend_left)
+    fail(&b, -EUCLEAN, b.pend[0].path, "its hard-link group's DOS-named name was not found",
+         NULL);
   if (wrc == 0 && !b.rc && !b.cancelled)
     finish_dirs(&b);
   close_dir(&b);
@@ -1211,9 +1337,8 @@ dism_wim_build(const char *wim, unsigned index, uint64_t size, const char *volum
   m.resource_count = b.nres;
   m.extents = b.ext;
   m.extent_count = b.next;
-  map_made = true;
   rc = wim_map_write(map_path, &m);
-  if (rc < 0) {
+  if (rc < 0) {                /* atomic: no map file was left */
     dism_set_error("%s", disk_last_error());
     goto out;
   }
@@ -1226,8 +1351,6 @@ out:
   cdev_free(&cdev);
   if (rc < 0 && made)
     unlink(volume);
-  if (rc < 0 && map_made)
-    unlink(map_path);
   if (fd >= 0)
     close(fd);
   if (stats)
@@ -1240,6 +1363,10 @@ out:
     wimlib_free(w);
   u64map_free(&b.res_by_offset);
   u64map_free(&b.links);
+  u64map_free(&b.dos_groups);
+  for (size_t i = 0; i < b.npend; i++)
+    free(b.pend[i].path);
+  free(b.pend);
   free(b.res);
   free(b.ext);
   for (size_t i = 0; i < b.ndirs; i++)

@@ -32,7 +32,12 @@ struct dism_wim_build_stats {
 
 /* Build volume (must not exist; size bytes, sparse) and its map file
  * map_path for image `index` of `wim`.  Progress 0..100; cancellable
- * (-ECANCELED).  On failure both files are removed. */
+ * (-ECANCELED).  On failure both files are removed.  The map names the
+ * volume by its basename when both sit in one directory (the pair can
+ * move together), else by its absolute path; the WIM by its absolute path.
+ * stats may be NULL.  Sets libntfs-3g's process-wide settings: UTF-8 names
+ * (ntfs_set_char_encoding) and no logging.  docs/formats.md, "WIM metadata
+ * volume", has the details. */
 int dism_wim_build(const char *wim, unsigned index, uint64_t size, const char *volume,
                    const char *map_path, dism_wim_progress_fn progress, void *opaque,
                    struct dism_wim_build_stats *stats);
