@@ -55,6 +55,8 @@ struct chunk_table {
   uint64_t data;               /* file offset of the first chunk */
   uint64_t data_size;          /* bytes of chunk data in the resource */
   uint64_t usize;
+  uint64_t size;               /* the resource as it was described */
+  uint32_t flags;
   uint64_t nchunks;
   uint32_t chunk_size;
   int ctype;
@@ -520,6 +522,8 @@ table_load(struct wim_source *ws, const struct wim_resource *res, uint64_t idx,
   t->data = res->offset + hsize + tsize;
   t->data_size = res->size - hsize - tsize;
   t->usize = res->uncompressed_size;
+  t->size = res->size;
+  t->flags = res->flags;
   t->nchunks = nchunks;
   t->chunk_size = cs;
   t->ctype = ctype;
@@ -654,6 +658,16 @@ wim_source_read(struct wim_source *ws, const struct wim_resource *res,
   if (r < 0)
     return r;
   t = te->data;
+  /* The cache knows a resource by its offset: another description of it
+   * (a bad map) must not index this table past its end. */
+  if (t->usize != res->uncompressed_size || t->size != res->size || t->flags != res->flags) {
+    disk_set_error("%s: resource at %" PRIu64 " described two ways (%" PRIu64 " bytes, %"
+                   PRIu64 " uncompressed, flags %#x; then %" PRIu64 ", %" PRIu64 ", %#x)",
+                   ws->path, res->offset, t->size, t->usize, t->flags, res->size,
+                   res->uncompressed_size, res->flags);
+    centry_put(ws, te);
+    return -EIO;
+  }
   while (count > 0) {
     uint64_t idx = offset / t->chunk_size, in = offset % t->chunk_size;
     uint64_t usize = idx + 1 < t->nchunks ? t->chunk_size
