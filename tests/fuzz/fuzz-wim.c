@@ -116,6 +116,10 @@ fuzz_resource(const uint8_t *data, size_t size, bool solid)
   (void) wim_source_read(ws, &res, 0, out, usize);
   if (wim_source_read(ws, &res, usize, out, 1) != -EINVAL)
     abort();
+  /* The same resource described otherwise (a bad map): the table cached
+   * for the first description is never indexed past its end. */
+  res.uncompressed_size += 70000;
+  (void) wim_source_read(ws, &res, usize, out, 1);
 out:
   free(out);
   wim_source_close(ws);

@@ -3,7 +3,8 @@
 # The engine's WIM data source (nbd-server/engine/wim-source.c) and the "wim"
 # disk format (wimvol.c, wim-map.c): every blob of every corpus WIM and of
 # WIMs made here (none, XPRESS, LZX, LZMS, several chunk sizes, solid LZMS,
-# LZX and XPRESS, a file over 4 GiB: 8-byte chunk table entries) read whole
+# LZX and XPRESS, an integrity table after the data, a file over 4 GiB:
+# 8-byte chunk table entries; image metadata resources included) read whole
 # through wim_source_read with its SHA-1 checked, and random partial reads
 # from several threads compared with the whole reads (tests/drivers/
 # wim-blobs.c).  A damaged chunk fails that blob only, with a message naming
@@ -88,7 +89,7 @@ for spec in "none:--compress=none" "xpress:--compress=XPRESS" "lzx:--compress=LZ
             "lzms:--compress=LZMS" "xpress-4k:--compress=XPRESS --chunk-size=4096" \
             "xpress-64k:--compress=XPRESS --chunk-size=65536" \
             "lzx-64k:--compress=LZX --chunk-size=65536" "lzx-2m:--compress=LZX --chunk-size=2M" \
-            "lzms-1m:--compress=LZMS --chunk-size=1M" \
+            "lzms-1m:--compress=LZMS --chunk-size=1M" "lzx-check:--compress=LZX --check" \
             "solid-lzx:--solid --solid-compress=LZX --solid-chunk-size=65536" \
             "solid-xpress:--solid --solid-compress=XPRESS --solid-chunk-size=32768"; do
   n=${spec%%:*}
