@@ -234,8 +234,20 @@ if [ -d "$TMPD/vol-lzx" ]; then
   cp "$V/vol.map" "$TMPD/copy.map"   # relative volume path: not next to this copy
   like "wim format: a map whose volume is missing is refused naming it" \
     "$("$DT" -r "$TMPD/copy.map" info 2>&1)" "$TMPD/vol.img: the volume of WIM map"
-  touch "$TMPD/lzx.wim"
-  like "wim format: a WIM changed since the build is refused" \
+  # wimlib writes by appending (a commit, finished or killed): what the map
+  # names stays where it was, so an appended WIM still serves it
+  cp "$TMPD/lzx.wim" "$TMPD/lzx.orig"
+  head -c 70000 /dev/urandom >> "$TMPD/lzx.wim"; touch "$TMPD/lzx.wim"
+  like "wim format: a WIM appended to since the build still serves its map" \
+    "$("$DT" -r "$V/vol.map" info 2>&1)" "format"
+  # the same file with other content (another WIM: another GUID), or shorter
+  cat "$TMPD/lzx.orig" > "$TMPD/lzx.wim"
+  truncate -s -1 "$TMPD/lzx.wim"
+  like "wim format: a WIM shorter than at the build is refused" \
+    "$("$DT" -r "$V/vol.map" info 2>&1)" "the WIM changed since the volume was built"
+  cat "$TMPD/lzx.orig" > "$TMPD/lzx.wim"
+  printf 'GUIDGUIDGUIDGUID' | dd of="$TMPD/lzx.wim" bs=1 seek=24 conv=notrunc status=none
+  like "wim format: another WIM (GUID) in the same file is refused" \
     "$("$DT" -r "$V/vol.map" info 2>&1)" "the WIM changed since the volume was built"
 fi
 
