@@ -1020,6 +1020,18 @@ close_entry(struct build *b, ntfs_inode *ni, const char *path)
   return r ? fail_errno(b, path, "cannot write it into the volume") : 0;
 }
 
+/* Close a file just given one more name in b->dir.  ntfs_link made the
+ * new index entry from the file as it is, and the other names' entries
+ * were made or synced when they were; a sync through b->dir would look
+ * every name up in b->dir, and names in other directories are not there
+ * (EIO once the file has names in several directories). */
+static int
+close_link(struct build *b, ntfs_inode *ni, const char *path)
+{
+  NInoFileNameClearDirty(ni);
+  return close_entry(b, ni, path);
+}
+
 static int
 defer_link(struct build *b, const struct wimlib_dir_entry *de, const ntfschar *name, int n)
 {
@@ -1061,7 +1073,7 @@ link_pending(struct build *b, uint64_t gid, uint64_t mft)
       ntfs_inode_close(ni);
       return -1;
     }
-    if (close_entry(b, ni, p->path) < 0)
+    if (close_link(b, ni, p->path) < 0)
       return -1;
     p->done = true;
     b->pend_left--;
@@ -1124,7 +1136,7 @@ visit(const struct wimlib_dir_entry *de, void *ctx)
       goto bad;
     b->st.links++;
     tick(b);
-    return close_entry(b, ni, path) < 0 || b->cancelled;
+    return close_link(b, ni, path) < 0 || b->cancelled;
   }
   if (linked && !has_dos && u64map_find(&b->dos_groups, gid, &v))
     return defer_link(b, de, name, n) < 0 || b->cancelled;
