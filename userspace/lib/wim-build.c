@@ -74,6 +74,17 @@ struct pending_link {
   char *path;
 };
 
+/* Small data of a solid resource, written after the walk in the order of
+ * the resource's data: in walk order, reads would jump between 64 MiB LZMS
+ * chunks and thrash the chunk cache. */
+struct deferred {
+  uint64_t mft;
+  struct wimlib_resource_entry re;
+  ntfschar name[255];
+  uint8_t name_len;
+  char *path;
+};
+
 struct u64map {                  /* open addressing; key 0 kept aside */
   uint64_t *keys, *vals;
   size_t cap, used;
@@ -108,6 +119,10 @@ struct build {
    * Only one: libntfs-3g opens a parent itself when an inode's names must
    * be synced, and two in-memory copies of a directory would lose writes. */
   ntfs_inode *dir;
+
+  struct deferred *defer;
+  size_t ndefer, capdefer;
+  bool writing_deferred;
 
   uint8_t *buf;                  /* resident data and reparse buffers */
   size_t bufcap;
@@ -742,6 +757,28 @@ out:
 }
 
 static int
+defer_data(struct build *b, ntfs_attr *na, const struct wimlib_resource_entry *re,
+           const char *path)
+{
+  if (b->ndefer == b->capdefer) {
+    size_t cap = b->capdefer ? b->capdefer * 2 : 1024;
+    struct deferred *n = realloc(b->defer, cap * sizeof *n);
+    if (!n)
+      return fail(b, -ENOMEM, path, "out of memory", NULL);
+    b->defer = n, b->capdefer = cap;
+  }
+  struct deferred *d = &b->defer[b->ndefer];
+  d->mft = na->ni->mft_no;
+  d->re = *re;
+  d->name_len = (uint8_t) na->name_len;
+  memcpy(d->name, na->name, na->name_len * sizeof *na->name);
+  if (!(d->path = strdup(path)))
+    return fail(b, -ENOMEM, path, "out of memory", NULL);
+  b->ndefer++;
+  return 0;
+}
+
+static int
 put_data(struct build *b, ntfs_inode *ni, ntfschar *name, u32 name_len,
          const struct wimlib_resource_entry *re, bool sparse, const char *path)
 {
@@ -756,6 +793,10 @@ put_data(struct build *b, ntfs_inode *ni, ntfschar *name, u32 name_len,
   int rc = 0;
   if (ntfs_attr_truncate_solid(na, (s64) size)) {
     rc = fail_errno(b, path, "cannot allocate its data in the volume");
+    goto out;
+  }
+  if (!NAttrNonResident(na) && re->packed && !b->writing_deferred) {
+    rc = defer_data(b, na, re, path);
     goto out;
   }
   if (!NAttrNonResident(na)) {
@@ -1173,6 +1214,39 @@ bad:
   return 1;
 }
 
+static int
+cmp_deferred(const void *a, const void *c)
+{
+  const struct deferred *x = a, *y = c;
+  uint64_t xo = x->re.raw_resource_offset_in_wim, yo = y->re.raw_resource_offset_in_wim;
+  if (xo != yo)
+    return xo < yo ? -1 : 1;
+  return x->re.offset < y->re.offset ? -1 : x->re.offset > y->re.offset;
+}
+
+/* The deferred small data, in the order of the solid resources' data. */
+static int
+write_deferred(struct build *b)
+{
+  if (close_dir(b) < 0)
+    return -1;
+  if (b->ndefer)
+    qsort(b->defer, b->ndefer, sizeof *b->defer, cmp_deferred);
+  b->writing_deferred = true;
+  for (size_t i = 0; i < b->ndefer; i++) {
+    struct deferred *d = &b->defer[i];
+    ntfs_inode *ni = ntfs_inode_open(b->vol, d->mft);
+    if (!ni)
+      return fail_errno(b, d->path, "cannot open it again");
+    int rc = put_data(b, ni, d->name_len ? d->name : NULL, d->name_len, &d->re, false, d->path);
+    if (ntfs_inode_close(ni) && rc == 0)
+      rc = fail_errno(b, d->path, "cannot write it into the volume");
+    if (rc < 0)
+      return rc;
+  }
+  return 0;
+}
+
 /* ---- the whole build --------------------------------------------------------------- */
 static uint64_t
 image_count_prop(WIMStruct *w, unsigned index, const char *name)
@@ -1278,7 +1352,7 @@ dism_wim_build(const char *wim, unsigned index, uint64_t size, const char *volum
   if (wrc == 0 && !b.rc && b.pend_left)
     fail(&b, -EUCLEAN, b.pend[0].path, "its hard-link group's DOS-named name was not found",
          NULL);
-  if (wrc == 0 && !b.rc && !b.cancelled)
+  if (wrc == 0 && !b.rc && !b.cancelled && write_deferred(&b) == 0)
     finish_dirs(&b);
   close_dir(&b);
   if (b.cancelled && !b.rc) {
@@ -1367,6 +1441,9 @@ out:
   for (size_t i = 0; i < b.npend; i++)
     free(b.pend[i].path);
   free(b.pend);
+  for (size_t i = 0; i < b.ndefer; i++)
+    free(b.defer[i].path);
+  free(b.defer);
   free(b.res);
   free(b.ext);
   for (size_t i = 0; i < b.ndirs; i++)
