@@ -74,12 +74,13 @@ struct pending_link {
   char *path;
 };
 
-/* Small data of a solid resource, written after the walk in the order of
- * the resource's data: in walk order, reads would jump between 64 MiB LZMS
- * chunks and thrash the chunk cache. */
+/* Small data and reparse data of a solid resource, written after the walk
+ * in the order of the resource's data: in walk order, reads would jump
+ * between 64 MiB LZMS chunks and thrash the chunk cache. */
 struct deferred {
   uint64_t mft;
   struct wimlib_resource_entry re;
+  uint32_t reparse_tag;          /* reparse data (else 0: a data stream) */
   ntfschar name[255];
   uint8_t name_len;
   char *path;
@@ -757,8 +758,8 @@ out:
 }
 
 static int
-defer_data(struct build *b, ntfs_attr *na, const struct wimlib_resource_entry *re,
-           const char *path)
+defer_data(struct build *b, uint64_t mft, const ntfschar *name, uint8_t name_len,
+           const struct wimlib_resource_entry *re, uint32_t reparse_tag, const char *path)
 {
   if (b->ndefer == b->capdefer) {
     size_t cap = b->capdefer ? b->capdefer * 2 : 1024;
@@ -768,10 +769,12 @@ defer_data(struct build *b, ntfs_attr *na, const struct wimlib_resource_entry *r
     b->defer = n, b->capdefer = cap;
   }
   struct deferred *d = &b->defer[b->ndefer];
-  d->mft = na->ni->mft_no;
+  d->mft = mft;
   d->re = *re;
-  d->name_len = (uint8_t) na->name_len;
-  memcpy(d->name, na->name, na->name_len * sizeof *na->name);
+  d->reparse_tag = reparse_tag;
+  d->name_len = name_len;
+  if (name_len)
+    memcpy(d->name, name, name_len * sizeof *name);
   if (!(d->path = strdup(path)))
     return fail(b, -ENOMEM, path, "out of memory", NULL);
   b->ndefer++;
@@ -796,7 +799,7 @@ put_data(struct build *b, ntfs_inode *ni, ntfschar *name, u32 name_len,
     goto out;
   }
   if (!NAttrNonResident(na) && re->packed && !b->writing_deferred) {
-    rc = defer_data(b, na, re, path);
+    rc = defer_data(b, ni->mft_no, name, (uint8_t) name_len, re, 0, path);
     goto out;
   }
   if (!NAttrNonResident(na)) {
@@ -978,6 +981,34 @@ has_object_id(const struct wimlib_dir_entry *de)
   return false;
 }
 
+/* Reparse data: the unnamed stream's blob behind the 8-byte header. */
+static int
+set_reparse(struct build *b, ntfs_inode *ni, uint32_t reparse_tag,
+            const struct wimlib_resource_entry *re, const char *path)
+{
+  uint64_t n = re->uncompressed_size;
+  if (n > REPARSE_MAX - 8)
+    return fail(b, -EUCLEAN, path, "its reparse data is too large", NULL);
+  uint8_t *p = buffer(b, 8 + n);
+  if (!p)
+    return fail(b, -ENOMEM, path, "out of memory", NULL);
+  le32 tag = cpu_to_le32(reparse_tag);
+  le16 len = cpu_to_le16((uint16_t) n);
+  memcpy(p, &tag, 4);
+  memcpy(p + 4, &len, 2);
+  memset(p + 6, 0, 2);
+  if (n) {
+    if (re->is_missing)
+      return fail(b, -EUCLEAN, path, "its reparse data is missing from the WIM", NULL);
+    int rc = read_blob(b, re, p + 8, path);
+    if (rc < 0)
+      return rc;
+  }
+  if (ntfs_set_ntfs_reparse_data(ni, (const char *) p, 8 + n, 0))
+    return fail_errno(b, path, "cannot set its reparse data");
+  return 0;
+}
+
 /* Security descriptor, object id, reparse data, named streams and (files)
  * the unnamed data: everything but attributes and times. */
 static int
@@ -995,26 +1026,16 @@ set_contents(struct build *b, ntfs_inode *ni, const struct wimlib_dir_entry *de,
   const struct wimlib_resource_entry *unnamed = &de->streams[0].resource;
   bool sparse = de->attributes & WIMLIB_FILE_ATTRIBUTE_SPARSE_FILE;
   if (de->attributes & WIMLIB_FILE_ATTRIBUTE_REPARSE_POINT) {
-    uint64_t n = unnamed->uncompressed_size;
-    if (n > REPARSE_MAX - 8)
-      return fail(b, -EUCLEAN, path, "its reparse data is too large", NULL);
-    uint8_t *p = buffer(b, 8 + n);
-    if (!p)
-      return fail(b, -ENOMEM, path, "out of memory", NULL);
-    le32 tag = cpu_to_le32(de->reparse_tag);
-    le16 len = cpu_to_le16((uint16_t) n);
-    memcpy(p, &tag, 4);
-    memcpy(p + 4, &len, 2);
-    memset(p + 6, 0, 2);
-    if (n) {
-      if (unnamed->is_missing)
-        return fail(b, -EUCLEAN, path, "its reparse data is missing from the WIM", NULL);
-      int rc = read_blob(b, unnamed, p + 8, path);
+    if (unnamed->uncompressed_size && unnamed->packed && !unnamed->is_missing &&
+        de->reparse_tag) {
+      int rc = defer_data(b, ni->mft_no, NULL, 0, unnamed, de->reparse_tag, path);
+      if (rc < 0)
+        return rc;
+    } else {
+      int rc = set_reparse(b, ni, de->reparse_tag, unnamed, path);
       if (rc < 0)
         return rc;
     }
-    if (ntfs_set_ntfs_reparse_data(ni, (const char *) p, 8 + n, 0))
-      return fail_errno(b, path, "cannot set its reparse data");
   } else if (!is_dir && unnamed->uncompressed_size) {
     int rc = put_data(b, ni, NULL, 0, unnamed, sparse, path);
     if (rc < 0)
@@ -1238,7 +1259,8 @@ write_deferred(struct build *b)
     ntfs_inode *ni = ntfs_inode_open(b->vol, d->mft);
     if (!ni)
       return fail_errno(b, d->path, "cannot open it again");
-    int rc = put_data(b, ni, d->name_len ? d->name : NULL, d->name_len, &d->re, false, d->path);
+    int rc = d->reparse_tag ? set_reparse(b, ni, d->reparse_tag, &d->re, d->path) :
+             put_data(b, ni, d->name_len ? d->name : NULL, d->name_len, &d->re, false, d->path);
     if (ntfs_inode_close(ni) && rc == 0)
       rc = fail_errno(b, d->path, "cannot write it into the volume");
     if (rc < 0)
