@@ -27,7 +27,8 @@
  *     flags 4 (WIM_RES_*), reserved 4 (0)
  *   extents, 40 bytes each: volume_offset 8, length 8, resource_offset 8,
  *     resource 4, mft_record 4
- *   wim_path, volume_path: NUL-terminated, no NUL inside
+ *   wim_path (absolute), volume_path (relative: to the map's directory):
+ *     NUL-terminated, no NUL inside
  *   CRC-32C of every byte before it, 4 bytes
  *
  * The file size is exactly the sum of those parts; extents are sorted by
@@ -277,6 +278,10 @@ wim_map_parse(const uint8_t *buf, size_t len, const char *path,
   m->volume_path = take_string(buf + p, vl);
   if (!m->wim_path || !m->volume_path) {
     disk_set_error("%s: WIM map: a path is not a NUL-terminated string", path);
+    goto out;
+  }
+  if (m->wim_path[0] != '/') {
+    disk_set_error("%s: WIM map: the WIM path '%s' is not absolute", path, m->wim_path);
     goto out;
   }
   *out = m;

@@ -55,6 +55,8 @@ struct chunk_table {
   uint64_t data;               /* file offset of the first chunk */
   uint64_t data_size;          /* bytes of chunk data in the resource */
   uint64_t usize;
+  uint64_t size;               /* the resource as it was described */
+  uint32_t flags;
   uint64_t nchunks;
   uint32_t chunk_size;
   int ctype;
@@ -90,6 +92,8 @@ struct wim_source {
   size_t nbuckets;             /* a power of two */
   struct centry *lru_head, *lru_tail;
   uint64_t cache_used, cache_limit;
+  uint64_t inflight;           /* bytes being decompressed, within cache_limit
+                                  unless one chunk alone is larger */
   struct decomp *pool;         /* idle decompressors */
 
   struct wim_source_stats stats;   /* updated with __atomic builtins */
@@ -338,10 +342,14 @@ typedef int (*load_fn)(struct wim_source *ws, const struct wim_resource *res,
                        uint64_t idx, const void *arg, void **data, size_t *bytes);
 
 /* Find entry (res, idx) or load it with fn; *out holds a reference (put it
- * with centry_put).  With nowait, a missing entry is -EAGAIN. */
+ * with centry_put).  With nowait, a missing entry is -EAGAIN.  cost: the
+ * bytes loading allocates; loads wait while the ones in flight would pass
+ * the cache's bound with it (64 MiB LZMS chunks on 64 workers), so memory
+ * stays near the bound.  A loader never waits for another entry: no
+ * deadlock. */
 static int
 cache_get(struct wim_source *ws, const struct wim_resource *res, uint64_t idx,
-          load_fn fn, const void *arg, bool nowait, struct centry **out)
+          load_fn fn, const void *arg, uint64_t cost, bool nowait, struct centry **out)
 {
   struct centry *e;
   void *data = NULL;
@@ -353,8 +361,12 @@ cache_get(struct wim_source *ws, const struct wim_resource *res, uint64_t idx,
     for (e = ws->buckets[bucket_of(ws, res->offset, idx)]; e; e = e->hnext)
       if (e->roff == res->offset && e->idx == idx)
         break;
-    if (!e)
-      break;
+    if (!e) {
+      if (nowait || !cost || ws->inflight == 0 || ws->inflight + cost <= ws->cache_limit)
+        break;
+      pthread_cond_wait(&ws->loaded, &ws->lock);
+      continue;
+    }
     e->refs++;
     if (!e->loading) {
       lru_unlink(ws, e);
@@ -400,11 +412,13 @@ cache_get(struct wim_source *ws, const struct wim_resource *res, uint64_t idx,
   size_t b = bucket_of(ws, res->offset, idx);
   e->hnext = ws->buckets[b];
   ws->buckets[b] = e;
+  ws->inflight += cost;
   pthread_mutex_unlock(&ws->lock);
 
   r = fn(ws, res, idx, arg, &data, &bytes);
 
   pthread_mutex_lock(&ws->lock);
+  ws->inflight -= cost;
   e->loading = false;
   if (r < 0) {
     e->failed = true;
@@ -508,6 +522,8 @@ table_load(struct wim_source *ws, const struct wim_resource *res, uint64_t idx,
   t->data = res->offset + hsize + tsize;
   t->data_size = res->size - hsize - tsize;
   t->usize = res->uncompressed_size;
+  t->size = res->size;
+  t->flags = res->flags;
   t->nchunks = nchunks;
   t->chunk_size = cs;
   t->ctype = ctype;
@@ -638,16 +654,28 @@ wim_source_read(struct wim_source *ws, const struct wim_resource *res,
     return r;
   }
 
-  r = cache_get(ws, res, TABLE_INDEX, table_load, NULL, nowait, &te);
+  r = cache_get(ws, res, TABLE_INDEX, table_load, NULL, 0, nowait, &te);
   if (r < 0)
     return r;
   t = te->data;
+  /* The cache knows a resource by its offset: another description of it
+   * (a bad map) must not index this table past its end. */
+  if (t->usize != res->uncompressed_size || t->size != res->size || t->flags != res->flags) {
+    disk_set_error("%s: resource at %" PRIu64 " described two ways (%" PRIu64 " bytes, %"
+                   PRIu64 " uncompressed, flags %#x; then %" PRIu64 ", %" PRIu64 ", %#x)",
+                   ws->path, res->offset, t->size, t->usize, t->flags, res->size,
+                   res->uncompressed_size, res->flags);
+    centry_put(ws, te);
+    return -EIO;
+  }
   while (count > 0) {
     uint64_t idx = offset / t->chunk_size, in = offset % t->chunk_size;
+    uint64_t usize = idx + 1 < t->nchunks ? t->chunk_size
+                                          : t->usize - idx * (uint64_t) t->chunk_size;
     struct centry *ce;
     size_t n;
 
-    r = cache_get(ws, res, idx, chunk_load, t, nowait, &ce);
+    r = cache_get(ws, res, idx, chunk_load, t, usize, nowait, &ce);
     if (r < 0)
       break;
     n = ce->len - in;
@@ -662,6 +690,25 @@ wim_source_read(struct wim_source *ws, const struct wim_resource *res,
   }
   centry_put(ws, te);
   return r;
+}
+
+void
+wim_resource_of_blob(const struct wimlib_resource_entry *e, struct wim_resource *res,
+                     uint64_t *offset)
+{
+  if (e->packed) {
+    res->offset = e->raw_resource_offset_in_wim;
+    res->size = e->raw_resource_compressed_size;
+    res->uncompressed_size = e->raw_resource_uncompressed_size;
+    res->flags = WIM_RES_SOLID | WIM_RES_COMPRESSED;
+    *offset = e->offset;     /* for a packed blob: inside the solid resource */
+  } else {
+    res->offset = e->offset;
+    res->size = e->compressed_size;
+    res->uncompressed_size = e->uncompressed_size;
+    res->flags = e->is_compressed ? WIM_RES_COMPRESSED : 0;
+    *offset = 0;
+  }
 }
 
 /* ---- open/close -------------------------------------------------------- */

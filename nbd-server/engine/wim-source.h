@@ -78,6 +78,16 @@ int wim_source_read(struct wim_source *ws, const struct wim_resource *res,
 
 void wim_source_get_stats(struct wim_source *ws, struct wim_source_stats *out);
 
+/* Where a blob wimlib lists (wimlib_iterate_lookup_table, or a stream of
+ * wimlib_iterate_dir_tree) lives: its resource (a packed blob's is the
+ * solid resource: raw_resource_*, WIM_RES_SOLID | WIM_RES_COMPRESSED) and
+ * the offset of its bytes in that resource's uncompressed data (0 for a
+ * blob with a resource of its own).  The blob is e->uncompressed_size
+ * bytes from there. */
+struct wimlib_resource_entry;
+void wim_resource_of_blob(const struct wimlib_resource_entry *e,
+                          struct wim_resource *res, uint64_t *offset);
+
 /* Pure parsers, exposed for the fuzzer and unit tests. */
 int wim_header_parse(const uint8_t *buf, size_t len, const char *path,
                      struct wim_header_info *out);

@@ -3,7 +3,8 @@
 # The engine's WIM data source (nbd-server/engine/wim-source.c) and the "wim"
 # disk format (wimvol.c, wim-map.c): every blob of every corpus WIM and of
 # WIMs made here (none, XPRESS, LZX, LZMS, several chunk sizes, solid LZMS,
-# LZX and XPRESS, a file over 4 GiB: 8-byte chunk table entries) read whole
+# LZX and XPRESS, an integrity table after the data, a file over 4 GiB:
+# 8-byte chunk table entries; image metadata resources included) read whole
 # through wim_source_read with its SHA-1 checked, and random partial reads
 # from several threads compared with the whole reads (tests/drivers/
 # wim-blobs.c).  A damaged chunk fails that blob only, with a message naming
@@ -11,7 +12,7 @@
 # clearly; a truncated WIM fails reads without a crash.  The map: its own
 # selftest, and a "wim" disk read through disk-tool equals the blob bytes.
 source "$(dirname "$0")/../lib/tap.sh"
-need_cmd wimlib-imagex wiminfo python3
+need_cmd wimlib-imagex wiminfo python3 nbdcopy
 WB=$TBIN/wim-blobs
 need_file "$WB" "$TBIN/wim-map-tool"
 W=$CORPUS/wim
@@ -88,7 +89,7 @@ for spec in "none:--compress=none" "xpress:--compress=XPRESS" "lzx:--compress=LZ
             "lzms:--compress=LZMS" "xpress-4k:--compress=XPRESS --chunk-size=4096" \
             "xpress-64k:--compress=XPRESS --chunk-size=65536" \
             "lzx-64k:--compress=LZX --chunk-size=65536" "lzx-2m:--compress=LZX --chunk-size=2M" \
-            "lzms-1m:--compress=LZMS --chunk-size=1M" \
+            "lzms-1m:--compress=LZMS --chunk-size=1M" "lzx-check:--compress=LZX --check" \
             "solid-lzx:--solid --solid-compress=LZX --solid-chunk-size=65536" \
             "solid-xpress:--solid --solid-compress=XPRESS --solid-chunk-size=32768"; do
   n=${spec%%:*}
@@ -141,6 +142,41 @@ if [ -f "$TMPD/lzx.wim" ]; then
   like "damaged chunk: that blob is EIO naming the WIM, resource $roff and the chunk" \
     "$out" "FAIL blob .*Input/output error: $TMPD/damaged.wim: resource at $roff: chunk [0-9]+ of 96 "
   is "damaged chunk: only that blob fails, the others read right" "$nfail" 1
+  # Served: reading that file's range is EIO with a log line naming the
+  # WIM, resource, chunk and volume offset; the rest of the disk reads
+  # right; the server lives on.
+  V=$TMPD/vol-damaged; mkdir -p "$V"
+  out=$("$WB" --mkmap "$TMPD/damaged.wim" "$V" 2>&1)
+  read -r _ boff blen <<<"$(grep '^bad ' <<<"$out")"
+  if [ -n "${blen:-}" ] && start_server damaged --readonly "$V/vol.map"; then
+    r=$("$PY" - "$(uri "$SOCK")" "$boff" "$blen" "$V/expect.img" <<'EOF'
+import nbd, sys
+uri, boff, blen, expect = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+h = nbd.NBD(); h.connect_uri(uri)
+try:
+    h.pread(65536, boff + blen // 2); print("damaged range read")
+except nbd.Error as e:
+    print("damaged range errno", e.errno)
+exp = open(expect, "rb").read(); size = h.get_size(); bad = 0
+for off in range(0, size, 1 << 20):
+    n = min(1 << 20, size - off)
+    if off + n <= boff or off >= boff + blen:
+        bad += h.pread(n, off) != exp[off:off + n]
+    else:   # around the damaged file: the parts outside it
+        if off < boff: bad += h.pread(boff - off, off) != exp[off:boff]
+        if off + n > boff + blen: bad += h.pread(off + n - boff - blen, boff + blen) != exp[boff + blen:off + n]
+print("other ranges bad", bad)
+EOF
+)
+    like "served, damaged chunk: that file's range is EIO" "$r" "damaged range errno (5|EIO)"
+    like "served, damaged chunk: every other range reads right" "$r" "other ranges bad 0"
+    like "served, damaged chunk: the log names the WIM, the resource, the chunk and the volume offset" \
+      "$(cat "$TMPD/damaged.log")" "$TMPD/damaged.wim: resource at $roff: chunk [0-9]+ of 96 .*volume offset [0-9]+, MFT record [0-9]+"
+    check "served, damaged chunk: the server lives on" kill -0 "$SERVER_PID"
+    kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null
+  else
+    not_ok "a map over the damaged WIM, served"; diag "$out"
+  fi
   # Its chunk table damaged instead: an entry past the resource.
   cp "$TMPD/lzx.wim" "$TMPD/damaged2.wim"
   printf '\xff\xff\xff\x7f' | dd of="$TMPD/damaged2.wim" bs=1 seek=$((roff + 40)) conv=notrunc status=none
