@@ -531,26 +531,6 @@ fail_errno(struct build *b, const char *path, const char *what)
 }
 
 /* ---- resources and the map ---------------------------------------------------- */
-/* The resource that holds a blob, and where the blob starts in its data. */
-static void
-resource_for(const struct wimlib_resource_entry *re, struct wim_resource *r,
-             uint64_t *blob_offset)
-{
-  if (re->packed) {
-    r->offset = re->raw_resource_offset_in_wim;
-    r->size = re->raw_resource_compressed_size;
-    r->uncompressed_size = re->raw_resource_uncompressed_size;
-    r->flags = WIM_RES_SOLID | WIM_RES_COMPRESSED;
-    *blob_offset = re->offset;
-  } else {
-    r->offset = re->offset;
-    r->size = re->compressed_size;
-    r->uncompressed_size = re->uncompressed_size;
-    r->flags = re->is_compressed ? WIM_RES_COMPRESSED : 0;
-    *blob_offset = 0;
-  }
-}
-
 /* Its index in the map's resource table (added once: keyed by offset). */
 static int
 map_resource(struct build *b, const struct wim_resource *r, uint32_t *idx)
@@ -631,7 +611,7 @@ read_blob(struct build *b, const struct wimlib_resource_entry *re, void *out, co
 {
   struct wim_resource r;
   uint64_t off;
-  resource_for(re, &r, &off);
+  wim_resource_of_blob(re, &r, &off);
   int rc = wim_source_read(b->ws, &r, off, out, re->uncompressed_size);
   if (rc < 0)
     return fail(b, rc, path, "cannot read its data from the WIM", disk_last_error());
@@ -727,7 +707,7 @@ map_data(struct build *b, ntfs_attr *na, const struct wimlib_resource_entry *re,
   struct wim_resource r;
   uint32_t idx;
   uint64_t blob_off;
-  resource_for(re, &r, &blob_off);
+  wim_resource_of_blob(re, &r, &blob_off);
   rc = map_resource(b, &r, &idx);
   if (rc < 0) {
     fail(b, rc, path, "out of memory", NULL);
@@ -811,7 +791,7 @@ put_data(struct build *b, ntfs_inode *ni, ntfschar *name, u32 name_len,
     }
     struct wim_resource r;
     uint64_t off;
-    resource_for(re, &r, &off);
+    wim_resource_of_blob(re, &r, &off);
     rc = wim_source_read(b->ws, &r, off, p, size);
     if (rc == -EIO) {
       /* A damaged blob: map it like large data, so this file reads EIO
