@@ -148,7 +148,8 @@ main(int argc, char **argv)
          (unsigned long long) st.files, (unsigned long long) st.dirs,
          (unsigned long long) st.links, (unsigned long long) st.streams,
          (unsigned long long) st.mapped_bytes, (unsigned long long) st.resident_bytes,
-         (unsigned long long) st.extents, (unsigned long long) st.damaged, backwards ? 1000 : last, s,
+         (unsigned long long) st.extents, (unsigned long long) st.damaged,
+         backwards ? 1000 : last, s,
          (double) (st.files + st.dirs + st.links) / (s > 0 ? s : 1));
   return 0;
 }

@@ -99,6 +99,8 @@ check "capture the volume: LZX (NTFS mode)" wimlib-imagex capture "$SRC" "$W/lzx
 check "capture the volume: XPRESS, 16 KiB chunks" wimlib-imagex capture "$SRC" "$W/xpress.wim" Meta --compress=XPRESS --chunk-size=16384
 check "capture the volume: none" wimlib-imagex capture "$SRC" "$W/none.wim" Meta --compress=none
 check "export it as LZMS solid" wimlib-imagex export "$W/lzx.wim" 1 "$W/solid.wim" --solid
+check "export the tree as LZMS solid, 64 KiB chunks (many small files in many chunks)" \
+  bash -c "wimlib-imagex capture '$TREE' '$W/t.wim' --compress=none >/dev/null && wimlib-imagex export '$W/t.wim' 1 '$W/tree-solid.wim' --solid --solid-chunk-size=65536"
 check "capture the tree (LZX) as a second image too" \
   bash -c "wimlib-imagex capture '$TREE' '$W/tree.wim' Tree --compress=LZX && wimlib-imagex append '$SRC' '$W/tree.wim' Meta2"
 
@@ -221,6 +223,7 @@ for c in lzx xpress none solid; do
   build_and_compare "$c" "$W/$c.wim" 1
 done
 build_and_compare tree "$W/tree.wim" 1
+build_and_compare tree-solid "$W/tree-solid.wim" 1
 build_and_compare tree-img2 "$W/tree.wim" 2
 for n in 4096 4097 65537; do
   check "lzx: size-$n.bin allocated rounded up, initialized = its size" sizes_right "$TMPD/lzx/vol" "/size-$n.bin" $n

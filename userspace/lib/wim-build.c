@@ -74,6 +74,18 @@ struct pending_link {
   char *path;
 };
 
+/* Small data and reparse data of a solid resource, written after the walk
+ * in the order of the resource's data: in walk order, reads would jump
+ * between 64 MiB LZMS chunks and thrash the chunk cache. */
+struct deferred {
+  uint64_t mft;
+  struct wimlib_resource_entry re;
+  uint32_t reparse_tag;          /* reparse data (else 0: a data stream) */
+  ntfschar name[255];
+  uint8_t name_len;
+  char *path;
+};
+
 struct u64map {                  /* open addressing; key 0 kept aside */
   uint64_t *keys, *vals;
   size_t cap, used;
@@ -108,6 +120,10 @@ struct build {
    * Only one: libntfs-3g opens a parent itself when an inode's names must
    * be synced, and two in-memory copies of a directory would lose writes. */
   ntfs_inode *dir;
+
+  struct deferred *defer;
+  size_t ndefer, capdefer;
+  bool writing_deferred;
 
   uint8_t *buf;                  /* resident data and reparse buffers */
   size_t bufcap;
@@ -515,26 +531,6 @@ fail_errno(struct build *b, const char *path, const char *what)
 }
 
 /* ---- resources and the map ---------------------------------------------------- */
-/* The resource that holds a blob, and where the blob starts in its data. */
-static void
-resource_for(const struct wimlib_resource_entry *re, struct wim_resource *r,
-             uint64_t *blob_offset)
-{
-  if (re->packed) {
-    r->offset = re->raw_resource_offset_in_wim;
-    r->size = re->raw_resource_compressed_size;
-    r->uncompressed_size = re->raw_resource_uncompressed_size;
-    r->flags = WIM_RES_SOLID | WIM_RES_COMPRESSED;
-    *blob_offset = re->offset;
-  } else {
-    r->offset = re->offset;
-    r->size = re->compressed_size;
-    r->uncompressed_size = re->uncompressed_size;
-    r->flags = re->is_compressed ? WIM_RES_COMPRESSED : 0;
-    *blob_offset = 0;
-  }
-}
-
 /* Its index in the map's resource table (added once: keyed by offset). */
 static int
 map_resource(struct build *b, const struct wim_resource *r, uint32_t *idx)
@@ -615,7 +611,7 @@ read_blob(struct build *b, const struct wimlib_resource_entry *re, void *out, co
 {
   struct wim_resource r;
   uint64_t off;
-  resource_for(re, &r, &off);
+  wim_resource_of_blob(re, &r, &off);
   int rc = wim_source_read(b->ws, &r, off, out, re->uncompressed_size);
   if (rc < 0)
     return fail(b, rc, path, "cannot read its data from the WIM", disk_last_error());
@@ -711,7 +707,7 @@ map_data(struct build *b, ntfs_attr *na, const struct wimlib_resource_entry *re,
   struct wim_resource r;
   uint32_t idx;
   uint64_t blob_off;
-  resource_for(re, &r, &blob_off);
+  wim_resource_of_blob(re, &r, &blob_off);
   rc = map_resource(b, &r, &idx);
   if (rc < 0) {
     fail(b, rc, path, "out of memory", NULL);
@@ -742,6 +738,30 @@ out:
 }
 
 static int
+defer_data(struct build *b, uint64_t mft, const ntfschar *name, uint8_t name_len,
+           const struct wimlib_resource_entry *re, uint32_t reparse_tag, const char *path)
+{
+  if (b->ndefer == b->capdefer) {
+    size_t cap = b->capdefer ? b->capdefer * 2 : 1024;
+    struct deferred *n = realloc(b->defer, cap * sizeof *n);
+    if (!n)
+      return fail(b, -ENOMEM, path, "out of memory", NULL);
+    b->defer = n, b->capdefer = cap;
+  }
+  struct deferred *d = &b->defer[b->ndefer];
+  d->mft = mft;
+  d->re = *re;
+  d->reparse_tag = reparse_tag;
+  d->name_len = name_len;
+  if (name_len)
+    memcpy(d->name, name, name_len * sizeof *name);
+  if (!(d->path = strdup(path)))
+    return fail(b, -ENOMEM, path, "out of memory", NULL);
+  b->ndefer++;
+  return 0;
+}
+
+static int
 put_data(struct build *b, ntfs_inode *ni, ntfschar *name, u32 name_len,
          const struct wimlib_resource_entry *re, bool sparse, const char *path)
 {
@@ -758,6 +778,10 @@ put_data(struct build *b, ntfs_inode *ni, ntfschar *name, u32 name_len,
     rc = fail_errno(b, path, "cannot allocate its data in the volume");
     goto out;
   }
+  if (!NAttrNonResident(na) && re->packed && !b->writing_deferred) {
+    rc = defer_data(b, ni->mft_no, name, (uint8_t) name_len, re, 0, path);
+    goto out;
+  }
   if (!NAttrNonResident(na)) {
     /* ntfs-3g kept it in the MFT record: the bytes go there now. */
     uint8_t *p = buffer(b, size);
@@ -767,7 +791,7 @@ put_data(struct build *b, ntfs_inode *ni, ntfschar *name, u32 name_len,
     }
     struct wim_resource r;
     uint64_t off;
-    resource_for(re, &r, &off);
+    wim_resource_of_blob(re, &r, &off);
     rc = wim_source_read(b->ws, &r, off, p, size);
     if (rc == -EIO) {
       /* A damaged blob: map it like large data, so this file reads EIO
@@ -937,6 +961,34 @@ has_object_id(const struct wimlib_dir_entry *de)
   return false;
 }
 
+/* Reparse data: the unnamed stream's blob behind the 8-byte header. */
+static int
+set_reparse(struct build *b, ntfs_inode *ni, uint32_t reparse_tag,
+            const struct wimlib_resource_entry *re, const char *path)
+{
+  uint64_t n = re->uncompressed_size;
+  if (n > REPARSE_MAX - 8)
+    return fail(b, -EUCLEAN, path, "its reparse data is too large", NULL);
+  uint8_t *p = buffer(b, 8 + n);
+  if (!p)
+    return fail(b, -ENOMEM, path, "out of memory", NULL);
+  le32 tag = cpu_to_le32(reparse_tag);
+  le16 len = cpu_to_le16((uint16_t) n);
+  memcpy(p, &tag, 4);
+  memcpy(p + 4, &len, 2);
+  memset(p + 6, 0, 2);
+  if (n) {
+    if (re->is_missing)
+      return fail(b, -EUCLEAN, path, "its reparse data is missing from the WIM", NULL);
+    int rc = read_blob(b, re, p + 8, path);
+    if (rc < 0)
+      return rc;
+  }
+  if (ntfs_set_ntfs_reparse_data(ni, (const char *) p, 8 + n, 0))
+    return fail_errno(b, path, "cannot set its reparse data");
+  return 0;
+}
+
 /* Security descriptor, object id, reparse data, named streams and (files)
  * the unnamed data: everything but attributes and times. */
 static int
@@ -954,26 +1006,16 @@ set_contents(struct build *b, ntfs_inode *ni, const struct wimlib_dir_entry *de,
   const struct wimlib_resource_entry *unnamed = &de->streams[0].resource;
   bool sparse = de->attributes & WIMLIB_FILE_ATTRIBUTE_SPARSE_FILE;
   if (de->attributes & WIMLIB_FILE_ATTRIBUTE_REPARSE_POINT) {
-    uint64_t n = unnamed->uncompressed_size;
-    if (n > REPARSE_MAX - 8)
-      return fail(b, -EUCLEAN, path, "its reparse data is too large", NULL);
-    uint8_t *p = buffer(b, 8 + n);
-    if (!p)
-      return fail(b, -ENOMEM, path, "out of memory", NULL);
-    le32 tag = cpu_to_le32(de->reparse_tag);
-    le16 len = cpu_to_le16((uint16_t) n);
-    memcpy(p, &tag, 4);
-    memcpy(p + 4, &len, 2);
-    memset(p + 6, 0, 2);
-    if (n) {
-      if (unnamed->is_missing)
-        return fail(b, -EUCLEAN, path, "its reparse data is missing from the WIM", NULL);
-      int rc = read_blob(b, unnamed, p + 8, path);
+    if (unnamed->uncompressed_size && unnamed->packed && !unnamed->is_missing &&
+        de->reparse_tag) {
+      int rc = defer_data(b, ni->mft_no, NULL, 0, unnamed, de->reparse_tag, path);
+      if (rc < 0)
+        return rc;
+    } else {
+      int rc = set_reparse(b, ni, de->reparse_tag, unnamed, path);
       if (rc < 0)
         return rc;
     }
-    if (ntfs_set_ntfs_reparse_data(ni, (const char *) p, 8 + n, 0))
-      return fail_errno(b, path, "cannot set its reparse data");
   } else if (!is_dir && unnamed->uncompressed_size) {
     int rc = put_data(b, ni, NULL, 0, unnamed, sparse, path);
     if (rc < 0)
@@ -1185,6 +1227,40 @@ bad:
   return 1;
 }
 
+static int
+cmp_deferred(const void *a, const void *c)
+{
+  const struct deferred *x = a, *y = c;
+  uint64_t xo = x->re.raw_resource_offset_in_wim, yo = y->re.raw_resource_offset_in_wim;
+  if (xo != yo)
+    return xo < yo ? -1 : 1;
+  return x->re.offset < y->re.offset ? -1 : x->re.offset > y->re.offset;
+}
+
+/* The deferred small data, in the order of the solid resources' data. */
+static int
+write_deferred(struct build *b)
+{
+  if (close_dir(b) < 0)
+    return -1;
+  if (b->ndefer)
+    qsort(b->defer, b->ndefer, sizeof *b->defer, cmp_deferred);
+  b->writing_deferred = true;
+  for (size_t i = 0; i < b->ndefer; i++) {
+    struct deferred *d = &b->defer[i];
+    ntfs_inode *ni = ntfs_inode_open(b->vol, d->mft);
+    if (!ni)
+      return fail_errno(b, d->path, "cannot open it again");
+    int rc = d->reparse_tag ? set_reparse(b, ni, d->reparse_tag, &d->re, d->path) :
+             put_data(b, ni, d->name_len ? d->name : NULL, d->name_len, &d->re, false, d->path);
+    if (ntfs_inode_close(ni) && rc == 0)
+      rc = fail_errno(b, d->path, "cannot write it into the volume");
+    if (rc < 0)
+      return rc;
+  }
+  return 0;
+}
+
 /* ---- the whole build --------------------------------------------------------------- */
 static uint64_t
 image_count_prop(WIMStruct *w, unsigned index, const char *name)
@@ -1290,7 +1366,7 @@ dism_wim_build(const char *wim, unsigned index, uint64_t size, const char *volum
   if (wrc == 0 && !b.rc && b.pend_left)
     fail(&b, -EUCLEAN, b.pend[0].path, "its hard-link group's DOS-named name was not found",
          NULL);
-  if (wrc == 0 && !b.rc && !b.cancelled)
+  if (wrc == 0 && !b.rc && !b.cancelled && write_deferred(&b) == 0)
     finish_dirs(&b);
   close_dir(&b);
   if (b.cancelled && !b.rc) {
@@ -1379,6 +1455,9 @@ out:
   for (size_t i = 0; i < b.npend; i++)
     free(b.pend[i].path);
   free(b.pend);
+  for (size_t i = 0; i < b.ndefer; i++)
+    free(b.defer[i].path);
+  free(b.defer);
   free(b.res);
   free(b.ext);
   for (size_t i = 0; i < b.ndirs; i++)
