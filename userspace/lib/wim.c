@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* wim.c - list, resolve, synthesize (WIM image -> NTFS volume file) and
- * capture (NTFS volume file -> WIM image) through wimlib.  See wim.h and
+/* wim.c - open, list, resolve, size and make an image's volume file
+ * (mkntfs), and capture (NTFS volume -> WIM image) through wimlib.  See wim.h and
  * docs/dism-api.md, section "WIM". */
 #include <errno.h>
 #include <fcntl.h>
@@ -289,7 +289,7 @@ dism_wim_volume_size(const struct dism_wim_image *image, bool optimize)
   return (size + MIB - 1) / MIB * MIB;
 }
 
-/* ---- synthesis ---------------------------------------------------------------- */
+/* ---- the volume file ----------------------------------------------------------- */
 /* $DISM_MKNTFS, else where the distributions install it. */
 static const char *
 mkntfs_path(void)
@@ -344,89 +344,7 @@ struct progress_relay {
   uint64_t scan_total;           /* capture: the bytes expected to be scanned */
   bool cancelled;
   unsigned last;                 /* the last percent reported */
-  struct writeback *writeback;   /* extract: early writeback of the volume, or NULL */
-  uint64_t writeback_at;         /* extract: bytes done when writeback was last kicked */
 };
-
-/* libntfs-3g fsyncs the volume when it closes it, and waiting there for the
- * whole image to reach the disk costs ~10 % of a mount.  A thread starts the
- * volume's writeback every few dozen MiB while wimlib still decompresses, so
- * the disk works on the other core and that final fsync finds little left.
- * A thread, because sync_file_range(WRITE) itself blocks on a busy queue. */
-#define WRITEBACK_STEP (32u << 20)
-
-struct writeback {
-  int fd;                        /* the volume; -1: no early writeback */
-  pthread_t thread;
-  pthread_mutex_t lock;
-  pthread_cond_t wake;
-  unsigned requested, done;      /* writeback rounds asked for and finished */
-  bool stop;
-};
-
-static void *
-writeback_main(void *arg)
-{
-  struct writeback *wb = arg;
-  pthread_mutex_lock(&wb->lock);
-  for (;;) {
-    while (!wb->stop && wb->done == wb->requested)
-      pthread_cond_wait(&wb->wake, &wb->lock);
-    if (wb->stop)
-      break;
-    wb->done = wb->requested;
-    pthread_mutex_unlock(&wb->lock);
-    (void) sync_file_range(wb->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-    pthread_mutex_lock(&wb->lock);
-  }
-  pthread_mutex_unlock(&wb->lock);
-  return NULL;
-}
-
-static void
-writeback_start(struct writeback *wb, const char *volume)
-{
-  wb->requested = wb->done = 0;
-  wb->stop = false;
-  wb->fd = open(volume, O_RDONLY | O_CLOEXEC);
-  if (wb->fd < 0)
-    return;
-  pthread_mutex_init(&wb->lock, NULL);
-  pthread_cond_init(&wb->wake, NULL);
-  if (pthread_create(&wb->thread, NULL, writeback_main, wb) != 0) {
-    pthread_mutex_destroy(&wb->lock);
-    pthread_cond_destroy(&wb->wake);
-    close(wb->fd);
-    wb->fd = -1;
-  }
-}
-
-static void
-writeback_kick(struct writeback *wb)
-{
-  if (wb->fd < 0)
-    return;
-  pthread_mutex_lock(&wb->lock);
-  wb->requested++;
-  pthread_cond_signal(&wb->wake);
-  pthread_mutex_unlock(&wb->lock);
-}
-
-static void
-writeback_stop(struct writeback *wb)
-{
-  if (wb->fd < 0)
-    return;
-  pthread_mutex_lock(&wb->lock);
-  wb->stop = true;
-  pthread_cond_signal(&wb->wake);
-  pthread_mutex_unlock(&wb->lock);
-  pthread_join(wb->thread, NULL);
-  pthread_mutex_destroy(&wb->lock);
-  pthread_cond_destroy(&wb->wake);
-  close(wb->fd);
-  wb->fd = -1;
-}
 
 static void
 relay(struct progress_relay *p, uint64_t done, uint64_t total, bool cancellable)
@@ -440,71 +358,6 @@ relay(struct progress_relay *p, uint64_t done, uint64_t total, bool cancellable)
   p->last = pct;
   if (p->fn(pct, p->opaque) && cancellable)
     p->cancelled = true;
-}
-
-static enum wimlib_progress_status
-extract_progress(enum wimlib_progress_msg msg, union wimlib_progress_info *info, void *ctx)
-{
-  struct progress_relay *p = ctx;
-  if (msg == WIMLIB_PROGRESS_MSG_EXTRACT_STREAMS) {
-    relay(p, info->extract.completed_bytes, info->extract.total_bytes, true);
-    if (p->writeback && info->extract.completed_bytes >= p->writeback_at + WRITEBACK_STEP) {
-      p->writeback_at = info->extract.completed_bytes;
-      writeback_kick(p->writeback);
-    }
-  } else
-    relay(p, 0, 0, true); /* no new figure: only polls the cancel event */
-  return p->cancelled ? WIMLIB_PROGRESS_STATUS_ABORT : WIMLIB_PROGRESS_STATUS_CONTINUE;
-}
-
-int
-dism_wim_synthesize(const char *wim, unsigned index, uint64_t size, const char *volume,
-                    dism_wim_progress_fn progress, void *opaque)
-{
-  struct progress_relay p = { progress, opaque, 0, 5, 0, false, 0, NULL, 0 };
-  struct writeback wb = { .fd = -1 };
-  WIMStruct *w = NULL;
-  bool made = false;
-  int rc = wim_open(wim, 0, &w, NULL, NULL);
-  if (rc < 0)
-    goto out;
-  rc = dism_wim_make_volume(volume, size, wim);
-  if (rc < 0)
-    goto out;
-  made = true;
-  relay(&p, 1, 1, true);
-  if (p.cancelled) {
-    dism_set_error("cancelled while the volume for %s was being made", wim);
-    rc = -ECANCELED;
-    goto out;
-  }
-  p.from = 5;
-  p.span = 95;
-  writeback_start(&wb, volume);
-  p.writeback = &wb;
-  wimlib_register_progress_function(w, extract_progress, &p);
-  /* NORPFIX: reparse data goes to the volume exactly as the WIM holds it
-   * (capture uses NORPFIX too), so a round trip does not change it. */
-  int wrc = wimlib_extract_image(w, (int) index, volume,
-                                 WIMLIB_EXTRACT_FLAG_NTFS | WIMLIB_EXTRACT_FLAG_NORPFIX);
-  writeback_stop(&wb);
-  if (wrc == WIMLIB_ERR_ABORTED_BY_PROGRESS) {
-    dism_set_error("cancelled while image %u of %s was being applied", index, wim);
-    rc = -ECANCELED;
-    goto out;
-  }
-  if (wrc) {
-    char what[128];
-    snprintf(what, sizeof what, "image %u of %%s cannot be applied to an NTFS volume", index);
-    rc = dism_wim_fail(wrc, what, wim);
-    goto out;
-  }
-out:
-  if (rc < 0 && made)
-    unlink(volume);
-  if (w)
-    wimlib_free(w);
-  return rc;
 }
 
 /* ---- capture ------------------------------------------------------------------ */
@@ -554,7 +407,7 @@ int
 dism_wim_capture(const char *wim, unsigned index, const char *volume, unsigned flags,
                  dism_wim_progress_fn progress, void *opaque, unsigned *new_index)
 {
-  struct progress_relay p = { progress, opaque, 0, 40, 0, false, 0, NULL, 0 };
+  struct progress_relay p = { progress, opaque, 0, 40, 0, false, 0 };
   WIMStruct *w = NULL;
   struct wimlib_wim_info info;
   char name[600], description[1100];

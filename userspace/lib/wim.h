@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* wim.h - WIM images for libdism, through wimlib (libwim).
  *
- * A WIM image is mounted as an NTFS volume synthesized from it: a sparse
- * file in the scratch directory, formatted with mkntfs, the image applied
- * into it through libntfs-3g (WIMLIB_EXTRACT_FLAG_NTFS).  That file is then
- * served and mounted like a raw whole-disk NTFS.  Commit captures the volume
- * back into the WIM (WIMLIB_ADD_FLAG_NTFS) in place or as a new image.
+ * What the WIM parts share: opening a WIM, its images' details, the size
+ * of an image's volume, making a volume file (mkntfs), and the full capture
+ * of a volume into the WIM (WIMLIB_ADD_FLAG_NTFS) in place or as a new
+ * image — the commit's fallback (wim-commit.c).  The metadata volume a
+ * mount serves is wim-build.c's, kept by wim-cache.c.
  *
  * Every function returns 0 or a negative errno chosen so that the API edge
  * gives the HRESULT DISM gives (dism_hr_from_errno): -ENOENT a missing WIM
@@ -55,12 +55,6 @@ uint64_t dism_wim_volume_size(const struct dism_wim_image *image, bool optimize)
  * scratch directory (file data stays in the WIM): from the WIM's XML, per
  * file and directory, and the volume's cluster bitmap. */
 uint64_t dism_wim_metadata_need(const struct dism_wim_image *image, uint64_t volume_size);
-
-/* Build the NTFS volume file `volume` (must not exist) holding image `index`
- * of `wim`.  Cancellable (-> -ECANCELED); on any
- * failure the volume file is removed. */
-int dism_wim_synthesize(const char *wim, unsigned index, uint64_t size, const char *volume,
-                        dism_wim_progress_fn progress, void *opaque);
 
 #define DISM_WIM_COMMIT_APPEND    0x1u  /* a new last image instead of replacing */
 #define DISM_WIM_COMMIT_INTEGRITY 0x2u  /* write an integrity table */
