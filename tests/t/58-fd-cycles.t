@@ -44,9 +44,14 @@ nothing_left() {
   is "$1: no loop device over the test's files" "$left" ""
   left=$(pgrep -af "dism-nbd-server.*$DISM_RUN_DIR" || true)
   is "$1: no server process" "$left" ""
+  # (the WIM metadata cache keeps the one finished volume of the WIM, for the
+  # next mount: one entry however many cycles, never a build in progress)
   left=$(find "$DISM_STATE_DIR/mounts" "$DISM_STATE_DIR/scratch" "$DISM_RUN_DIR/mounts" \
-           -mindepth 1 2>/dev/null || true)
-  is "$1: no record, overlay, volume or live state" "$left" ""
+           -mindepth 1 2>/dev/null | grep -Ev "^$DISM_STATE_DIR/scratch/wim-cache(/[0-9a-f]{16}(/volume|/map)?)?$" || true)
+  is "$1: no record, overlay or live state" "$left" ""
+  if [ -d "$DISM_STATE_DIR/scratch/wim-cache" ]; then
+    is "$1: one cached WIM volume" "$(ls "$DISM_STATE_DIR/scratch/wim-cache" | wc -l)" 1
+  fi
   is "$1: the mount folder is empty" "$(ls -A "$TMPD/m1")" ""
 }
 
