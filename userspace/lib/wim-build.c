@@ -669,23 +669,25 @@ scan_sparse(struct build *b, const struct wimlib_resource_entry *re, struct crun
             size_t *nruns)
 {
   const uint64_t size = re->uncompressed_size, cs = b->cluster;
+  /* whole clusters per piece (clusters are powers of two up to 2 MiB) */
+  const size_t plen = cs > SCAN_PIECE ? (size_t) cs : SCAN_PIECE;
   struct wim_resource r;
   uint64_t base;
   size_t n = 0, cap = 0;
   struct crun *v = NULL;
   int rc = 0;
-  uint8_t *piece = malloc(SCAN_PIECE);
+  uint8_t *piece = malloc(plen);
   if (!piece) {
     rc = -ENOMEM;
     goto out;
   }
   wim_resource_of_blob(re, &r, &base);
-  for (uint64_t pos = 0; pos < size; pos += SCAN_PIECE) {
-    size_t len = size - pos < SCAN_PIECE ? (size_t) (size - pos) : SCAN_PIECE;
+  for (uint64_t pos = 0; pos < size; pos += plen) {
+    size_t len = size - pos < plen ? (size_t) (size - pos) : plen;
     rc = wim_source_read(b->ws, &r, base + pos, piece, len);
     if (rc < 0)
       goto out;
-    for (size_t o = 0; o < len; o += cs) {   /* SCAN_PIECE is a multiple of cs */
+    for (size_t o = 0; o < len; o += cs) {
       size_t c = len - o < cs ? len - o : cs;
       if (all_zero(piece + o, c))
         continue;
