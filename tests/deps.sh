@@ -8,7 +8,7 @@ set -euo pipefail
 PKGS=(
   # build
   build-essential pkg-config clang libclang-rt-14-dev llvm linux-libc-dev
-  libnbd-dev libfuse3-dev libwim-dev ntfs-3g-dev libgnutls28-dev libseccomp-dev
+  libnbd-dev libfuse3-dev libwim-dev ntfs-3g-dev libgnutls28-dev nettle-dev libseccomp-dev
   # test oracles and peers
   libnbd-bin python3-libnbd nbdkit qemu-utils libvhdi-utils python3-libvhdi fio gnutls-bin
   wimtools ntfs-3g fuse3 fdisk gdisk util-linux dosfstools

@@ -241,7 +241,7 @@ wim_map_parse(const uint8_t *buf, size_t len, const char *path,
     r->size = get_le64(buf + p + 8);
     r->uncompressed_size = get_le64(buf + p + 16);
     r->flags = get_le32(buf + p + 24);
-    if ((r->flags & ~(WIM_RES_COMPRESSED | WIM_RES_SOLID)) ||
+    if ((r->flags & ~WIM_RES_FLAGS) ||
         get_le32(buf + p + 28) != 0 || r->offset + r->size < r->offset ||
         (!(r->flags & (WIM_RES_COMPRESSED | WIM_RES_SOLID)) &&
          r->size != r->uncompressed_size)) {

@@ -632,7 +632,7 @@ wim_source_read(struct wim_source *ws, const struct wim_resource *res,
 
   if (res->offset > ws->file_size || res->size > ws->file_size - res->offset ||
       offset > res->uncompressed_size || count > res->uncompressed_size - offset ||
-      (res->flags & ~(WIM_RES_COMPRESSED | WIM_RES_SOLID))) {
+      (res->flags & ~WIM_RES_FLAGS)) {
     disk_set_error("%s: read of %zu bytes at %" PRIu64 " of resource at %" PRIu64
                    " (%" PRIu64 " bytes, %" PRIu64 " uncompressed, flags %#x): outside the "
                    "resource or the file (%" PRIu64 " bytes)", ws->path, count, offset,
@@ -641,6 +641,13 @@ wim_source_read(struct wim_source *ws, const struct wim_resource *res,
   }
   if (count == 0)
     return 0;
+  if (res->flags & WIM_RES_DAMAGED) {
+    disk_set_error("%s: read of %zu bytes at %" PRIu64 " of the data at %" PRIu64
+                   " (%" PRIu64 " bytes): damaged, its SHA-1 did not match when the "
+                   "volume was built", ws->path, count, offset, res->offset,
+                   res->uncompressed_size);
+    return -EIO;
+  }
   if (!(res->flags & (WIM_RES_COMPRESSED | WIM_RES_SOLID))) {
     if (res->size != res->uncompressed_size) {
       disk_set_error("%s: uncompressed resource at %" PRIu64 ": %" PRIu64

@@ -30,6 +30,10 @@
 #define WIM_RES_COMPRESSED 0x1u  /* in chunks (else stored as is) */
 #define WIM_RES_SOLID      0x2u  /* a solid resource: its own header gives
                                     compression and chunk size */
+#define WIM_RES_DAMAGED    0x4u  /* known damaged: every read fails with -EIO
+                                    and a message saying its SHA-1 did not
+                                    match when the volume was built */
+#define WIM_RES_FLAGS (WIM_RES_COMPRESSED | WIM_RES_SOLID | WIM_RES_DAMAGED)
 struct wim_resource {
   uint64_t offset;             /* where it starts in the WIM file */
   uint64_t size;               /* bytes it takes in the WIM file */

@@ -231,6 +231,43 @@ if [ -d "$TMPD/vol-lzx" ]; then
   like "wim format: --wim-cache-size refuses a nonsense size" \
     "$("$BIN/dism-nbd-server" --unix "$TMPD/x.sock" --readonly --wim-cache-size 12Q "$V/vol.map" 2>&1)" \
     "wim-cache-size 12Q: expected a size"
+  # WIM_RES_DAMAGED (4): the builder found data whose SHA-1 did not match;
+  # such a resource never reads (EIO, saying so); an unknown flag (8) is refused.
+  flagmap() {  # flagmap SRC DST FLAG: every resource's flags | FLAG, the CRC-32C redone
+    $PY - "$@" <<'EOF'
+import struct, sys
+def crc32c(data):
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t.append(c)
+    c = 0xffffffff
+    for b in data:
+        c = t[(c ^ b) & 0xff] ^ (c >> 8)
+    return c ^ 0xffffffff
+src, dst, flag = sys.argv[1], sys.argv[2], int(sys.argv[3], 0)
+b = bytearray(open(src, 'rb').read())
+assert struct.unpack_from('<I', b, len(b) - 4)[0] == crc32c(b[:-4]), 'crc'
+for i in range(struct.unpack_from('<I', b, 32)[0]):
+    p = 128 + 32 * i + 24
+    struct.pack_into('<I', b, p, struct.unpack_from('<I', b, p)[0] | flag)
+struct.pack_into('<I', b, len(b) - 4, crc32c(b[:-4]))
+open(dst, 'wb').write(b)
+EOF
+  }
+  flagmap "$V/vol.map" "$V/damaged.map" 4 && flagmap "$V/vol.map" "$V/unknown.map" 8
+  read -r _ eoff elen _ <<<"$("$TBIN/wim-map-tool" dump "$V/vol.map" | grep -m1 '^ext ')"
+  like "wim map: resources flagged damaged (4) parse" \
+    "$("$TBIN/wim-map-tool" dump "$V/damaged.map" | grep -m1 '^res ')" "^res 0 [0-9]+ [0-9]+ [0-9]+ 0x[4-7]$"
+  like "wim format: a damaged resource's range reads EIO, its SHA-1 named" \
+    "$("$DT" -r "$V/damaged.map" read "$eoff" "$(( elen < 4096 ? elen : 4096 ))" 2>&1 >/dev/null)" \
+    "lzx.wim: read of .* damaged, its SHA-1 did not match when the volume was built.*Input/output error"
+  is "wim format: the unmapped bytes before that range still read" \
+    "$("$DT" -r "$V/damaged.map" read 0 "$eoff" | cmp - <(head -c "$eoff" "$V/expect.img") && echo same)" same
+  like "wim map: an unknown resource flag (8) is refused" \
+    "$("$DT" -r "$V/unknown.map" info 2>&1)" "WIM map: resource 0 is invalid .*flags 0x[89a-f]"
   cp "$V/vol.map" "$TMPD/copy.map"   # relative volume path: not next to this copy
   like "wim format: a map whose volume is missing is refused naming it" \
     "$("$DT" -r "$TMPD/copy.map" info 2>&1)" "$TMPD/vol.img: the volume of WIM map"

@@ -106,16 +106,13 @@ check "capture the tree (LZX) as a second image too" \
 
 # ---- build + checks ---------------------------------------------------------------------------
 # What legitimately differs from wimlib's apply: the MFT change time (not in
-# a WIM: the build's own time); a sparse file's holes (the volume allocates
-# every cluster of a file: its data is in the WIM; it keeps its sparse
-# attribute).
+# a WIM: the build's own time).  A sparse file keeps its holes (its zero
+# clusters), as wimlib's apply makes them.
 filter() {
   $PY - "$1" <<'EOF'
 import sys
 for l in open(sys.argv[1]):
     p, k, v = l.rstrip('\n').split('\t')
-    if k == 'sparse':
-        continue
     if k == 'ntfs_times':
         v = v[:48]
     print('%s\t%s\t%s' % (p, k, v))
@@ -171,6 +168,7 @@ for mft in sorted(want)[:40]:
     for l in out.splitlines():
         if 'Runlist:' in l: inrl = True; continue
         f = l.split()
+        if inrl and len(f) == 3 and f[1] == '<HOLE>': continue
         if inrl and len(f) == 3 and all(x.startswith('0x') for x in f):
             lcn, n = int(f[1], 16), int(f[2], 16); got |= set(range(lcn, lcn + n))
         else: inrl = False
@@ -239,9 +237,16 @@ is "lzx: object ids (a file's 64 bytes, a directory's 16) as wimlib applies them
 like "  and they are there" "$(objids "$TMPD/lzx/filled")" "=0x00112233.*=0xa0112233"
 is "lzx: sparse.bin keeps FILE_ATTRIBUTE_SPARSE_FILE (and its archive bit)" \
   "$(awk -F'\t' '$1 == "/sparse.bin" && $2 == "ntfs_attrib" {print $3}' "$TMPD/lzx/got.dump")" 20020000
-like "lzx: sparse.bin: a sparse data attribute, every cluster allocated, initialized" \
-  "$(ntfsinfo -F /sparse.bin "$TMPD/lzx/vol" 2>/dev/null | tr -s '\t ' ' ' | tr '\n' '|')" \
-  "Resident: No\| Attribute flags: 0x8000\|.* Data size: 16777216 \(0x1000000\)\| Allocated size: 16777216 \(0x1000000\)\| Initialized size: 16777216"
+like "lzx: sparse.bin: a sparse data attribute, 2 clusters allocated (its 2 non-zero ones), the rest holes" \
+  "$(ntfsinfo -v -F /sparse.bin "$TMPD/lzx/vol" 2>/dev/null | tr -s '\t ' ' ' | tr '\n' '|')" \
+  "Resident: No\|.* Attribute flags: 0x8000\|.* Data size: 16777216 \(0x1000000\)\| Allocated size: 16777216 \(0x1000000\)\| Initialized size: 16777216 \(0x1000000\)\| Compressed size: 8192 \(0x2000\)\| Runlist:.*<HOLE>.*<HOLE>"
+is "lzx: sparse.bin: only its 2 non-zero clusters mapped" \
+  "$(mft=$(ntfsinfo -F /sparse.bin "$TMPD/lzx/vol" 2>/dev/null | awk '/^Dumping Inode/ {print $3; exit}')
+     awk -v m="$mft" '$1 == "ext" && $NF == m {n++; b += $3} END {print n, b}' "$TMPD/lzx/map.txt")" "2 8192"
+for c in lzx solid; do
+  is "$c: sparse.bin is sparse as wimlib applies it (sparse yes)" \
+    "$(awk -F'\t' '$1 == "/sparse.bin" && $2 == "sparse" {print $3}' "$TMPD/$c/got.dump")" yes
+done
 like "lzx: data of a duplicate and of hard links mapped once per file (two 5000000 extents, one 300000)" \
   "$(awk '$1 == "ext" {print $3}' "$TMPD/lzx/map.txt" | sort | uniq -c | tr -s ' ' | tr '\n' ',')" "2 5000000,.* 1 300000,|1 300000,.*2 5000000,"
 
@@ -254,6 +259,16 @@ for w in "$CORPUS"/wim/*.wim; do
       out=$("$WB" "$w" 1 $((64 << 20)) "$d/vol" "$d/map" 2>&1)
       like "corpus $n: refused, naming the WIM" "$out" "$n.wim"
       check "corpus $n: nothing left behind" test ! -e "$d/vol" -a ! -e "$d/map"
+      continue ;;
+    *corrupted_file_1)  # a 12-byte file whose SHA-1 does not match: mapped, flagged damaged
+      d=$TMPD/c-$n; mkdir -p "$d"
+      out=$("$WB" "$w" 1 $((64 << 20)) "$d/vol" "$d/map" 2>&1)
+      like "corpus $n: built, the file whose SHA-1 does not match mapped" "$out" "damaged 1 "
+      check "corpus $n: ntfsfix -n clean" ntfsfix -n "$d/vol"
+      like "corpus $n: its resource flagged damaged (4) in the map" \
+        "$("$TBIN/wim-map-tool" dump "$d/map" | awk '$1 == "res" {print $6}' | tr '\n' ' ')" "0x[0-9a-f]*[4-7] "
+      out=$("$WB" --fill "$d/map" "$d/filled" 2>&1)
+      like "corpus $n: its mapped range does not read, the SHA-1 named" "$out" "SHA-1 did not match"
       continue ;;
     *corrupted_file_2)  # one file's data damaged: built, that file mapped (it reads EIO)
       d=$TMPD/c-$n; mkdir -p "$d"

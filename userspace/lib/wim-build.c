@@ -14,6 +14,13 @@
  * writing them and left the initialized size at 0; we raise the initialized
  * size to the data size in the attribute record, so readers take the bytes
  * from the device, and put the runlist into the map.
+ *
+ * A sparse file's data is read now (in pieces): its all-zero clusters
+ * become holes of the attribute (ntfs_attr_truncate() makes the whole
+ * attribute one hole), clusters are allocated (not written) for the rest
+ * and only those go into the map.  Data read whole (resident data,
+ * reparse data) is checked against the blob's SHA-1: damaged resident data
+ * is mapped to a WIM_RES_DAMAGED resource, so that file reads EIO.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +31,7 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#include <nettle/sha1.h>
 #include <wimlib.h>
 
 #include <ntfs-3g/types.h>
@@ -33,6 +41,7 @@
 #include <ntfs-3g/dir.h>
 #include <ntfs-3g/inode.h>
 #include <ntfs-3g/layout.h>
+#include <ntfs-3g/lcnalloc.h>
 #include <ntfs-3g/logging.h>
 #include <ntfs-3g/object_id.h>
 #include <ntfs-3g/param.h>
@@ -52,6 +61,8 @@
 /* 100 ns intervals between 1601-01-01 and 1970-01-01. */
 #define NTFS_EPOCH_OFFSET 116444736000000000ull
 #define REPARSE_MAX 16384u
+/* Sparse files are scanned for zero clusters in pieces of this size. */
+#define SCAN_PIECE (1u << 20)
 
 /* A directory made: its attributes and times are set once all entries
  * are in (creating entries and DOS names change a directory's times, and a
@@ -537,7 +548,10 @@ map_resource(struct build *b, const struct wim_resource *r, uint32_t *idx)
 {
   uint64_t *slot;
   bool found;
-  int rc = u64map_slot(&b->res_by_offset, r->offset, &slot, &found);
+  /* A damaged blob's resource is an entry of its own (a solid resource
+   * holds good blobs too); offsets are below 2^63, so ~offset is free. */
+  uint64_t key = r->flags & WIM_RES_DAMAGED ? ~r->offset : r->offset;
+  int rc = u64map_slot(&b->res_by_offset, key, &slot, &found);
   if (rc < 0)
     return rc;
   if (found) {
@@ -605,7 +619,23 @@ buffer(struct build *b, size_t n)
   return b->buf;
 }
 
-/* The blob's bytes, read from the WIM now (resident data, reparse data). */
+/* Whether n bytes read whole match the blob's SHA-1 (an unknown SHA-1, all
+ * zero, is not checked). */
+static bool
+sha1_matches(const struct wimlib_resource_entry *re, const void *data, size_t n)
+{
+  static const uint8_t unknown[SHA1_DIGEST_SIZE];
+  uint8_t digest[SHA1_DIGEST_SIZE];
+  struct sha1_ctx ctx;
+  if (!memcmp(re->sha1_hash, unknown, sizeof unknown))
+    return true;
+  sha1_init(&ctx);
+  sha1_update(&ctx, n, data);
+  sha1_digest(&ctx, sizeof digest, digest);
+  return !memcmp(digest, re->sha1_hash, sizeof digest);
+}
+
+/* The blob's bytes, read from the WIM now (reparse data), checked. */
 static int
 read_blob(struct build *b, const struct wimlib_resource_entry *re, void *out, const char *path)
 {
@@ -615,6 +645,109 @@ read_blob(struct build *b, const struct wimlib_resource_entry *re, void *out, co
   int rc = wim_source_read(b->ws, &r, off, out, re->uncompressed_size);
   if (rc < 0)
     return fail(b, rc, path, "cannot read its data from the WIM", disk_last_error());
+  if (!sha1_matches(re, out, re->uncompressed_size))
+    return fail(b, -EUCLEAN, path, "its data does not match its SHA-1 in the WIM", NULL);
+  return 0;
+}
+
+/* ---- sparse files ------------------------------------------------------------------ */
+struct crun {                    /* clusters with data: [vcn, vcn + len) */
+  uint64_t vcn, len;
+};
+
+static bool
+all_zero(const uint8_t *p, size_t n)
+{
+  return n == 0 || (p[0] == 0 && !memcmp(p, p + 1, n - 1));
+}
+
+/* The runs of clusters of a blob that are not all zero, read through the
+ * WIM source in pieces.  -EIO: the data is damaged (the caller maps it as
+ * is, so it reads EIO).  *runs is the caller's to free. */
+static int
+scan_sparse(struct build *b, const struct wimlib_resource_entry *re, struct crun **runs,
+            size_t *nruns)
+{
+  const uint64_t size = re->uncompressed_size, cs = b->cluster;
+  /* whole clusters per piece (clusters are powers of two up to 2 MiB) */
+  const size_t plen = cs > SCAN_PIECE ? (size_t) cs : SCAN_PIECE;
+  struct wim_resource r;
+  uint64_t base;
+  size_t n = 0, cap = 0;
+  struct crun *v = NULL;
+  int rc = 0;
+  uint8_t *piece = malloc(plen);
+  if (!piece) {
+    rc = -ENOMEM;
+    goto out;
+  }
+  wim_resource_of_blob(re, &r, &base);
+  for (uint64_t pos = 0; pos < size; pos += plen) {
+    size_t len = size - pos < plen ? (size_t) (size - pos) : plen;
+    rc = wim_source_read(b->ws, &r, base + pos, piece, len);
+    if (rc < 0)
+      goto out;
+    for (size_t o = 0; o < len; o += cs) {
+      size_t c = len - o < cs ? len - o : cs;
+      if (all_zero(piece + o, c))
+        continue;
+      uint64_t vcn = (pos + o) / cs;
+      if (n && v[n - 1].vcn + v[n - 1].len == vcn) {
+        v[n - 1].len++;
+        continue;
+      }
+      if (n == cap) {
+        size_t ncap = cap ? cap * 2 : 64;
+        struct crun *nv = realloc(v, ncap * sizeof *nv);
+        if (!nv) {
+          rc = -ENOMEM;
+          goto out;
+        }
+        v = nv, cap = ncap;
+      }
+      v[n++] = (struct crun) { vcn, 1 };
+    }
+  }
+out:
+  free(piece);
+  if (rc < 0) {
+    free(v);
+    v = NULL, n = 0;
+  }
+  *runs = v, *nruns = n;
+  return rc;
+}
+
+/* Clusters (allocated, not written) for the runs with data of a sparse
+ * attribute that is one hole: ntfs-3g flags it sparse and keeps the
+ * compressed size (the allocated bytes) when it writes the runlist. */
+static int
+fill_runs(struct build *b, ntfs_attr *na, const struct crun *runs, size_t nruns,
+          const char *path)
+{
+  LCN hint = -1;
+  if (ntfs_attr_map_whole_runlist(na))
+    return fail_errno(b, path, "cannot read back its runlist");
+  for (size_t i = 0; i < nruns; i++) {
+    runlist_element *rl = ntfs_cluster_alloc(b->vol, (VCN) runs[i].vcn, (s64) runs[i].len,
+                                             hint, DATA_ZONE);
+    if (!rl)
+      return fail_errno(b, path, "cannot allocate its data in the volume");
+    runlist_element *last = rl;
+    while (last[1].length)
+      last++;
+    hint = last->lcn + last->length;
+    runlist_element *merged = ntfs_runlists_merge(na->rl, rl);
+    if (!merged) {
+      int e = errno ? errno : EIO;
+      free(rl);
+      return fail(b, -e, path, "cannot add clusters to its runlist", strerror(e));
+    }
+    na->rl = merged;
+  }
+  NAttrSetRunlistDirty(na);
+  if (ntfs_attr_update_mapping_pairs(na, 0))
+    return fail_errno(b, path, "cannot write its runlist");
   return 0;
 }
 
@@ -683,11 +816,14 @@ out:
   return rc;
 }
 
-/* A non-resident data attribute whose clusters ntfs-3g allocated and did
- * not write: readers go to the device, the map says what is there. */
+/* A non-resident data attribute whose clusters were allocated and not
+ * written: readers go to the device, the map says what is there.  holes:
+ * the attribute has real holes (a sparse file's zero clusters), which stay
+ * out of the map.  damaged: its data did not match its SHA-1, it is mapped
+ * to a WIM_RES_DAMAGED resource. */
 static int
 map_data(struct build *b, ntfs_attr *na, const struct wimlib_resource_entry *re, bool sparse,
-         const char *path)
+         bool holes, bool damaged, const char *path)
 {
   uint64_t size = re->uncompressed_size;
   int rc = 0;
@@ -700,7 +836,7 @@ map_data(struct build *b, ntfs_attr *na, const struct wimlib_resource_entry *re,
     fail(b, rc, path, "cannot set its initialized size", strerror(-rc));
     goto out;
   }
-  if (sparse && (rc = mark_sparse(na)) < 0) {
+  if (sparse && !holes && (rc = mark_sparse(na)) < 0) {
     fail(b, rc, path, "cannot mark it sparse", strerror(-rc));
     goto out;
   }
@@ -708,6 +844,8 @@ map_data(struct build *b, ntfs_attr *na, const struct wimlib_resource_entry *re,
   uint32_t idx;
   uint64_t blob_off;
   wim_resource_of_blob(re, &r, &blob_off);
+  if (damaged)
+    r.flags |= WIM_RES_DAMAGED;
   rc = map_resource(b, &r, &idx);
   if (rc < 0) {
     fail(b, rc, path, "out of memory", NULL);
@@ -718,6 +856,8 @@ map_data(struct build *b, ntfs_attr *na, const struct wimlib_resource_entry *re,
     uint64_t start = (uint64_t) run->vcn * cs;
     if (start >= size)
       break;
+    if (run->lcn == LCN_HOLE && holes)
+      continue;
     if (run->lcn < 0) {          /* allocation without holes: never expected */
       rc = fail(b, -EIO, path, "ntfs-3g left a hole in its data", NULL);
       goto out;
@@ -731,8 +871,8 @@ map_data(struct build *b, ntfs_attr *na, const struct wimlib_resource_entry *re,
       fail(b, rc, path, "out of memory", NULL);
       goto out;
     }
+    b->st.mapped_bytes += len;
   }
-  b->st.mapped_bytes += size;
 out:
   return rc;
 }
@@ -766,15 +906,33 @@ put_data(struct build *b, ntfs_inode *ni, ntfschar *name, u32 name_len,
          const struct wimlib_resource_entry *re, bool sparse, const char *path)
 {
   uint64_t size = re->uncompressed_size;
+  struct crun *runs = NULL;
+  size_t nruns = 0;
+  bool holes = false, damaged = false;
+  ntfs_attr *na = NULL;
+  int rc = 0;
   if (re->is_missing)
     return fail(b, -EUCLEAN, path, "its data is missing from the WIM", NULL);
   if (size > (uint64_t) INT64_MAX / 2)
     return fail(b, -EUCLEAN, path, "impossible data size", NULL);
-  ntfs_attr *na = ntfs_attr_open(ni, AT_DATA, name ? name : AT_UNNAMED, name_len);
-  if (!na)
-    return fail_errno(b, path, "cannot open its data attribute in the volume");
-  int rc = 0;
-  if (ntfs_attr_truncate_solid(na, (s64) size)) {
+  if (sparse && size > b->vol->mft_record_size) {
+    /* Too large for the MFT record: find the clusters that hold data.  A
+     * damaged blob is mapped whole (it reads EIO). */
+    rc = scan_sparse(b, re, &runs, &nruns);
+    if (rc < 0 && rc != -EIO) {
+      fail(b, rc, path, "cannot read its data from the WIM", disk_last_error());
+      goto out;
+    }
+    uint64_t clusters = (size + b->cluster - 1) / b->cluster;
+    holes = rc == 0 && !(nruns == 1 && runs[0].vcn == 0 && runs[0].len == clusters);
+    rc = 0;
+  }
+  na = ntfs_attr_open(ni, AT_DATA, name ? name : AT_UNNAMED, name_len);
+  if (!na) {
+    rc = fail_errno(b, path, "cannot open its data attribute in the volume");
+    goto out;
+  }
+  if (holes ? ntfs_attr_truncate(na, (s64) size) : ntfs_attr_truncate_solid(na, (s64) size)) {
     rc = fail_errno(b, path, "cannot allocate its data in the volume");
     goto out;
   }
@@ -784,6 +942,7 @@ put_data(struct build *b, ntfs_inode *ni, ntfschar *name, u32 name_len,
   }
   if (!NAttrNonResident(na)) {
     /* ntfs-3g kept it in the MFT record: the bytes go there now. */
+    holes = false;
     uint8_t *p = buffer(b, size);
     if (!p) {
       rc = fail(b, -ENOMEM, path, "out of memory", NULL);
@@ -793,6 +952,11 @@ put_data(struct build *b, ntfs_inode *ni, ntfschar *name, u32 name_len,
     uint64_t off;
     wim_resource_of_blob(re, &r, &off);
     rc = wim_source_read(b->ws, &r, off, p, size);
+    if (rc == 0 && !sha1_matches(re, p, size)) {
+      /* Wrong bytes: the file reads EIO through the server, never them. */
+      damaged = true;
+      rc = -EIO;
+    }
     if (rc == -EIO) {
       /* A damaged blob: map it like large data, so this file reads EIO
        * through the server and the rest of the image still mounts. */
@@ -801,6 +965,7 @@ put_data(struct build *b, ntfs_inode *ni, ntfschar *name, u32 name_len,
         goto out;
       }
       b->st.damaged++;
+      rc = 0;
     } else if (rc < 0) {
       fail(b, rc, path, "cannot read its data from the WIM", disk_last_error());
       goto out;
@@ -813,9 +978,13 @@ put_data(struct build *b, ntfs_inode *ni, ntfschar *name, u32 name_len,
       goto out;
     }
   }
-  rc = map_data(b, na, re, sparse, path);
+  if (holes && (rc = fill_runs(b, na, runs, nruns, path)) < 0)
+    goto out;
+  rc = map_data(b, na, re, sparse, holes, damaged, path);
 out:
-  ntfs_attr_close(na);
+  if (na)
+    ntfs_attr_close(na);
+  free(runs);
   return rc;
 }
 
