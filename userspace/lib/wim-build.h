@@ -9,8 +9,12 @@
  * the MFT (resident); every other data attribute gets clusters that are
  * allocated but never written (initialized size = data size, so readers
  * go to the device), and those ranges go into the map (wim-map.h) with the
- * WIM resource that holds their bytes.  The server serves the volume with
- * the map; the WIM and the volume are never written after the build.
+ * WIM resource that holds their bytes.  A sparse file is read at build
+ * time to find its zero clusters: they become holes, only the rest is
+ * allocated and mapped.  Resident and reparse data, read whole at build
+ * time, are checked against their blob's SHA-1.  The server serves the
+ * volume with the map; the WIM and the volume are never written after the
+ * build.
  *
  * Conventions as wim.h: 0 or a negative errno, message in dism_last_error().
  */
@@ -26,8 +30,9 @@ struct dism_wim_build_stats {
   uint64_t mapped_bytes;       /* data left in the WIM, served through the map */
   uint64_t resident_bytes;     /* data written into the MFT at build time */
   uint64_t extents;
-  uint64_t damaged;            /* small files whose data did not decompress:
-                                  mapped instead of resident (they read EIO) */
+  uint64_t damaged;            /* small files whose data did not decompress or
+                                  whose SHA-1 did not match: mapped instead of
+                                  resident, to a resource that reads EIO */
 };
 
 /* Build volume (must not exist; size bytes, sparse) and its map file
