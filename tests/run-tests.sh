@@ -37,6 +37,13 @@ if [ ${#skipped[@]} -gt 0 ]; then
 fi
 
 rc_plain=0 rc_san=0 sum_plain="" sum_san=""
+# The WIM zoo (tests/lib/make-wims.sh, ~100 s to make) is made once for both
+# passes: it is deterministic, and kept only when its key matches.
+if [ -z "${WIM_ZOO_DIR:-}" ]; then
+  WIM_ZOO_DIR=$(mktemp -d /tmp/dism-zoo.XXXXXX)
+  export WIM_ZOO_DIR
+  trap 'rm -rf "$WIM_ZOO_DIR"' EXIT
+fi
 summary() { grep -E '^Files=' "$1" | tail -n1; }
 
 if [ "$passes" = both ] || [ "$passes" = plain ]; then
