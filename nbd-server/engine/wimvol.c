@@ -201,6 +201,28 @@ volume_path_of(const char *map_path, const char *volume)
   return out;
 }
 
+/* The chunk cache unless --wim-cache-size says: WIM_SOURCE_DEFAULT_CACHE,
+ * or, when the map reads solid resources, enough to hold all of them (up to
+ * a quarter of the machine's memory).  A solid resource's blobs are in
+ * wimlib's order (by name and extension), not the tree's, so reading a tree
+ * jumps between its 64 MiB LZMS chunks: a cache that holds a few of them
+ * decompresses the same chunk again and again; one that holds them all
+ * decompresses each once.  The cache fills only with what is read. */
+static uint64_t
+default_cache_bytes(const struct wim_map *m)
+{
+  uint64_t solid = 0;
+  for (uint32_t i = 0; i < m->resource_count; i++)
+    if (m->resources[i].flags & WIM_RES_SOLID)
+      solid += m->resources[i].uncompressed_size;
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  uint64_t cap = pages > 0 && page > 0 ? (uint64_t) pages * (uint64_t) page / 4 : 0;
+  uint64_t want = solid + (64ull << 20);
+  if (want > cap)
+    want = cap;
+  return want > WIM_SOURCE_DEFAULT_CACHE ? want : WIM_SOURCE_DEFAULT_CACHE;
+}
+
 static int
 wimvol_open(const char *path, int fd, const struct disk_open_opts *opts, struct disk **out)
 {
@@ -244,6 +266,8 @@ wimvol_open(const char *path, int fd, const struct disk_open_opts *opts, struct 
                    v->vpath, path, (long long) st.st_size, v->map->volume_size);
     goto out;
   }
+  if (wopts.cache_bytes == 0)
+    wopts.cache_bytes = default_cache_bytes(v->map);
   r = wim_source_open(v->map->wim_path, &wopts, &v->ws);
   if (r < 0)
     goto out;
