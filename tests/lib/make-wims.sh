@@ -22,7 +22,8 @@
 #   zoo_ntfs_source VOL MNT   a 64 MiB NTFS volume with NTFS-only metadata
 #                       (streams, ACLs, attributes, reparse points, DOS names,
 #                       object ids, times, hard links, case, sparse): the
-#                       source of 78, plus object ids and non-resident streams.
+#                       source of 78 (tests/lib/ntfs-source.sh), plus object ids and
+#                       non-resident streams.
 #   zoo_make OUT [SET]  build the zoo into OUT and write OUT/zoo.tsv, one line
 #                       per image: name <TAB> wim <TAB> index <TAB> notes.
 #                       The tree with none, XPRESS (32K, 4K chunks), LZX (32K,
@@ -48,6 +49,7 @@
 # three, --solid-chunk-size up to the same limits (LZMS default 64 MiB).
 
 ZOO_SELF=${BASH_SOURCE[0]}
+source "$(dirname "$ZOO_SELF")/ntfs-source.sh"
 
 zoo_tree() {
   $PY - "$1" <<'EOF'
@@ -159,47 +161,19 @@ with open(root + '.sha256', 'w') as f:
 EOF
 }
 
+_zoo_ntfs_extra() {  # run in the volume by ntfs_source_fill, before the times
+  $PY -c 'import os; os.setxattr("big-stream.bin", "user.text", b"abc" * 20000)'
+  # object ids: 16-byte GUIDs (ntfs-3g takes 16 or 64 bytes)
+  setfattr -n system.ntfs_object_id -v 0x00112233445566778899aabbccddeeff file.txt
+  setfattr -n system.ntfs_object_id -v 0x0102030405060708090a0b0c0d0e0f10 dir
+  head -c 3000000 /dev/urandom | base64 > nonresident.txt
+}
 zoo_ntfs_source() {  # zoo_ntfs_source VOL MNT
-  local vol=$1 mnt=$2 nm="$PY $ROOT/tests/lib/ntfsmeta.py" rc
-  local T1=130000000000000000 T2=131000000000000000 T3=132000000000000000 T4=133000000000000000
+  local vol=$1 mnt=$2 rc
   truncate -s 64M "$vol" && mkntfs -F -Q -q -L ZOO "$vol" >/dev/null 2>&1 || return 1
   mkdir -p "$mnt" && ntfs-3g -o streams_interface=xattr,noatime "$vol" "$mnt" || return 1
-  (
-    set -e
-    cd "$mnt"
-    mkdir -p dir/sub "Ünïcødé ✓ dir" junction
-    echo "main data" > file.txt
-    setfattr -n user.stream -v "alternate data" file.txt
-    setfattr -n user.Zone.Identifier -v "[ZoneTransfer] ZoneId=3" file.txt
-    head -c 70000 /dev/urandom > big-stream.bin
-    $PY -c 'import os; os.setxattr("big-stream.bin", "user.big", os.urandom(65536)); os.setxattr("big-stream.bin", "user.text", b"abc" * 20000)'
-    setfattr -n user.dirstream -v "a stream on a directory" dir
-    ln file.txt dir/link1.txt; ln file.txt "Ünïcødé ✓ dir/link2 ✓.txt"
-    echo lower > case.txt; echo UPPER > CASE.TXT
-    echo "grüße" > "Ünïcødé ✓ dir/файл ✓ 日本語.txt"
-    echo secured > dir/secured.txt
-    setfattr -n system.ntfs_acl -v "$($nm sd 1001 513 0x1f01ff 0x1200a9 0x120089)" dir/secured.txt
-    setfattr -n system.ntfs_acl -v "$($nm sd 1002 514 0x1f01ff 0x1301bf)" dir/sub
-    echo other > dir/sub/other.txt
-    setfattr -n system.ntfs_acl -v "$($nm sd 500 512 0x120089)" dir/sub/other.txt
-    echo rhs > rhs.txt; setfattr -n system.ntfs_attrib -v "$($nm attrib 0x7)" rhs.txt
-    echo hidden > dir/hidden.txt; setfattr -n system.ntfs_attrib -v "$($nm attrib 0x22)" dir/hidden.txt
-    touch rsymlink; setfattr -n system.ntfs_reparse_data -v "$($nm symlink 'dir\secured.txt')" rsymlink
-    setfattr -n system.ntfs_reparse_data -v "$($nm junction 'C:\Windows\System32')" junction
-    ln -s file.txt interix-link
-    echo long > "a long file name.txt"; setfattr -n system.ntfs_dos_name -v "ALONGF~1.TXT" "a long file name.txt"
-    # object ids: 16-byte GUIDs (ntfs-3g takes 16 or 64 bytes)
-    setfattr -n system.ntfs_object_id -v 0x00112233445566778899aabbccddeeff file.txt
-    setfattr -n system.ntfs_object_id -v 0x0102030405060708090a0b0c0d0e0f10 dir
-    truncate -s 16M sparse.bin
-    echo start | dd of=sparse.bin conv=notrunc status=none
-    echo middle | dd of=sparse.bin bs=1M seek=9 conv=notrunc status=none
-    head -c 3000000 /dev/urandom | base64 > nonresident.txt
-    for f in file.txt dir/secured.txt dir/sub "Ünïcødé ✓ dir"; do
-      setfattr -n system.ntfs_times -v "$($nm times $T1 $T2 $T3 $T4)" "$f"
-    done
-  )
-  rc=$?  # (not "( ... ) || rc=1": set -e would be off inside)
+  ntfs_source_fill "$mnt" _zoo_ntfs_extra
+  rc=$?
   umount "$mnt" || rc=1
   return $rc
 }
@@ -214,7 +188,8 @@ _zoo_cap() {
 
 zoo_make() {
   local out=$1 set=${2:-all} key
-  key=$(sha256sum < "$ZOO_SELF" | cut -c1-16)-$set
+  # the key: this file and the NTFS source's (a change to either remakes the zoo)
+  key=$(cat "$ZOO_SELF" "$(dirname "$ZOO_SELF")/ntfs-source.sh" | sha256sum | cut -c1-16)-$set
   if [ -n "${WIM_ZOO_DIR:-}" ] && [ "$WIM_ZOO_DIR" = "$out" ] &&
      [ "$(cat "$out/zoo.done" 2>/dev/null)" = "$key" ]; then
     return 0

@@ -16,6 +16,7 @@
 # Then cancel (nothing left), a missing image, a damaged small file.
 # needs-root: ntfs-3g mounts, the server's FUSE file
 source "$(dirname "$0")/../lib/tap.sh"
+source "$(dirname "$0")/../lib/ntfs-source.sh"
 need_cmd wimlib-imagex mkntfs ntfs-3g ntfsfix ntfsinfo setfattr truncate mountpoint
 need_file "$TBIN/wim-build" "$TBIN/wim-map-tool" "$ROOT/tests/lib/ntfsmeta.py" "$BIN/dism-nbd-server" /dev/fuse
 NM="$PY $ROOT/tests/lib/ntfsmeta.py"
@@ -26,33 +27,10 @@ mkdir -p "$S" "$M"
 tap_cleanup 'mountpoint -q "$S" && umount "$S"; mountpoint -q "$M" && umount "$M"'
 
 # ---- the source volume (as 78-dism-wim-metadata.t, plus data of every size) -----------------
-T1=130000000000000000 T2=131000000000000000 T3=132000000000000000 T4=133000000000000000
 SRC=$TMPD/src.vol
-build_src() {
-  truncate -s 96M "$SRC" && mkntfs -F -Q -q -L SRC "$SRC" >/dev/null 2>&1 || return 1
-  ntfs-3g -o $OPTS "$SRC" "$S" || return 1
-  cd "$S" || return 1
-  mkdir -p dir/sub "Ünïcødé ✓ dir" junction "long directory name"
-  echo "main data" > file.txt
-  setfattr -n user.stream -v "alternate data" file.txt
-  setfattr -n user.Zone.Identifier -v "[ZoneTransfer] ZoneId=3" file.txt
-  head -c 70000 /dev/urandom > big-stream.bin; $PY -c 'import os; os.setxattr("big-stream.bin", "user.big", os.urandom(65536))'
-  setfattr -n user.dirstream -v "a stream on a directory" dir
-  ln file.txt dir/link1.txt; ln file.txt "Ünïcødé ✓ dir/link2 ✓.txt"
+src_extra() {  # run in the volume by ntfs_source_fill, before the times
+  mkdir -p "long directory name"
   head -c 300000 /dev/urandom > big-linked.bin; ln big-linked.bin dir/big-link.bin
-  echo lower > case.txt; echo UPPER > CASE.TXT
-  echo "grüße" > "Ünïcødé ✓ dir/файл ✓ 日本語.txt"
-  echo secured > dir/secured.txt
-  setfattr -n system.ntfs_acl -v "$($NM sd 1001 513 0x1f01ff 0x1200a9 0x120089)" dir/secured.txt
-  setfattr -n system.ntfs_acl -v "$($NM sd 1002 514 0x1f01ff 0x1301bf)" dir/sub
-  echo other > dir/sub/other.txt
-  setfattr -n system.ntfs_acl -v "$($NM sd 500 512 0x120089)" dir/sub/other.txt
-  echo rhs > rhs.txt; setfattr -n system.ntfs_attrib -v "$($NM attrib 0x7)" rhs.txt
-  echo hidden > dir/hidden.txt; setfattr -n system.ntfs_attrib -v "$($NM attrib 0x22)" dir/hidden.txt
-  touch rsymlink; setfattr -n system.ntfs_reparse_data -v "$($NM symlink 'dir\secured.txt')" rsymlink
-  setfattr -n system.ntfs_reparse_data -v "$($NM junction 'C:\Windows\System32')" junction
-  ln -s file.txt interix-link
-  echo long > "a long file name.txt"; setfattr -n system.ntfs_dos_name -v "ALONGF~1.TXT" "a long file name.txt"
   setfattr -n system.ntfs_dos_name -v "LONGDI~1" "long directory name"
   echo x > "long directory name/inner file name.dat"
   setfattr -n system.ntfs_dos_name -v "INNERF~1.DAT" "long directory name/inner file name.dat"
@@ -61,18 +39,17 @@ build_src() {
   mkdir -p "a dir" "z dir"; echo linked > "z dir/long linked name.txt"
   setfattr -n system.ntfs_dos_name -v "LONGLI~1.TXT" "z dir/long linked name.txt"
   ln "z dir/long linked name.txt" "a dir/alias.txt"
-  truncate -s 16M sparse.bin
-  echo start | dd of=sparse.bin conv=notrunc status=none
-  echo middle | dd of=sparse.bin bs=1M seek=9 conv=notrunc status=none
   : > empty.txt
   head -c 5000000 /dev/urandom > large.bin; cp large.bin large-dup.bin
   for n in 1 100 600 700 900 1000 4095 4096 4097 65537; do head -c $n /dev/urandom > "size-$n.bin"; done
   setfattr -n system.ntfs_object_id -v 0x00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff file.txt
   setfattr -n system.ntfs_object_id -v 0xa0112233445566778899aabbccddeeff dir/sub
-  for f in file.txt dir/secured.txt dir/sub "Ünïcødé ✓ dir"; do
-    setfattr -n system.ntfs_times -v "$($NM times $T1 $T2 $T3 $T4)" "$f"
-  done
-  cd / && umount "$S"
+}
+build_src() {
+  truncate -s 96M "$SRC" && mkntfs -F -Q -q -L SRC "$SRC" >/dev/null 2>&1 || return 1
+  ntfs-3g -o $OPTS "$SRC" "$S" || return 1
+  ntfs_source_fill "$S" src_extra || { umount "$S"; return 1; }
+  umount "$S"
 }
 check "source: an NTFS volume with streams, ACLs, attributes, reparse points, links, DOS names, times, data of every size" build_src
 

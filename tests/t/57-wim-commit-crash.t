@@ -13,6 +13,7 @@
 # the changes.
 # needs-root: ntfs-3g mounts, dism mounts (loop devices)
 source "$(dirname "$0")/../lib/tap.sh"
+source "$(dirname "$0")/../lib/wim-crash.sh"
 source "$(dirname "$0")/../lib/dism-img.sh"
 need_cmd wimlib-imagex mkntfs ntfs-3g sha256sum
 SHIM=$TBIN/crash-shim.so CAP=$TBIN/wim-capture
@@ -22,23 +23,8 @@ need_file "$SHIM" "$CAP" "$DISM"
 [ "$SANITIZED" = 1 ] && export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
 D=$TMPD/w; mkdir -p "$D/src/dir" "$D/src2" "$D/mnt"
 
-# manifest DIR: path, size and sha256 of every file, sorted
-manifest() { (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum); }
-image_manifest() {  # image_manifest WIM INDEX
-  rm -rf "$D/apply"
-  wimlib-imagex apply "$1" "$2" "$D/apply" --no-acls >/dev/null 2>&1 || { echo "apply failed"; return; }
-  manifest "$D/apply"
-}
-
 # ---- the WIM (2 images) and a changed volume of image 1 -----------------------------
-head -c 4194304 /dev/urandom > "$D/src/keep.bin"
-for i in 1 2 3 4 5 6; do head -c 50000 /dev/urandom > "$D/src/dir/f$i.bin"; done
-echo "old text" > "$D/src/changed.txt"
-echo "to be deleted" > "$D/src/deleted.txt"
-echo "second image" > "$D/src2/only.txt"
-check "capture image 1 (LZX)" wimlib-imagex capture "$D/src" "$D/orig.wim" One --compress=LZX
-check "append image 2" wimlib-imagex append "$D/src2" "$D/orig.wim" Two
-OLD1=$(image_manifest "$D/orig.wim" 1) OLD2=$(image_manifest "$D/orig.wim" 2)
+crash_orig_wim
 
 truncate -s 256M "$D/vol"
 check "mkntfs a volume" mkntfs -F -Q -q "$D/vol"

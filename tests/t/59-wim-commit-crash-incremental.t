@@ -11,6 +11,7 @@
 # point) a commit run again afterwards completes with the new image.
 # needs-root: ntfs-3g mounts
 source "$(dirname "$0")/../lib/tap.sh"
+source "$(dirname "$0")/../lib/wim-crash.sh"
 need_cmd wimlib-imagex mkntfs ntfs-3g sha256sum
 SHIM=$TBIN/crash-shim.so WC=$TBIN/wim-commit
 need_file "$SHIM" "$WC"
@@ -18,21 +19,9 @@ need_file "$SHIM" "$WC"
 D=$TMPD/w; mkdir -p "$D/src/dir" "$D/src/sub/deep" "$D/src2" "$D/mnt" "$D/scratch"
 tap_cleanup 'mountpoint -q "$D/mnt" && umount "$D/mnt"'
 
-manifest() { (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum); }
-image_manifest() {  # image_manifest WIM INDEX
-  rm -rf "$D/apply"
-  wimlib-imagex apply "$1" "$2" "$D/apply" --no-acls >/dev/null 2>&1 || { echo "apply failed"; return; }
-  manifest "$D/apply"
-}
-
 # ---- the WIM (2 images), the base volume, the changed current volume -----------------
-head -c 4194304 /dev/urandom > "$D/src/keep.bin"
-for i in 1 2 3 4 5 6; do head -c 50000 /dev/urandom > "$D/src/dir/f$i.bin"; done
-echo "old text" > "$D/src/changed.txt"; echo "to be deleted" > "$D/src/deleted.txt"
-echo deep > "$D/src/sub/deep/d.txt"; echo "second image" > "$D/src2/only.txt"
-check "capture image 1 (LZX)" wimlib-imagex capture "$D/src" "$D/orig.wim" One --compress=LZX
-check "append image 2" wimlib-imagex append "$D/src2" "$D/orig.wim" Two
-OLD1=$(image_manifest "$D/orig.wim" 1) OLD2=$(image_manifest "$D/orig.wim" 2)
+echo deep > "$D/src/sub/deep/d.txt"
+crash_orig_wim
 truncate -s 256M "$D/base.vol"
 check "the base volume (image 1 applied)" \
   sh -c "mkntfs -F -Q -q '$D/base.vol' >/dev/null 2>&1 && wimlib-imagex apply '$D/orig.wim' 1 '$D/base.vol' >/dev/null"

@@ -31,27 +31,11 @@ mkdir -p "$M"
 run() { OUT=$(dism "$@" 2>&1); RC=$?; }
 
 # hashes DIR [P]: "sha256  path" of every regular file, read by P (8) readers
-cat > "$TMPD/hash.py" <<'EOF'
-import hashlib, os, sys
-# one write(2) per line: atomic on a pipe shared by the parallel readers
-for p in sys.argv[1:]:
-    h = hashlib.sha256()
-    try:
-        with open(p, 'rb') as f:
-            while True:
-                b = f.read(1 << 20)
-                if not b:
-                    break
-                h.update(b)
-        line = '%s  %s\n' % (h.hexdigest(), p)
-    except OSError as e:
-        line = 'ERROR %s  %s\n' % (e.strerror, p)
-    os.write(1, line.encode('utf-8', 'surrogateescape'))
-EOF
+HASH=$ROOT/tests/lib/sha256-files.py  # FILE...: "sha256  path" lines, ERROR for unreadable
 hashes() {
   local n=$(find "$1" -type f | wc -l)
   n=$(( n / ${2:-8} / 2 + 1 ))  # about two batches per reader
-  (cd "$1" && find . -type f -print0 | xargs -0 -r -P "${2:-8}" -n $n "$PY" "$TMPD/hash.py") | LC_ALL=C sort -k2
+  (cd "$1" && find . -type f -print0 | xargs -0 -r -P "${2:-8}" -n $n "$PY" "$HASH") | LC_ALL=C sort -k2
 }
 # listing DIR: type, path, size (files), target (symlinks), and for a file
 # with several names the first of them (its hard-link group), sorted
@@ -138,14 +122,14 @@ device_checks() {
     not_ok "$what: $dev read end to end"; diag "$(cat "$TMPD/dd.err" 2>/dev/null)"; return
   fi
   check "$what: the device's bytes are a clean NTFS volume (ntfsfix -n on the copy)" ntfsfix -n "$copy"
-  sum=$(cd "$TMPD" && "$PY" hash.py "${copy##*/}" | cut -c1-64)
+  sum=$(cd "$TMPD" && "$PY" "$HASH" "${copy##*/}" | cut -c1-64)
   # and by nbdcopy, 4 connections, through the server's own socket
   id=$(basename "$rec" .conf)
   sock=$DISM_RUN_DIR/mounts/$id/nbd.sock
   if [ -S "$sock" ]; then
     if nbdcopy --connections=4 --requests=16 "nbd+unix:///?socket=$sock" "$TMPD/nbd.img" 2>"$TMPD/nbdcopy.err"; then
       is "$what: read again by nbdcopy (4 connections) through $id/nbd.sock: the same bytes" \
-        "$(cd "$TMPD" && "$PY" hash.py nbd.img | cut -c1-64)" "$sum"
+        "$(cd "$TMPD" && "$PY" "$HASH" nbd.img | cut -c1-64)" "$sum"
     else
       not_ok "$what: nbdcopy through the server's socket"; diag "$(cat "$TMPD/nbdcopy.err")"
     fi
@@ -195,7 +179,7 @@ while IFS=$'\t' read -r name wim idx notes; do
         "$(wimlib-imagex dir "$ZOO/$wim" "$idx" | grep -v '^/$' | LC_ALL=C sort)"
       is "$name: the 4 GiB + 4 MiB file's size" "$(stat -c %s "$M/huge.bin")" $(( (4 << 30) + (4 << 20) ))
       is "$name: its sha256 through the mount = the source's" \
-        "$(cd "$M" && "$PY" "$TMPD/hash.py" huge.bin)" "$(cat "$ZOO/huge.sha256")"
+        "$(cd "$M" && "$PY" "$HASH" huge.bin)" "$(cat "$ZOO/huge.sha256")"
       is "$name: the small file beside it" "$(cat "$M/small.txt")" "beside the huge file"
       unmount "$name"
       continue ;;

@@ -40,26 +40,11 @@ check "  and extracts every other file of it" wimlib-imagex extract "$D/bad.wim"
   --dest-dir="$D/probe"
 rm -rf "$D/probe"
 wimlib-imagex apply "$D/good.wim" 1 "$D/ref" >/dev/null 2>&1 || { not_ok "wimlib-imagex apply of the good WIM"; exit 1; }
-cat > "$TMPD/hash.py" <<'EOF'
-import hashlib, os, sys
-for p in sys.argv[1:]:
-    h = hashlib.sha256()
-    try:
-        with open(p, 'rb') as f:
-            while True:
-                b = f.read(1 << 20)
-                if not b:
-                    break
-                h.update(b)
-        line = '%s  %s\n' % (h.hexdigest(), p)
-    except OSError as e:
-        line = 'ERROR %s  %s\n' % (e.strerror, p)
-    os.write(1, line.encode('utf-8', 'surrogateescape'))
-EOF
+HASH=$ROOT/tests/lib/sha256-files.py  # FILE...: "sha256  path" lines, ERROR for unreadable
 # hashes DIR: every regular file but the damaged one, 8 readers
 hashes() {
   (cd "$1" && find . -type f ! -path "./$BAD" -print0 |
-    xargs -0 -r -P 8 -n 80 "$PY" "$TMPD/hash.py") | LC_ALL=C sort -k2
+    xargs -0 -r -P 8 -n 80 "$PY" "$HASH") | LC_ALL=C sort -k2
 }
 exp=$(hashes "$D/ref")
 
@@ -94,7 +79,7 @@ fi
 if kill -0 "$pid" 2>/dev/null; then ok "the server (pid $pid) is alive after the failed read"
 else not_ok "SERVER DIED: the server (pid '$pid') is gone after the failed read"; fi
 is "a file read after the failure reads right (/$OTHER)" \
-  "$(cd "$M" && "$PY" "$TMPD/hash.py" "./$OTHER")" "$(cd "$D/ref" && "$PY" "$TMPD/hash.py" "./$OTHER")"
+  "$(cd "$M" && "$PY" "$HASH" "./$OTHER")" "$(cd "$D/ref" && "$PY" "$HASH" "./$OTHER")"
 r=$(read_bad)
 like "the damaged file fails again on a second read (no cached garbage, no hang)" "$r" $'^[1-9][0-9]*\t.*Input/output error'
 ok_undamaged=$(cd "$M" && dd if="$BAD" bs=32768 count=1 status=none iflag=direct 2>/dev/null | sha256sum | cut -c1-64)

@@ -16,6 +16,7 @@
 # untouched metadata.
 # needs-root: ntfs-3g mounts, dism mounts (loop devices)
 source "$(dirname "$0")/../lib/tap.sh"
+source "$(dirname "$0")/../lib/ntfs-source.sh"
 need_cmd wimlib-imagex mkntfs ntfs-3g setfattr getfattr truncate mountpoint
 need_file "$BIN/dism" "$ROOT/tests/lib/ntfsmeta.py"
 export DISM_STATE_DIR=$TMPD/state DISM_RUN_DIR=$TMPD/run
@@ -32,40 +33,8 @@ T1=130000000000000000 T2=131000000000000000 T3=132000000000000000 T4=13300000000
 build() {
   truncate -s 64M "$SRC" && mkntfs -F -Q -q -L SRC "$SRC" >/dev/null 2>&1 || return 1
   ntfs-3g -o $OPTS "$SRC" "$S" || return 1
-  cd "$S" || return 1
-  mkdir -p dir/sub "Ünïcødé ✓ dir" junction
-  echo "main data" > file.txt
-  setfattr -n user.stream -v "alternate data" file.txt
-  setfattr -n user.Zone.Identifier -v "[ZoneTransfer] ZoneId=3" file.txt
-  head -c 70000 /dev/urandom > big-stream.bin; $PY -c 'import os; os.setxattr("big-stream.bin", "user.big", os.urandom(65536))'
-  setfattr -n user.dirstream -v "a stream on a directory" dir
-  ln file.txt dir/link1.txt; ln file.txt "Ünïcødé ✓ dir/link2 ✓.txt"   # 3 names
-  echo lower > case.txt; echo UPPER > CASE.TXT                          # case-distinct
-  echo "grüße" > "Ünïcødé ✓ dir/файл ✓ 日本語.txt"
-  # security descriptors: distinct owners, groups and DACLs
-  echo secured > dir/secured.txt
-  setfattr -n system.ntfs_acl -v "$($NM sd 1001 513 0x1f01ff 0x1200a9 0x120089)" dir/secured.txt
-  setfattr -n system.ntfs_acl -v "$($NM sd 1002 514 0x1f01ff 0x1301bf)" dir/sub
-  echo other > dir/sub/other.txt
-  setfattr -n system.ntfs_acl -v "$($NM sd 500 512 0x120089)" dir/sub/other.txt
-  # attributes: readonly+hidden+system, hidden+archive
-  echo rhs > rhs.txt; setfattr -n system.ntfs_attrib -v "$($NM attrib 0x7)" rhs.txt
-  echo hidden > dir/hidden.txt; setfattr -n system.ntfs_attrib -v "$($NM attrib 0x22)" dir/hidden.txt
-  # reparse points: a relative symlink, a junction, an Interix symlink (ln -s)
-  touch rsymlink; setfattr -n system.ntfs_reparse_data -v "$($NM symlink 'dir\secured.txt')" rsymlink
-  setfattr -n system.ntfs_reparse_data -v "$($NM junction 'C:\Windows\System32')" junction
-  ln -s file.txt interix-link
-  # a DOS short name
-  echo long > "a long file name.txt"; setfattr -n system.ntfs_dos_name -v "ALONGF~1.TXT" "a long file name.txt"
-  # a sparse file: 16 MiB with 2 written blocks
-  truncate -s 16M sparse.bin
-  echo start | dd of=sparse.bin conv=notrunc status=none
-  echo middle | dd of=sparse.bin bs=1M seek=9 conv=notrunc status=none
-  # set timestamps (creation, write, access, MFT change) on a few
-  for f in file.txt dir/secured.txt dir/sub "Ünïcødé ✓ dir"; do
-    setfattr -n system.ntfs_times -v "$($NM times $T1 $T2 $T3 $T4)" "$f"
-  done
-  cd / && umount "$S"
+  ntfs_source_fill "$S" || { umount "$S"; return 1; }
+  umount "$S"
 }
 check "source: an NTFS volume with streams, ACLs, attributes, reparse points, links, names, times, sparse" build
 ntfs-3g -o ro,$OPTS "$SRC" "$S" && $NM dump "$S" > "$TMPD/src.dump"; umount "$S"
