@@ -23,6 +23,7 @@
 #include "path-size.h"
 #include "rules.h"
 #include "wim-cache.h"
+#include "wim-commit.h"
 #include "wim-mount.h"
 #include "wim.h"
 
@@ -298,8 +299,10 @@ DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
     hr = dism_api_fail_errno(func, rc);
     goto out;
   }
-  if (wim)
+  if (wim) {
     dism_wim_cache_prune(dism_config()->scratch_dir);
+    dism_wim_commit_remove_stale(dism_config()->scratch_dir);
+  }
   dism_log(DISM_LOG_INFO, "%s: %s unmounted", func, r->mount_dir);
   dism_op_progress(&o, 100);
 out:
@@ -521,6 +524,7 @@ DismCleanupMountpoints(void)
   if (d)
     closedir(d);
   dism_wim_cache_prune(dism_config()->scratch_dir);
+  dism_wim_commit_remove_stale(dism_config()->scratch_dir);
 out:
   dism_registry_unlock(lock_fd);
   free(ids);

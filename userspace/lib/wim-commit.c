@@ -1783,9 +1783,10 @@ out:
 }
 
 /* A commit killed midway leaves its temporary volume (named after its
- * process): removed by the next commit once that process is gone. */
-static void
-remove_stale_temps(const char *scratch_dir)
+ * process): removed by the next commit, unmount or cleanup once that
+ * process is gone. */
+void
+dism_wim_commit_remove_stale(const char *scratch_dir)
 {
   DIR *d = opendir(scratch_dir);
   if (!d)
@@ -1836,7 +1837,7 @@ dism_wim_commit_changes(const char *wim, unsigned index, const char *base_volume
    * an existing name fails, and then we fall back). */
   snprintf(cm.aside_prefix, sizeof cm.aside_prefix, ".dism-commit-%ld-%ld", (long) getpid(),
            (long) time(NULL));
-  remove_stale_temps(scratch_dir);
+  dism_wim_commit_remove_stale(scratch_dir);
   char temp[4200];
   snprintf(temp, sizeof temp, "%s/wim-commit-%ld.vol", scratch_dir, (long) getpid());
   bool have_temp = false;

@@ -48,4 +48,8 @@ int dism_wim_commit_changes(const char *wim, unsigned index, const char *base_vo
                             dism_wim_progress_fn progress, void *opaque, unsigned *new_index,
                             struct dism_wim_commit_stats *stats);
 
+/* Remove the temporary volumes (<scratch_dir>/wim-commit-<pid>.vol) of
+ * commits whose process is gone (killed midway). */
+void dism_wim_commit_remove_stale(const char *scratch_dir);
+
 #endif
