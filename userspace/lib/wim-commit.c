@@ -1615,17 +1615,8 @@ update_wim(struct commit *cm, unsigned index, const char *temp, unsigned flags,
       goto out;
     }
   }
-  /* As dism_wim_capture: append, header last. */
-  int write_flags = WIMLIB_WRITE_FLAG_FSYNC;
-  if (flags & DISM_WIM_COMMIT_INTEGRITY)
-    write_flags |= WIMLIB_WRITE_FLAG_CHECK_INTEGRITY;
-  wrc = wimlib_overwrite(w, write_flags, 0);
-  if (wrc) {
-    dism_set_error("the changes cannot be written into %s: %s (wimlib error %d)", cm->wim,
-                   wimlib_get_error_string(wrc), wrc);
-    rc = wimlib_errno(wrc);
+  if ((rc = dism_wim_write(w, cm->wim, flags)) < 0)
     goto out;
-  }
 out:
   if (w)
     wimlib_free(w);

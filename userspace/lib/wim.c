@@ -386,6 +386,19 @@ capture_progress(enum wimlib_progress_msg msg, union wimlib_progress_info *info,
   return WIMLIB_PROGRESS_STATUS_CONTINUE;
 }
 
+int
+dism_wim_write(struct WIMStruct *w, const char *wim, unsigned flags)
+{
+  /* Append mode (never REBUILD): new data, metadata, tables and XML go
+   * after the old ones, then the header is rewritten; until that last write
+   * the WIM on disk is the old, valid one. */
+  int write_flags = WIMLIB_WRITE_FLAG_FSYNC;
+  if (flags & DISM_WIM_COMMIT_INTEGRITY)
+    write_flags |= WIMLIB_WRITE_FLAG_CHECK_INTEGRITY;
+  int wrc = wimlib_overwrite(w, write_flags, 0);
+  return wrc ? dism_wim_fail(wrc, "the changes cannot be written into %s", wim) : 0;
+}
+
 /* A name for an appended image: "<name> (2)", "(3)", ... unique in the WIM;
  * an unnamed image stays unnamed. */
 static int
@@ -455,17 +468,8 @@ dism_wim_capture(const char *wim, unsigned index, const char *volume, unsigned f
     rc = dism_wim_fail(wrc, "the mounted volume cannot be captured into %s", wim);
     goto out;
   }
-  /* Append mode (never REBUILD): new data, metadata, tables and XML go
-   * after the old ones, then the header is rewritten; until that last write
-   * the WIM on disk is the old, valid one. */
-  int write_flags = WIMLIB_WRITE_FLAG_FSYNC;
-  if (flags & DISM_WIM_COMMIT_INTEGRITY)
-    write_flags |= WIMLIB_WRITE_FLAG_CHECK_INTEGRITY;
-  wrc = wimlib_overwrite(w, write_flags, 0);
-  if (wrc) {
-    rc = dism_wim_fail(wrc, "the changes cannot be written into %s", wim);
+  if ((rc = dism_wim_write(w, wim, flags)) < 0)
     goto out;
-  }
   p.from = 100;
   p.span = 0;
   relay(&p, 1, 1, false);

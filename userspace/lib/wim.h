@@ -74,5 +74,9 @@ struct WIMStruct;
 int dism_wim_open(const char *wim, int flags, struct WIMStruct **out);
 int dism_wim_fail(int wimlib_code, const char *fmt_what, const char *wim);
 int dism_wim_make_volume(const char *volume, uint64_t size, const char *wim);
+/* Write an updated WIM back in place (flags: DISM_WIM_COMMIT_INTEGRITY):
+ * appended, fsynced, header last, so an interrupted write leaves the old
+ * WIM.  The one way both commits write. */
+int dism_wim_write(struct WIMStruct *w, const char *wim, unsigned flags);
 
 #endif
