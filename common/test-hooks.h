@@ -10,6 +10,14 @@
  *   DISM_TEST_SANDBOX_SELFTEST=1    the server tries what its sandbox must
  *                                   refuse, and logs each attempt
  *   DISM_TEST_BOOT_ID=ID            the overlay's boot id: a simulated reboot
+ *   DISM_TEST_STEPS_LOG=FILE        append the name of each step of a mount,
+ *                                   unmount, remount or commit as it is reached
+ *   DISM_TEST_KILL_AT=STEP[:N]      SIGKILL at the N-th (default first) time
+ *                                   STEP is reached: the kill tests stop an
+ *                                   operation at every step
+ *   DISM_TEST_PAUSE_AT=STEP:FILE    at STEP, create FILE (holding the pid) and
+ *                                   wait until it is removed: the locking tests
+ *                                   hold an operation in the middle
  */
 #ifndef DISM_TEST_HOOKS_H
 #define DISM_TEST_HOOKS_H
@@ -33,5 +41,9 @@ bool dism_test_sandbox_selftest(void);
 
 /* DISM_TEST_BOOT_ID, or NULL when unset or empty. */
 const char *dism_test_boot_id(void);
+
+/* An operation reached step (libdism's mount.c and live.c name theirs):
+ * log, kill or pause as the hooks above say. */
+void dism_test_step(const char *step);
 
 #endif

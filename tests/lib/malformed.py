@@ -1687,6 +1687,8 @@ def leftovers(wstate, mnt):
             cache = os.path.join(p, "wim-cache")
             for e in os.listdir(cache):
                 d = os.path.join(cache, e)
+                if e == ".lock":
+                    continue
                 if (len(e) != 16 or not os.path.isdir(d)
                         or sorted(os.listdir(d)) != ["map", "volume"]):
                     left.append("the WIM metadata cache holds %s" % e)

@@ -75,6 +75,12 @@ is() {
 like() {  # like "description" got regex
   if [[ $2 =~ $3 ]]; then ok "$1"; else not_ok "$1"; diag "got: $2"; diag "wanted match: $3"; fi
 }
+unlike() {  # unlike "description" got regex
+  if [[ $2 =~ $3 ]]; then not_ok "$1"; diag "got: $2"; diag "wanted no match: $3"; else ok "$1"; fi
+}
+isnt() {  # isnt "description" got unexpected
+  if [ "$2" != "$3" ]; then ok "$1"; else not_ok "$1"; diag "got (and did not want): $2"; fi
+}
 
 need_cmd() {
   local c

@@ -47,7 +47,7 @@ nothing_left() {
   # (the WIM metadata cache keeps the one finished volume of the WIM, for the
   # next mount: one entry however many cycles, never a build in progress)
   left=$(find "$DISM_STATE_DIR/mounts" "$DISM_STATE_DIR/scratch" "$DISM_RUN_DIR/mounts" \
-           -mindepth 1 2>/dev/null | grep -Ev "^$DISM_STATE_DIR/scratch/wim-cache(/[0-9a-f]{16}(/volume|/map)?)?$" || true)
+           -mindepth 1 2>/dev/null | grep -Ev "^$DISM_STATE_DIR/scratch/wim-cache(/\.lock|/[0-9a-f]{16}(/volume|/map)?)?$" || true)
   is "$1: no record, overlay or live state" "$left" ""
   if [ -d "$DISM_STATE_DIR/scratch/wim-cache" ]; then
     is "$1: one cached WIM volume" "$(ls "$DISM_STATE_DIR/scratch/wim-cache" | wc -l)" 1

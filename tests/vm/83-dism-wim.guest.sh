@@ -43,7 +43,7 @@ gone_or_empty() {
   else not_ok "$1: /dev/nbd$2 is gone or disconnected"; fi
 }
 # the metadata cache (scratch/wim-cache) may keep finished volumes, never a build
-leftovers() { find "$STATE/mounts" "$STATE/scratch" "$RUN/mounts" -mindepth 1 2>/dev/null | grep -Ev "^$STATE/scratch/wim-cache(/[0-9a-f]+(/volume|/map)?)?$"; }
+leftovers() { find "$STATE/mounts" "$STATE/scratch" "$RUN/mounts" -mindepth 1 2>/dev/null | grep -Ev "^$STATE/scratch/wim-cache(/\.lock|/[0-9a-f]+(/volume|/map)?)?$"; }
 server_procs() { ps | grep -c '[d]ism-nbd-server'; }
 
 mkdir -p /mnt/w /mnt/w2

@@ -216,7 +216,7 @@ for img in g h; do
 done
 # (the WIM metadata cache may keep finished volumes for the next mount)
 is "nothing left: mounts, devices, processes, records, overlays" \
-  "$(dism /Format:Json /Get-MountedImageInfo)|$(connected_nbd)|$(server_pids)|$(find "$STATE/mounts" "$STATE/scratch" -mindepth 1 2>/dev/null | grep -Ev "^$STATE/scratch/wim-cache(/[0-9a-f]+(/volume|/map)?)?$")" \
+  "$(dism /Format:Json /Get-MountedImageInfo)|$(connected_nbd)|$(server_pids)|$(find "$STATE/mounts" "$STATE/scratch" -mindepth 1 2>/dev/null | grep -Ev "^$STATE/scratch/wim-cache(/\.lock|/[0-9a-f]+(/volume|/map)?)?$")" \
   '{"mounted_images": []}|||'
 diag "timing: whole guest script $(awk -v a="$T0" -v b="$(uptime_s)" 'BEGIN { printf "%.1f", b - a }') s"
 [ "$VM_FAILED" = 0 ]

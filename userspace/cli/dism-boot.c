@@ -37,6 +37,7 @@
 
 #include "DismApi.h"
 #include "dism-internal.h"
+#include "locks.h"
 #include "path-size.h"
 
 static const char *prog = "dism-boot";
@@ -236,6 +237,16 @@ server_in_my_cgroup(const struct dism_record *r)
 }
 
 /* Park one mount; the registry lock is held. */
+/* The folder's lock (locks.h): an operation on it finishes first. */
+static int
+lock_folder(const char *dir)
+{
+  int fd = dism_lock_folder(NULL, dir);
+  if (fd < 0)
+    fprintf(stderr, "%s: %s\n", prog, dism_last_error());
+  return fd;
+}
+
 static int
 park_record(const struct dism_record *r)
 {
@@ -358,33 +369,36 @@ cmd_park(int argc, char **argv)
       goto out;
     }
     for (size_t k = 0; k < n; k++) {
-      int lock = dism_registry_lock();
+      if (dism_record_read(ids[k], r) < 0)
+        continue;
+      int lock = lock_folder(r->mount_dir);
       if (lock < 0) {
-        fprintf(stderr, "%s: %s\n", prog, dism_last_error());
         ret = 1;
         break;
       }
       if (dism_record_read(ids[k], r) == 0 && dism_record_status(r) == DismMountStatusOk &&
           (!t.own || server_in_my_cgroup(r)))
         ret |= park_record(r);
-      dism_registry_unlock(lock);
+      dism_unlock(lock);
     }
   } else {
     for (int k = t.first; k < argc; k++) {
       char dir[DISM_PATH_MAX];
-      int lock = dism_registry_lock();
-      if (lock < 0) {
-        fprintf(stderr, "%s: %s\n", prog, dism_last_error());
-        ret = 1;
-        break;
+      int lock = -1;
+      if (dism_canonical(argv[k], dir, sizeof dir) == 0 && dism_record_find_by_dir(dir, r) == 0) {
+        if ((lock = lock_folder(dir)) < 0) {
+          ret = 1;
+          break;
+        }
       }
-      if (dism_canonical(argv[k], dir, sizeof dir) < 0 || dism_record_find_by_dir(dir, r) < 0) {
+      /* (found again under the lock: it may have been unmounted meanwhile) */
+      if (lock < 0 || dism_record_find_by_dir(dir, r) < 0) {
         fprintf(stderr, "%s: %s does not hold an image mounted by DISM\n", prog, argv[k]);
         ret = 1;
       } else {
         ret |= park_record(r);
       }
-      dism_registry_unlock(lock);
+      dism_unlock(lock);
     }
   }
 out:

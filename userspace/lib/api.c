@@ -16,6 +16,7 @@
 
 #include "disk.h"
 #include "dism-internal.h"
+#include "locks.h"
 #include "path-size.h"
 #include "wim.h"
 
@@ -435,6 +436,10 @@ DismGetMountedImageInfo(DismMountedImageInfo **MountedImageInfo, UINT *Count)
     int read_rc = dism_record_read(ids[i], r);
     if (read_rc < 0 && r->mount_dir[0] == '\0')
       continue; /* nothing to show; DismCleanupMountpoints removes it */
+    /* A mount still being made is not a mount yet; one whose maker died
+     * is shown, with what is left of it. */
+    if (read_rc == 0 && strcmp(r->state, "mounting") == 0 && dism_folder_busy(r->mount_dir))
+      continue;
     status[shown] = read_rc < 0 ? DismMountStatusInvalid : dism_record_status(r);
     if (r->index == 0)
       r->index = 1;

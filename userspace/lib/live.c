@@ -146,6 +146,7 @@ dism_bring_up(struct dism_op *o, struct dism_record *r, const struct dism_live *
   if (rc < 0)
     goto out;
   server_up = true;
+  dism_op_step(o, "server-started");
   dism_op_progress(o, 20);
   if (dism_op_cancelled(o)) {
     rc = dism_op_cancel_error(o, "after the image server started");
@@ -172,11 +173,13 @@ dism_bring_up(struct dism_op *o, struct dism_record *r, const struct dism_live *
   dism_log(DISM_LOG_INFO, "Attached %s as %s (%s); mounting %s", r->image, r->attach.disk_dev,
            method == DISM_ATTACH_NBD ? "NBD" : "loop over FUSE", r->attach.reason);
   dism_op_progress(o, 70);
-  /* live.conf now names the device, so a crash from here on is cleanable. */
-  if (dism_record_write_path(l->live_conf, r) < 0)
-    dism_log(DISM_LOG_WARN, "cannot update %s: %s", l->live_conf, dism_last_error());
+  /* The record and live.conf now name the device, so a process killed
+   * from here on leaves what /Unmount-Image and /Cleanup-Mountpoints undo. */
+  if (dism_record_write(r) < 0 || dism_record_write_path(l->live_conf, r) < 0)
+    dism_log(DISM_LOG_WARN, "cannot record %s: %s", r->attach.disk_dev, dism_last_error());
   else
     udev_announce(&r->attach);
+  dism_op_step(o, "attached");
   if (dism_op_cancelled(o)) {
     rc = dism_op_cancel_error(o, "after the disk was attached");
     goto out;
@@ -185,6 +188,7 @@ dism_bring_up(struct dism_op *o, struct dism_record *r, const struct dism_live *
   rc = dism_ntfs_mount(r, l);
   if (rc < 0)
     goto out;
+  dism_op_step(o, "fs-mounted");
   /* LOOP: the loop device now frees itself once the file system lets go,
    * even if the mount is later detached lazily. */
   if (dism_attach_autoclear(&r->attach) < 0)

@@ -2,10 +2,14 @@
 /* mount.c - DismMountImage, DismUnmountImage, DismRemountImage,
  * DismCommitImage and DismCleanupMountpoints.
  *
- * Mount = validate (DISM's rules) -> lock the registry -> start the image
- * server -> attach it as a block device -> mount the NTFS partition with
- * ntfs-3g -> write the record.  Each step is undone in reverse order when a
- * later one fails, so a failed mount leaves no record, device or server. */
+ * Mount = validate (DISM's rules) -> lock the folder and the image
+ * (locks.h) -> check against the registry and write the record, state
+ * "mounting", under the registry's short lock -> start the image server ->
+ * attach it as a block device -> mount the NTFS partition with ntfs-3g ->
+ * the record's state "mounted".  Each step is undone in reverse order when
+ * a later one fails, so a failed mount leaves no record, device or server;
+ * a killed one leaves a record that tells what is left (NeedsRemount or
+ * Invalid) for /Remount-Image, /Unmount-Image or /Cleanup-Mountpoints. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -18,6 +22,7 @@
 #include "dism-internal.h"
 #include "guid.h"
 #include "live.h"
+#include "locks.h"
 #include "operation.h"
 #include "overlay.h"
 #include "path-size.h"
@@ -26,6 +31,14 @@
 #include "wim-commit.h"
 #include "wim-mount.h"
 #include "wim.h"
+
+/* A failed lock as the API's result. */
+static HRESULT
+lock_failed(struct dism_op *o, int rc)
+{
+  return rc == -ECANCELED ? dism_op_cancel_result(o, "while waiting for another operation to finish")
+                          : dism_api_fail_errno(o->func, rc);
+}
 
 /* ---- DismMountImage ----------------------------------------------------------- */
 DISM_API HRESULT WINAPI
@@ -43,8 +56,8 @@ DismMountImage(PCWSTR ImageFilePath, PCWSTR MountPath, UINT ImageIndex, PCWSTR I
   struct dism_record *r = NULL;
   struct dism_live l;
   struct dism_wim_image wi;
-  int lock_fd = -1;
-  bool live_made = false, up = false;
+  int lock_fd = -1, folder_fd = -1, image_fd = -1, cache_fd = -1;
+  bool recorded = false, live_made = false, up = false;
 
   if (FAILED(hr = dism_path_arg(func, ImageFilePath, "image file path", &image_arg)) ||
       FAILED(hr = dism_path_arg(func, MountPath, "mount path", &dir_arg)))
@@ -59,32 +72,20 @@ DismMountImage(PCWSTR ImageFilePath, PCWSTR MountPath, UINT ImageIndex, PCWSTR I
                            Flags, r, &wi);
   if (FAILED(hr))
     goto out;
-  lock_fd = dism_registry_lock();
-  if (lock_fd < 0) {
-    hr = dism_api_fail_errno(func, lock_fd);
+  int rc;
+  if ((folder_fd = rc = dism_lock_folder(&o, r->mount_dir)) < 0 ||
+      (image_fd = rc = dism_lock_image(&o, r->image_dev, r->image_ino,
+                                       r->mode == DISM_MODE_RW)) < 0) {
+    hr = lock_failed(&o, rc);
     goto out;
   }
-  if (FAILED(hr = dism_validate_against_registry(func, r)))
-    goto out;
-  dism_op_progress(&o, 5);
-  if (dism_op_cancelled(&o)) {
-    hr = dism_op_cancel_result(&o, "before the image server started");
-    goto out;
-  }
-
-  int rc = dism_guid_generate_string(r->id);
-  if (rc < 0) {
+  dism_op_step(&o, "locked");
+  if ((rc = dism_guid_generate_string(r->id)) < 0) {
     dism_set_error("getrandom failed: %s", strerror(-rc));
-    rc = -EIO;
-  } else {
-    dism_live_paths(r->id, &l);
-    rc = dism_mkdir_p(l.dir, 0700);
-  }
-  if (rc < 0) {
-    hr = dism_api_fail_errno(func, rc);
+    hr = dism_api_fail_errno(func, -EIO);
     goto out;
   }
-  live_made = true;
+  dism_live_paths(r->id, &l);
   if (r->mode == DISM_MODE_RW &&
       snprintf(r->overlay, sizeof r->overlay, "%s/%s.ovl", dism_config()->scratch_dir, r->id) >=
           (int) sizeof r->overlay) {
@@ -93,18 +94,51 @@ DismMountImage(PCWSTR ImageFilePath, PCWSTR MountPath, UINT ImageIndex, PCWSTR I
   }
   r->created = (int64_t) time(NULL);
   snprintf(r->state, sizeof r->state, "mounting");
+  /* Check and claim in one step: the record (naming the overlay before it
+   * exists) is what other operations and a later cleanup see. */
+  lock_fd = dism_registry_lock();
+  if (lock_fd < 0) {
+    hr = dism_api_fail_errno(func, lock_fd);
+    goto out;
+  }
+  if (FAILED(hr = dism_validate_against_registry(func, r)))
+    goto out;
+  if ((rc = dism_record_write(r)) < 0) {
+    hr = dism_api_fail_errno(func, rc);
+    goto out;
+  }
+  recorded = true;
+  dism_registry_unlock(lock_fd);
+  lock_fd = -1;
+  dism_op_step(&o, "recorded");
+  dism_op_progress(&o, 5);
+  if (dism_op_cancelled(&o)) {
+    hr = dism_op_cancel_result(&o, "before the image server started");
+    goto out;
+  }
   dism_log(DISM_LOG_INFO, "%s: mount %s: %s index %u at %s, %s", func, r->id, r->image,
            r->index, r->mount_dir, r->mode == DISM_MODE_RO ? "read-only" : "read/write");
-  /* live.conf names the overlay before it exists: cleanup can remove it. */
+  if ((rc = dism_mkdir_p(l.dir, 0700)) < 0) {
+    hr = dism_api_fail_errno(func, rc);
+    goto out;
+  }
+  live_made = true;
   if (dism_record_write_path(l.live_conf, r) < 0) {
     hr = dism_api_fail_last(func, E_FAIL);
     goto out;
   }
+  dism_op_step(&o, "live");
   if (dism_record_is_wim(r)) {
-    if ((rc = dism_wim_prepare_volume(&o, r, &wi, (Flags & DISM_MOUNT_OPTIMIZE) != 0)) < 0) {
+    /* Held until the record names the volume (the prune goes by records). */
+    if ((cache_fd = rc = dism_wim_cache_hold(dism_config()->scratch_dir)) < 0 ||
+        (rc = dism_wim_prepare_volume(&o, r, &wi, (Flags & DISM_MOUNT_OPTIMIZE) != 0)) < 0 ||
+        (rc = dism_record_write(r)) < 0) {
       hr = dism_api_fail_errno(func, rc);
       goto out;
     }
+    dism_wim_cache_release(cache_fd);
+    cache_fd = -1;
+    dism_op_step(&o, "volume");
     /* dism_bring_up's 0..100 becomes 60..100. */
     o.from = 60;
     o.span = 40;
@@ -119,6 +153,7 @@ DismMountImage(PCWSTR ImageFilePath, PCWSTR MountPath, UINT ImageIndex, PCWSTR I
     hr = dism_api_fail_errno(func, rc);
     goto out;
   }
+  dism_op_step(&o, "mounted");
   dism_log(DISM_LOG_INFO, "%s: mounted %s at %s (%s)", func, r->image, r->mount_dir,
            r->attach.reason);
   dism_op_progress(&o, PROGRESS_TOTAL);
@@ -130,10 +165,14 @@ out:
       if (r->overlay[0])
         overlay_remove(r->overlay);
       dism_remove_flat_dir(l.dir);
-      dism_record_remove(r->id);
     }
+    if (recorded)
+      dism_record_remove(r->id);
   }
+  dism_wim_cache_release(cache_fd);
   dism_registry_unlock(lock_fd);
+  dism_unlock(image_fd);
+  dism_unlock(folder_fd);
   free(r);
   free(dir_arg);
   free(image_arg);
@@ -159,22 +198,28 @@ find_mount(const char *path, struct dism_record *r)
   return dism_record_find_by_dir(dir, r);
 }
 
-/* Lock the registry and load the record of the mount at dir into a new
- * *out.  On failure (*lock_fd may then still hold the lock, for the caller's
- * unlock) the HRESULT says why; a folder without a mount gets not_found and
- * the message "<dir> <what>". */
+/* Load the record of the mount at dir into a new *out and lock its folder,
+ * then its image (shared, or exclusive to write it) into *folder_fd and
+ * *image_fd (the caller unlocks them).  The record is read again once the
+ * folder is ours: the operation we waited for may have changed it.  A
+ * folder without a mount gets not_found and the message "<dir> <what>". */
 static HRESULT
-lock_and_find_mount(const char *func, const char *dir, HRESULT not_found,
-                    const char *what, int *lock_fd, struct dism_record **out)
+lock_and_find_mount(struct dism_op *o, const char *dir, HRESULT not_found, const char *what,
+                    bool image_exclusive, int *folder_fd, int *image_fd,
+                    struct dism_record **out)
 {
   *out = calloc(1, sizeof **out);
   if (!*out)
-    return dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
-  *lock_fd = dism_registry_lock();
-  if (*lock_fd < 0)
-    return dism_api_fail_errno(func, *lock_fd);
+    return dism_api_fail(o->func, E_OUTOFMEMORY, "Out of memory.");
   if (find_mount(dir, *out) < 0)
-    return dism_api_fail(func, not_found, "%s %s", dir, what);
+    return dism_api_fail(o->func, not_found, "%s %s", dir, what);
+  if ((*folder_fd = dism_lock_folder(o, (*out)->mount_dir)) < 0)
+    return lock_failed(o, *folder_fd);
+  if (find_mount(dir, *out) < 0)
+    return dism_api_fail(o->func, not_found, "%s %s", dir, what);
+  if ((*image_fd = dism_lock_image(o, (*out)->image_dev, (*out)->image_ino,
+                                   image_exclusive)) < 0)
+    return lock_failed(o, *image_fd);
   return S_OK;
 }
 
@@ -240,7 +285,7 @@ DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
     return hr;
   char *dir_arg = NULL;
   struct dism_record *r = NULL;
-  int lock_fd = -1, rc;
+  int folder_fd = -1, image_fd = -1, rc;
   if (FAILED(hr = dism_path_arg(func, MountPath, "mount path", &dir_arg)))
     goto out;
   DWORD action = Flags & ~(DWORD) DISM_COMMIT_MASK;
@@ -249,10 +294,14 @@ DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
                        "DISM_DISCARD_IMAGE.", (unsigned) Flags);
     goto out;
   }
-  hr = lock_and_find_mount(func, dir_arg, DISMAPI_E_UNABLE_TO_UNMOUNT_IMAGE_PATH,
-                           "does not hold an image mounted by DISM.", &lock_fd, &r);
+  /* Exclusive when a commit may write the image (the mode is known once
+   * the record is read; a read-only mount's unmount never commits). */
+  hr = lock_and_find_mount(&o, dir_arg, DISMAPI_E_UNABLE_TO_UNMOUNT_IMAGE_PATH,
+                           "does not hold an image mounted by DISM.",
+                           action == DISM_COMMIT_IMAGE, &folder_fd, &image_fd, &r);
   if (FAILED(hr))
     goto out;
+  dism_op_step(&o, "locked");
   if (dism_session_open_on(r->id)) {
     hr = dism_api_fail(func, DISMAPI_E_OPEN_HANDLES_UNABLE_TO_UNMOUNT_IMAGE_PATH,
                        "A DismSession is open on %s: close it with DismCloseSession first.",
@@ -271,10 +320,13 @@ DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
            commit ? "commit" : r->mode == DISM_MODE_RO ? "read-only" : "discard");
   if (FAILED(hr = unmount_fs(func, r)))
     goto out;
+  dism_op_step(&o, "fs-unmounted");
   dism_op_progress(&o, 10);
   bool wim = dism_record_is_wim(r);
   if (commit && wim && FAILED(hr = unmount_commit(&o, r, Flags, true)))
     goto out;
+  if (commit && wim)
+    dism_op_step(&o, "committed");
   if (r->have_attach && dism_attach_alive(&r->attach)) {
     if ((rc = dism_detach(&r->attach)) < 0) {
       hr = dism_api_fail(func, dism_hr_from_errno(rc), "Cannot detach %s: %s",
@@ -283,18 +335,24 @@ DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
     }
     dism_log(DISM_LOG_INFO, "Detached %s", r->attach.disk_dev);
   }
+  dism_op_step(&o, "detached");
   dism_op_progress(&o, 20);
   if (commit && !wim && FAILED(hr = unmount_commit(&o, r, Flags, false)))
     goto out;
+  if (commit && !wim)
+    dism_op_step(&o, "committed");
   dism_op_progress(&o, 90);
   struct dism_live l;
   dism_live_paths(r->id, &l);
   dism_server_stop(&l);
+  dism_op_step(&o, "server-stopped");
   dism_op_progress(&o, 95);
   int orc = r->overlay[0] ? overlay_remove(r->overlay) : 0;   /* and its live map */
   if (orc < 0)
     dism_log(DISM_LOG_WARN, "cannot remove %s: %s", r->overlay, strerror(-orc));
+  dism_op_step(&o, "overlay-removed");
   dism_remove_flat_dir(l.dir);
+  dism_op_step(&o, "live-removed");
   if ((rc = dism_record_remove(r->id)) < 0) {
     hr = dism_api_fail_errno(func, rc);
     goto out;
@@ -306,7 +364,8 @@ DismUnmountImage(PCWSTR MountPath, DWORD Flags, HANDLE CancelEvent,
   dism_log(DISM_LOG_INFO, "%s: %s unmounted", func, r->mount_dir);
   dism_op_progress(&o, 100);
 out:
-  dism_registry_unlock(lock_fd);
+  dism_unlock(image_fd);
+  dism_unlock(folder_fd);
   free(r);
   free(dir_arg);
   return hr;
@@ -322,13 +381,14 @@ DismRemountImage(PCWSTR MountPath)
   HRESULT hr = dism_op_init(&o, func, NULL, NULL, NULL);
   char *dir_arg = NULL;
   struct dism_record *r = NULL;
-  int lock_fd = -1, rc;
+  int folder_fd = -1, image_fd = -1, rc;
   if (FAILED(hr) || FAILED(hr = dism_path_arg(func, MountPath, "mount path", &dir_arg)))
     goto out;
-  hr = lock_and_find_mount(func, dir_arg, DISM_E_NOT_A_MOUNT_POINT,
-                           "is not a DISM mount point.", &lock_fd, &r);
+  hr = lock_and_find_mount(&o, dir_arg, DISM_E_NOT_A_MOUNT_POINT, "is not a DISM mount point.",
+                           false, &folder_fd, &image_fd, &r);
   if (FAILED(hr))
     goto out;
+  dism_op_step(&o, "locked");
   if (dism_session_open_on(r->id)) {
     hr = dism_api_fail(func, DISMAPI_E_OPEN_HANDLES_UNABLE_TO_REMOUNT_IMAGE_PATH,
                        "A DismSession is open on %s: close it first.", r->mount_dir);
@@ -350,6 +410,7 @@ DismRemountImage(PCWSTR MountPath)
   struct dism_live l;
   dism_live_paths(r->id, &l);
   dism_teardown_live(r, dism_server_pid(&l) == 0);
+  dism_op_step(&o, "torn-down");
   if (dism_record_mounted(r) || !dism_dir_is_empty(r->mount_dir)) {
     hr = dism_api_fail(func, DISM_E_MOUNT_DIR_NOT_EMPTY,
                        "The mount folder %s is in use or not empty; it cannot be remounted.",
@@ -374,7 +435,8 @@ DismRemountImage(PCWSTR MountPath)
   }
   dism_log(DISM_LOG_INFO, "%s: remounted %s at %s", func, r->image, r->mount_dir);
 out:
-  dism_registry_unlock(lock_fd);
+  dism_unlock(image_fd);
+  dism_unlock(folder_fd);
   free(r);
   free(dir_arg);
   return hr;
@@ -406,18 +468,25 @@ DismCommitImage(DismSession Session, DWORD Flags, HANDLE CancelEvent,
     return S_OK;
   }
   struct dism_record *r = calloc(1, sizeof *r);
-  int lock_fd = -1, rc;
+  int folder_fd = -1, image_fd = -1, rc;
   if (!r)
     return dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
-  lock_fd = dism_registry_lock();
-  if (lock_fd < 0) {
-    hr = dism_api_fail_errno(func, lock_fd);
-    goto out;
-  }
-  if (dism_record_read(mount_id, r) < 0) {
+  /* Read the record, lock, read it again: it may have changed meanwhile. */
+  if (dism_record_read(mount_id, r) < 0 ||
+      ((folder_fd = dism_lock_folder(&o, r->mount_dir)) >= 0 &&
+       dism_record_read(mount_id, r) < 0)) {
     hr = dism_api_fail(func, E_INVALIDARG, "The image mounted at %s is no longer mounted.", path);
     goto out;
   }
+  if (folder_fd < 0) {
+    hr = lock_failed(&o, folder_fd);
+    goto out;
+  }
+  if ((image_fd = dism_lock_image(&o, r->image_dev, r->image_ino, true)) < 0) {
+    hr = lock_failed(&o, image_fd);
+    goto out;
+  }
+  dism_op_step(&o, "locked");
   DismMountStatus status = dism_record_status(r);
   if (status == DismMountStatusNeedsRemount) {
     hr = dism_api_fail(func, DISMAPI_E_NEEDS_REMOUNT,
@@ -457,13 +526,39 @@ DismCommitImage(DismSession Session, DWORD Flags, HANDLE CancelEvent,
   }
   dism_op_progress(&o, 100);
 out:
-  dism_registry_unlock(lock_fd);
+  dism_unlock(image_fd);
+  dism_unlock(folder_fd);
   free(r);
   return hr;
 }
 
 
 /* ---- DismCleanupMountpoints -------------------------------------------------------- */
+/* Undo what the mount id left, unless an operation works on its folder now
+ * (then it is not left over: it is in progress).  r holds what is known of
+ * it (its record, or its live.conf, or just its id). */
+static void
+cleanup_one(struct dism_record *r, bool only_if_invalid)
+{
+  int folder_fd = -1;
+  if (r->mount_dir[0] && (folder_fd = dism_lock_folder_try(r->mount_dir)) == -EAGAIN) {
+    dism_log(DISM_LOG_INFO, "%s: an operation is in progress there; left alone", r->mount_dir);
+    return;
+  }
+  /* The record again, now that nobody can be changing it. */
+  char id[37];
+  memcpy(id, r->id, sizeof id);
+  struct dism_live l;
+  dism_live_paths(id, &l);
+  if (dism_record_read(id, r) < 0 && dism_record_read_path(l.live_conf, id, r) < 0) {
+    memset(r, 0, sizeof *r);
+    memcpy(r->id, id, sizeof id);
+  }
+  if (!only_if_invalid || dism_record_status(r) == DismMountStatusInvalid)
+    dism_remove_mount_leftovers(r, true);
+  dism_unlock(folder_fd);
+}
+
 DISM_API HRESULT WINAPI
 DismCleanupMountpoints(void)
 {
@@ -473,32 +568,23 @@ DismCleanupMountpoints(void)
   char(*ids)[37] = NULL;
   size_t n = 0;
   struct dism_record *r = calloc(1, sizeof *r);
-  int lock_fd = -1;
   if (!r)
     return dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
-  lock_fd = dism_registry_lock();
-  if (lock_fd < 0) {
-    hr = dism_api_fail_errno(func, lock_fd);
-    goto out;
-  }
   int rc = dism_record_list(&ids, &n);
   if (rc < 0) {
     hr = dism_api_fail(func, dism_hr_from_errno(rc), "Cannot read the mount registry.");
     goto out;
   }
   for (size_t i = 0; i < n; i++) {
-    if (dism_record_read(ids[i], r) < 0) {
-      /* Unreadable record: what live.conf knows is all there is to undo. */
-      struct dism_live l;
-      dism_live_paths(ids[i], &l);
-      if (dism_record_read_path(l.live_conf, ids[i], r) < 0) {
-        memset(r, 0, sizeof *r);
-        snprintf(r->id, sizeof r->id, "%s", ids[i]);
-      }
-      dism_remove_mount_leftovers(r, true);
-    } else if (dism_record_status(r) == DismMountStatusInvalid) {
-      dism_remove_mount_leftovers(r, true);
+    /* An unreadable record: what live.conf knows is all there is to undo. */
+    struct dism_live l;
+    dism_live_paths(ids[i], &l);
+    bool readable = dism_record_read(ids[i], r) == 0;
+    if (!readable && dism_record_read_path(l.live_conf, ids[i], r) < 0) {
+      memset(r, 0, sizeof *r);
+      snprintf(r->id, sizeof r->id, "%s", ids[i]);
     }
+    cleanup_one(r, readable);
   }
   /* Live parts without a record: a mount that never completed. */
   char live_root[DISM_SUBPATH_MAX];
@@ -519,14 +605,13 @@ DismCleanupMountpoints(void)
       memcpy(r->id, de->d_name, 36); /* length checked above */
       r->id[36] = '\0';
     }
-    dism_remove_mount_leftovers(r, true);
+    cleanup_one(r, false);
   }
   if (d)
     closedir(d);
   dism_wim_cache_prune(dism_config()->scratch_dir);
   dism_wim_commit_remove_stale(dism_config()->scratch_dir);
 out:
-  dism_registry_unlock(lock_fd);
   free(ids);
   free(r);
   return hr;

@@ -5,9 +5,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 
 #include "dism-internal.h"
 #include "operation.h"
+#include "test-hooks.h"
 
 HRESULT
 dism_op_init(struct dism_op *o, const char *func, HANDLE cancel, DISM_PROGRESS_CALLBACK progress,
@@ -56,4 +58,12 @@ HRESULT
 dism_op_cancel_result(struct dism_op *o, const char *stage)
 {
   return dism_api_fail_errno(o->func, dism_op_cancel_error(o, stage));
+}
+
+void
+dism_op_step(struct dism_op *o, const char *step)
+{
+  char name[128];
+  snprintf(name, sizeof name, "%s:%s", o->func, step);
+  dism_test_step(name);
 }

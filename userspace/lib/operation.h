@@ -30,4 +30,8 @@ int dism_op_cancel_error(struct dism_op *o, const char *stage);
 /* The same as the API's result (ERROR_CANCELLED, message published). */
 HRESULT dism_op_cancel_result(struct dism_op *o, const char *stage);
 
+/* The operation reached step: the test suite's kill and pause hooks act
+ * on "<func>:<step>" (common/test-hooks.h). */
+void dism_op_step(struct dism_op *o, const char *step);
+
 #endif

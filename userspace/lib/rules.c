@@ -181,7 +181,8 @@ dism_validate_mount_args(const char *func, const char *image_arg, const char *di
   return S_OK;
 }
 
-/* What needs the registry (call with the lock held). */
+/* What needs the registry (call with the registry lock held, and the
+ * folder and image locked: locks.h). */
 HRESULT
 dism_validate_against_registry(const char *func, const struct dism_record *r)
 {

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -211,9 +212,60 @@ by_use(const void *a, const void *b)
   return x->used < y->used ? -1 : x->used > y->used;
 }
 
+/* <scratch>/wim-cache/.lock: shared while a mount or commit looks up,
+ * builds or names an entry, until its record names it; exclusive (and only
+ * if free) to prune.  Made by the first WIM mount (create), never by a
+ * prune: a scratch directory that never saw a WIM gets no cache. */
+static int
+cache_lock(const char *scratch, int how, bool create)
+{
+  char root[DISM_PATH_MAX], path[DISM_PATH_MAX + 8];
+  if (snprintf(root, sizeof root, "%s/%s", scratch, CACHE_DIR) >= (int) sizeof root) {
+    dism_set_error("The scratch directory path %s is too long.", scratch);
+    return -ENAMETOOLONG;
+  }
+  snprintf(path, sizeof path, "%s/.lock", root);
+  int rc = create ? dism_mkdir_p(root, 0700) : 0;
+  if (rc < 0)
+    return rc;
+  int fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+  if (fd < 0) {
+    rc = -errno;
+    dism_set_error("cannot open %s: %s", path, strerror(-rc));
+    return rc;
+  }
+  while (flock(fd, how) < 0) {
+    if (errno == EINTR)
+      continue;
+    rc = errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    if (rc != -EAGAIN)
+      dism_set_error("cannot lock %s: %s", path, strerror(-rc));
+    close(fd);
+    return rc;
+  }
+  return fd;
+}
+
+int
+dism_wim_cache_hold(const char *scratch)
+{
+  return cache_lock(scratch, LOCK_SH, true);
+}
+
+void
+dism_wim_cache_release(int fd)
+{
+  if (fd >= 0)
+    close(fd);
+}
+
 void
 dism_wim_cache_prune(const char *scratch)
 {
+  /* Someone is between naming an entry and recording it: prune next time. */
+  int lock_fd = cache_lock(scratch, LOCK_EX | LOCK_NB, false);
+  if (lock_fd < 0)
+    return;
   char root[DISM_PATH_MAX];
   char(*ids)[37] = NULL;
   size_t n_ids = 0, n_unused = 0, cap_unused = 0;
@@ -227,8 +279,9 @@ dism_wim_cache_prune(const char *scratch)
   while ((de = readdir(d))) {
     char dir[DISM_SUBPATH_MAX], map[DISM_SUBPATH_MAX + 8];
     struct stat st;
-    /* Our names are 16 hex digits or .build-<36-character id>. */
+    /* Our names are 16 hex digits, .build-<36-character id> and .lock. */
     if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+        strcmp(de->d_name, ".lock") == 0 ||
         strlen(de->d_name) >= sizeof unused[0].name ||
         snprintf(dir, sizeof dir, "%s/%s", root, de->d_name) >= (int) sizeof dir)
       continue;
@@ -273,4 +326,5 @@ out:
   free(unused);
   free(ids);
   free(r);
+  close(lock_fd);
 }

@@ -32,9 +32,14 @@ int dism_wim_cache_build(const char *scratch, const char *wim, unsigned index, u
 /* The volume file of an entry, from its map's path. */
 int dism_wim_cache_volume_of(const char *map, char *volume, size_t cap);
 
+/* Hold the cache against pruning, from the lookup or build of an entry
+ * until a record names it (the returned fd; negative errno on failure). */
+int dism_wim_cache_hold(const char *scratch);
+void dism_wim_cache_release(int fd);
+
 /* Remove the entries no mount record names whose WIM is gone or changed,
  * unfinished builds, and beyond DISM_WIM_CACHE_KEEP unused entries the
- * least recently used ones. */
+ * least recently used ones; nothing while anyone holds the cache. */
 #define DISM_WIM_CACHE_KEEP 8
 void dism_wim_cache_prune(const char *scratch);
 

@@ -1785,9 +1785,10 @@ dism_wim_commit_remove_stale(const char *scratch_dir)
   struct dirent *de;
   while ((de = readdir(d))) {
     long pid;
+    unsigned seq;
     char tail[8];
-    if (sscanf(de->d_name, "wim-commit-%ld.vo%1s", &pid, tail) != 2 || strcmp(tail, "l") ||
-        pid <= 0 || pid == (long) getpid())
+    if (sscanf(de->d_name, "wim-commit-%ld-%u.vo%1s", &pid, &seq, tail) != 3 ||
+        strcmp(tail, "l") || pid <= 0 || pid == (long) getpid())
       continue;
     if (kill((pid_t) pid, 0) < 0 && errno == ESRCH) {
       char path[4200];
@@ -1829,8 +1830,11 @@ dism_wim_commit_changes(const char *wim, unsigned index, const char *base_volume
   snprintf(cm.aside_prefix, sizeof cm.aside_prefix, ".dism-commit-%ld-%ld", (long) getpid(),
            (long) time(NULL));
   dism_wim_commit_remove_stale(scratch_dir);
+  /* Threads of one process commit other mounts at the same time. */
+  static unsigned commit_seq;
   char temp[4200];
-  snprintf(temp, sizeof temp, "%s/wim-commit-%ld.vol", scratch_dir, (long) getpid());
+  snprintf(temp, sizeof temp, "%s/wim-commit-%ld-%u.vol", scratch_dir, (long) getpid(),
+           __atomic_add_fetch(&commit_seq, 1, __ATOMIC_RELAXED));
   bool have_temp = false;
   int rc = analyse_and_fill(&cm, base_volume, temp, &have_temp, stats);
   close_sides(&cm);

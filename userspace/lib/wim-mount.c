@@ -176,6 +176,8 @@ dism_wim_commit_mounted(struct dism_op *o, struct dism_record *r, DWORD flags)
                        "%s. The WIM is unchanged; the changes stay in the mount.",
                        dism_last_error());
   int down = dism_teardown_live(r, false);
+  /* The new volume is named by the record before anyone may prune it. */
+  int hold = dism_wim_cache_hold(dism_config()->scratch_dir);
   int up;
   if (down < 0) {
     up = down;
@@ -191,6 +193,7 @@ dism_wim_commit_mounted(struct dism_op *o, struct dism_record *r, DWORD flags)
   if (dism_record_write(r) < 0)
     dism_log(DISM_LOG_WARN, "cannot update the record of %s: %s", r->mount_dir,
              dism_last_error());
+  dism_wim_cache_release(hold);
   if (SUCCEEDED(hr))
     dism_wim_cache_prune(dism_config()->scratch_dir);   /* the old image's volume */
   if (up < 0)
