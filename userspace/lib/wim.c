@@ -174,6 +174,16 @@ image_details(WIMStruct *w, int image, struct dism_wim_image *out)
   out->build = (unsigned) prop_num(w, image, "WINDOWS/VERSION/BUILD", 10);
   out->spbuild = (unsigned) prop_num(w, image, "WINDOWS/VERSION/SPBUILD", 10);
   out->splevel = (unsigned) prop_num(w, image, "WINDOWS/VERSION/SPLEVEL", 10);
+  for (unsigned l = 0; l < 8; l++) {
+    char key[48];
+    snprintf(key, sizeof key, "WINDOWS/LANGUAGES/LANGUAGE[%u]", l + 1);
+    const char *lang = wimlib_get_image_property(w, image, key);
+    if (!lang)
+      break;
+    snprintf(out->languages[out->language_count++], sizeof out->languages[0], "%s", lang);
+  }
+  snprintf(out->default_language, sizeof out->default_language, "%s",
+           prop(w, image, "WINDOWS/LANGUAGES/DEFAULT"));
   out->created = prop_time(w, image, "CREATIONTIME");
   out->modified = prop_time(w, image, "LASTMODIFICATIONTIME");
 }

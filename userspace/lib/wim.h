@@ -30,6 +30,9 @@ struct dism_wim_image {
   char product_suite[128], hal[64], system_root[64];
   unsigned major, minor, build, spbuild, splevel;
   bool have_version;
+  char languages[8][24];         /* WINDOWS/LANGUAGES/LANGUAGE, in order */
+  unsigned language_count;
+  char default_language[24];     /* WINDOWS/LANGUAGES/DEFAULT */
   uint64_t created, modified;    /* FILETIME (100 ns since 1601), 0 if absent */
   bool boot;                     /* the WIM's boot index names this image */
 };
