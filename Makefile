@@ -282,6 +282,12 @@ $(BUILD)/tests/test-fd-cycles: tests/drivers/test-fd-cycles.c $(LIBDISM_SO) user
 	$(CC) $(CPPFLAGS) -Iuserspace/include $(CFLAGS) -o $@ $< -L$(BUILD) -ldism \
 	  -Wl,-rpath,'$$ORIGIN/..' $(LDFLAGS) $(LIBS)
 
+# /Get-ImageInfo through the API alone (DismGetImageInfo, every field).
+$(BUILD)/tests/imageinfo-api: tests/drivers/imageinfo-api.c $(LIBDISM_SO) userspace/include/DismApi.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Iuserspace/include $(CFLAGS) -o $@ $< -L$(BUILD) -ldism \
+	  -Wl,-rpath,'$$ORIGIN/..' $(LDFLAGS) $(LIBS)
+
 # The attach-layer test calls libdism's internal functions (attach.h,
 # partition.h), which the shared library hides: link the static one.
 $(BUILD)/tests/test-attach: tests/drivers/test-attach.c $(LIBDISM_A)
