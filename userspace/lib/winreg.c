@@ -253,8 +253,13 @@ read_hive(const char *file, const char *what, void (*reader)(hive_h *, struct di
   hive_h *h = hivex_open(file, 0);
 
   if (!h) {
-    dism_windows_warn(w, "the registry hive %s cannot be read: %s", what,
-                      errno ? strerror(errno) : "not a registry hive");
+    int e = errno;
+    /* hivex says EINVAL for a bad header, checksum or size, ENOTSUP for
+     * an unknown version: both mean a damaged file here */
+    dism_windows_warn(w, "the registry hive %s cannot be read: %s (%s)", what,
+                      e == EINVAL || e == ENOTSUP || !e ? "it is damaged or not a registry hive"
+                                                        : "it could not be opened",
+                      e ? strerror(e) : "no error code");
     return;
   }
   if (!hivex_root(h))
