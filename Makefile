@@ -348,6 +348,11 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIBSRC)
 FUZZ_EXTRA_fuzz-partition := -Iuserspace/lib userspace/lib/partition.c userspace/lib/dism-error.c
 $(BUILD)/fuzz/fuzz-partition: userspace/lib/partition.c userspace/lib/partition.h userspace/lib/dism-error.c
 
+# fuzz-hive: the offline-registry reader over hivex (winreg.c alone).
+$(BUILD)/fuzz/fuzz-hive: tests/fuzz/fuzz-hive.c userspace/lib/winreg.c userspace/lib/winreg.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -Iuserspace/lib $(HIVEX_CFLAGS) -o $@ $< userspace/lib/winreg.c $(HIVEX_LIBS)
+
 # fuzz-dismtab and fuzz-cli: parsers that need libc alone, built without
 # the engine (their coverage figures count their own code only).
 FUZZ_CC = $(CLANG) -D_GNU_SOURCE -std=gnu11 $(FUZZ_FLAGS)
