@@ -11,88 +11,10 @@ source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/../lib/dism-img.sh"
 need_cmd hivexregedit hivexget wimlib-imagex wiminfo qemu-img mkntfs ntfs-3g
 need_file "$DISM" "$TBIN/imageinfo-api" "$CORPUS/hive/minimal"
-MINIMAL=$CORPUS/hive/minimal
-
-# mkhive OUT: the minimal hive with the .reg on stdin merged in
-mkhive() { cp "$MINIMAL" "$1" && chmod u+w "$1" && hivexregedit --merge "$1" /dev/stdin; }
 
 CFG=$TMPD/config
-mkdir -p "$CFG"
-mkhive "$CFG/SOFTWARE" <<'EOF'
-Windows Registry Editor Version 5.00
-
-[\Microsoft]
-
-[\Microsoft\Windows NT]
-
-[\Microsoft\Windows NT\CurrentVersion]
-"ProductName"="Windows Server 2022 Datacenter"
-"EditionID"="ServerDatacenter"
-"InstallationType"="Server"
-"CurrentMajorVersionNumber"=dword:0000000a
-"CurrentMinorVersionNumber"=dword:00000000
-"CurrentVersion"="6.3"
-"CurrentBuildNumber"="20348"
-"UBR"=dword:00000ed3
-"CSDVersion"="Service Pack 2"
-"SystemRoot"="C:\\Windows"
-EOF
+bash "$ROOT/tests/lib/mkhives.sh" "$CFG" || not_ok "hivexregedit makes the test hives"
 check "the SOFTWARE test hive is made" test "$(hivexget "$CFG/SOFTWARE" '\Microsoft\Windows NT\CurrentVersion' UBR)" = 3795
-# ControlSet001 is a decoy: Select\Current names ControlSet002
-mkhive "$CFG/SYSTEM" <<'EOF'
-Windows Registry Editor Version 5.00
-
-[\Select]
-"Current"=dword:00000002
-"Default"=dword:00000001
-
-[\ControlSet001]
-
-[\ControlSet001\Control]
-
-[\ControlSet001\Control\Session Manager]
-
-[\ControlSet001\Control\Session Manager\Environment]
-"PROCESSOR_ARCHITECTURE"="x86"
-
-[\ControlSet002]
-
-[\ControlSet002\Control]
-
-[\ControlSet002\Control\ProductOptions]
-"ProductType"="ServerNT"
-"ProductSuite"=hex(7):54,00,65,00,72,00,6d,00,69,00,6e,00,61,00,6c,00,20,00,53,00,65,00,72,00,76,00,65,00,72,00,00,00,00,00
-
-[\ControlSet002\Control\Session Manager]
-
-[\ControlSet002\Control\Session Manager\Environment]
-"PROCESSOR_ARCHITECTURE"="ARM64"
-
-[\ControlSet002\Control\MUI]
-
-[\ControlSet002\Control\MUI\UILanguages]
-
-[\ControlSet002\Control\MUI\UILanguages\en-US]
-"LCID"=dword:00000409
-
-[\ControlSet002\Control\MUI\UILanguages\fr-FR]
-"LCID"=dword:0000040c
-
-[\ControlSet002\Control\Nls]
-
-[\ControlSet002\Control\Nls\Language]
-"InstallLanguage"="040C"
-"Default"="0409"
-
-[\ControlSet002\Enum]
-
-[\ControlSet002\Enum\Root]
-
-[\ControlSet002\Enum\Root\ACPI_HAL]
-
-[\ControlSet002\Enum\Root\ACPI_HAL\0000]
-"HardwareID"=hex(7):61,00,63,00,70,00,69,00,61,00,70,00,69,00,63,00,00,00,00,00
-EOF
 check "the SYSTEM test hive is made" test "$(hivexget "$CFG/SYSTEM" '\ControlSet002\Control\ProductOptions' ProductType)" = ServerNT
 
 # ---- the images ------------------------------------------------------------------------
