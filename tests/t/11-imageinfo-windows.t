@@ -83,13 +83,13 @@ OUT=$(dism /Get-ImageInfo /ImageFile:"$TMPD/win.vhdx" 2>&1)
 like "VHDX: the counts are the Windows volume's (Windows, System32, config; 4 files)" "$OUT" \
   "Directories : 3"$'\n'"Files : 4"
 
-# a VHDX is read in place: no loop device, no mount, and quickly
-loops_before=$(losetup -a | wc -l)
+# a VHDX is read in place: no loop device, no mount
+loops_before=$(losetup -a | wc -l) mounts_before=$(grep -c ntfs /proc/mounts)
 t0=$(date +%s%N)
 dism /Get-ImageInfo /ImageFile:"$TMPD/win.vhdx" >/dev/null
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-is "VHDX: no loop device made" "$(losetup -a | wc -l)" "$loops_before"
-check "VHDX: /Get-ImageInfo took ${ms} ms (< 3000)" test "$ms" -lt 3000
+is "VHDX: no loop device made, nothing mounted" "$(losetup -a | wc -l) $(grep -c ntfs /proc/mounts)" "$loops_before $mounts_before"
+diag "VHDX: /Get-ImageInfo took ${ms} ms (figures: docs/benchmarks.md; the suite never asserts on time)"
 
 # ---- images without Windows --------------------------------------------------------------
 no_windows() {  # no_windows WHAT IMAGE EXTRA_REGEX
