@@ -135,33 +135,12 @@ publish(const char *func, const struct entry *e, unsigned n, DismImageInfo **out
   return S_OK;
 }
 
-/* The XML's Windows facts; does it lack one the registry gives?  (HAL and
- * ProductSuite do not count: Windows 10's own WIMs have none, and reading
- * their hives for nothing would cost seconds.) */
+/* Does the XML lack a fact the registry gives?  (HAL and ProductSuite do
+ * not count: Windows 10's own WIMs have none, and reading their hives for
+ * nothing would cost seconds.) */
 static bool
-from_xml(const struct dism_wim_image *x, struct dism_windows *w)
+xml_lacks(const struct dism_windows *w)
 {
-  dism_windows_init(w);
-  snprintf(w->product_name, sizeof w->product_name, "%s", x->product_name);
-  snprintf(w->edition, sizeof w->edition, "%s", x->edition);
-  snprintf(w->installation_type, sizeof w->installation_type, "%s", x->installation_type);
-  snprintf(w->product_type, sizeof w->product_type, "%s", x->product_type);
-  snprintf(w->product_suite, sizeof w->product_suite, "%s", x->product_suite);
-  snprintf(w->hal, sizeof w->hal, "%s", x->hal);
-  snprintf(w->system_root, sizeof w->system_root, "%s", x->system_root);
-  w->arch = x->arch;
-  w->have_version = x->have_version;
-  w->major = x->major;
-  w->minor = x->minor;
-  w->build = x->build;
-  w->spbuild = x->spbuild;
-  w->splevel = x->splevel;
-  for (unsigned l = 0; l < x->language_count && l < DISM_WIN_LANG_MAX; l++) {
-    snprintf(w->languages[l], sizeof w->languages[l], "%s", x->languages[l]);
-    if (strcmp(x->languages[l], x->default_language) == 0)
-      w->default_language = l;
-    w->language_count++;
-  }
   return !w->product_name[0] || !w->edition[0] || !w->installation_type[0] ||
          !w->product_type[0] || !w->system_root[0] || w->arch == DISM_ARCH_UNKNOWN ||
          !w->have_version || !w->language_count;
@@ -195,7 +174,8 @@ wim_image_info(const char *func, const char *path, DismImageInfo **out, UINT *co
     e[i].files = x->file_count;
     e[i].created = x->created;
     e[i].modified = x->modified;
-    if (from_xml(x, &e[i].win)) {
+    e[i].win = x->win;
+    if (xml_lacks(&e[i].win)) {
       struct dism_windows reg;
       dism_wim_windows(path, x->index, &reg);
       dism_windows_merge(&e[i].win, &reg);
