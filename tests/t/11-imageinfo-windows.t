@@ -83,6 +83,15 @@ OUT=$(dism /Get-ImageInfo /ImageFile:"$TMPD/win.vhdx" 2>&1)
 like "VHDX: the counts are the Windows volume's (Windows, System32, config; 4 files)" "$OUT" \
   "Directories : 3"$'\n'"Files : 4"
 
+# a WIM of two images, one with Windows, one without: each gets its own
+mkdir -p "$TMPD/plain"; echo x > "$TMPD/plain/x.txt"
+cp "$TMPD/win.wim" "$TMPD/multi.wim"
+wimlib-imagex append "$TMPD/plain" "$TMPD/multi.wim" "Data" >/dev/null
+is "two-image WIM: image 1's Windows, image 2 none (JSON, no /Index)" "$(dism /Get-ImageInfo /ImageFile:"$TMPD/multi.wim" /Format:json | $PY -c '
+import json, sys
+print([(i["index"], i["edition"], i["architecture"], i["files"]) for i in json.load(sys.stdin)["images"]])')" \
+  "[(1, 'ServerDatacenter', 'arm64', 3), (2, None, '<undefined>', 1)]"
+
 # a VHDX is read in place: no loop device, no mount
 loops_before=$(losetup -a | wc -l) mounts_before=$(grep -c ntfs /proc/mounts)
 t0=$(date +%s%N)

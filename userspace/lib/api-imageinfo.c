@@ -151,16 +151,21 @@ wim_image_info(const char *func, const char *path, DismImageInfo **out, UINT *co
 {
   struct dism_wim_image *imgs = NULL;
   struct entry *e = NULL;
-  unsigned n = 0;
+  struct dism_windows *reg = NULL;
+  unsigned n = 0, *idx = NULL, *ids = NULL;
   HRESULT hr;
   int rc = dism_wim_list(path, &imgs, &n);
   if (rc < 0)
     return dism_api_fail_errno(func, rc);
   e = calloc(n ? n : 1, sizeof *e);
-  if (!e) {
+  reg = calloc(n ? n : 1, sizeof *reg);
+  idx = calloc(n ? n : 1, sizeof *idx);
+  ids = calloc(n ? n : 1, sizeof *ids);
+  if (!e || !reg || !idx || !ids) {
     hr = dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
     goto out;
   }
+  unsigned lacking = 0;
   for (unsigned i = 0; i < n; i++) {
     const struct dism_wim_image *x = &imgs[i];
     e[i].type = DismImageTypeWim;
@@ -175,17 +180,26 @@ wim_image_info(const char *func, const char *path, DismImageInfo **out, UINT *co
     e[i].created = x->created;
     e[i].modified = x->modified;
     e[i].win = x->win;
-    if (xml_lacks(&e[i].win)) {
-      struct dism_windows reg;
-      dism_wim_windows(path, x->index, &reg);
-      dism_windows_merge(&e[i].win, &reg);
-    }
+    if (xml_lacks(&e[i].win))
+      idx[lacking++] = i;
+  }
+  /* the registry of the images whose XML lacks facts, the WIM opened once */
+  if (lacking) {
+    for (unsigned k = 0; k < lacking; k++)
+      ids[k] = e[idx[k]].index;
+    dism_wim_windows(path, lacking, ids, reg);
+    for (unsigned k = 0; k < lacking; k++)
+      dism_windows_merge(&e[idx[k]].win, &reg[k]);
+  }
+  for (unsigned i = 0; i < n; i++)
     if (e[i].win.warning[0])
       snprintf(extra.warnings + strlen(extra.warnings),
                sizeof extra.warnings - strlen(extra.warnings), "%s\n", e[i].win.warning);
-  }
   hr = publish(func, e, n, out, count);
 out:
+  free(ids);
+  free(idx);
+  free(reg);
   free(e);
   free(imgs);
   return hr;

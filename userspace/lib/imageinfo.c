@@ -298,30 +298,33 @@ out:
 }
 
 int
-dism_wim_windows(const char *wim, unsigned index, struct dism_windows *w)
+dism_wim_windows(const char *wim, unsigned count, const unsigned *index, struct dism_windows *out)
 {
   struct wim_source_opts opts = { .cache_bytes = 8u << 20 };
   struct wim_source *ws = NULL;
-  struct hive h[2] = { { .fd = -1 }, { .fd = -1 } };
   WIMStruct *wst = NULL;
 
-  dism_windows_init(w);
-  if (dism_wim_open(wim, 0, &wst) < 0 || wim_source_open(wim, &opts, &ws) < 0) {
-    dism_windows_warn(w, "%s: the registry of image %u cannot be read: %s", wim, index,
+  for (unsigned i = 0; i < count; i++)
+    dism_windows_init(&out[i]);
+  if (count && (dism_wim_open(wim, 0, &wst) < 0 || wim_source_open(wim, &opts, &ws) < 0)) {
+    dism_windows_warn(&out[0], "%s: the registry of its images cannot be read: %s", wim,
                       wst ? disk_last_error() : dism_last_error());
     dism_clear_error();
     goto out;
   }
-  for (int i = 0; i < 2; i++) {
-    snprintf(h[i].what, sizeof h[i].what, "Windows\\System32\\config\\%s of image %u of %s",
-             hive_names[i], index, wim);
-    wim_hive(wst, ws, (int) index, hive_names[i], &h[i], w);
+  for (unsigned i = 0; i < count; i++) {
+    struct hive h[2] = { { .fd = -1 }, { .fd = -1 } };
+    for (int k = 0; k < 2; k++) {
+      snprintf(h[k].what, sizeof h[k].what, "Windows\\System32\\config\\%s of image %u of %s",
+               hive_names[k], index[i], wim);
+      wim_hive(wst, ws, (int) index[i], hive_names[k], &h[k], &out[i]);
+    }
+    hives_read(h, &out[i]);
+    hives_close(h);
   }
-  hives_read(h, w);
 out:
   if (ws)
     wim_source_close(ws);
   wimlib_free(wst);
-  hives_close(h);
   return 0;
 }

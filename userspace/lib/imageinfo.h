@@ -30,7 +30,9 @@ struct dism_image_facts {
 /* A virtual disk read through io. */
 int dism_disk_facts(const struct dism_disk_io *io, struct dism_image_facts *f);
 
-/* Image `index` of a WIM: the registry facts only. */
-int dism_wim_windows(const char *wim, unsigned index, struct dism_windows *w);
+/* The registry facts of images index[0..count) of a WIM into out[0..count)
+ * (the WIM opened once). */
+int dism_wim_windows(const char *wim, unsigned count, const unsigned *index,
+                     struct dism_windows *out);
 
 #endif
