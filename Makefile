@@ -123,6 +123,9 @@ $(call pkg_config,WIM_CFLAGS,--cflags wimlib)
 $(call pkg_config,WIM_LIBS,--libs wimlib,-lwim)
 # nettle: SHA-1 of the data the WIM builder reads whole (wim-build.c).
 $(call pkg_config,NETTLE_LIBS,--libs nettle,-lnettle)
+# hivex: the offline registry of an image, for /Get-ImageInfo (winreg.c).
+$(call pkg_config,HIVEX_CFLAGS,--cflags hivex)
+$(call pkg_config,HIVEX_LIBS,--libs hivex,-lhivex)
 DISM_INC    := -Iuserspace/include -Iuserspace/lib
 
 .PHONY: all check demo bench fuzz fuzz-campaign fuzz-build install uninstall clean deps
@@ -158,7 +161,7 @@ $(SERVER_BIN): $(SERVER_MAIN) $(SERVER_LIB) $(ENGINE_LIB) $(COMMON_LIB)
 # everything that links the engine links $(WIM_LIBS).
 $(ENGINE_OBJ): CPPFLAGS += $(WIM_CFLAGS)
 
-$(LIBDISM_OBJ) $(BUILD)/userspace/cli/dism.o: CPPFLAGS += $(DISM_INC) $(NTFS_CFLAGS) $(WIM_CFLAGS)
+$(LIBDISM_OBJ) $(BUILD)/userspace/cli/dism.o: CPPFLAGS += $(DISM_INC) $(NTFS_CFLAGS) $(WIM_CFLAGS) $(HIVEX_CFLAGS)
 $(LIBDISM_OBJ): CFLAGS += -fvisibility=hidden
 
 # What both libraries are made of: libdism's objects, the engine's and
@@ -168,7 +171,7 @@ LIBDISM_PARTS := $(LIBDISM_OBJ) $(ENGINE_OBJ) $(COMMON_OBJ)
 $(LIBDISM_SO): $(LIBDISM_PARTS) userspace/lib/libdism.map
 	@mkdir -p $(dir $@)
 	$(CC) -shared -Wl,-soname,libdism.so.1 -Wl,--version-script=userspace/lib/libdism.map \
-	  $(LDFLAGS) -o $@ $(LIBDISM_PARTS) $(NTFS_LIBS) $(NETTLE_LIBS) $(WIM_LIBS) $(LIBS)
+	  $(LDFLAGS) -o $@ $(LIBDISM_PARTS) $(NTFS_LIBS) $(NETTLE_LIBS) $(HIVEX_LIBS) $(WIM_LIBS) $(LIBS)
 	ln -sf libdism.so.1 $(BUILD)/libdism.so
 
 # The static library: the same parts, each with every global symbol the
@@ -195,7 +198,7 @@ $(LIBDISM_A): $(LIBDISM_PARTS) Makefile
 WRITE_DISM_PC = printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
 	  'Name: dism' 'Description: DISM image-mount API (DismApi.h) for Linux' 'Version: 1.0.0' \
 	  'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -ldism $(SANFLAGS)' \
-	  'Libs.private: $(NTFS_LIBS) $(NETTLE_LIBS) $(WIM_LIBS) -lpthread'
+	  'Libs.private: $(NTFS_LIBS) $(NETTLE_LIBS) $(HIVEX_LIBS) $(WIM_LIBS) -lpthread'
 $(DISM_PC): Makefile
 	@mkdir -p $(dir $@)
 	$(WRITE_DISM_PC) > $@
@@ -204,7 +207,7 @@ $(DISM_PC): Makefile
 # Its argument parser (args.c) is a file of its own for fuzz-cli.
 $(DISM_BIN): $(BUILD)/userspace/cli/dism.o $(BUILD)/userspace/cli/args.o $(LIBDISM_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(NTFS_LIBS) $(NETTLE_LIBS) $(WIM_LIBS) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(NTFS_LIBS) $(NETTLE_LIBS) $(HIVEX_LIBS) $(WIM_LIBS) $(LIBS)
 
 # Mounting at boot (docs/boot.md): dism-generator turns /etc/dismtab into
 # units and needs only the dismtab parser (libc alone: generators run early);
@@ -230,7 +233,7 @@ $(GENERATOR_BIN): $(BUILD)/userspace/cli/dism-generator.o $(BUILD)/userspace/lib
 
 $(BOOT_BIN): $(BUILD)/userspace/cli/dism-boot.o $(LIBDISM_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(NTFS_LIBS) $(NETTLE_LIBS) $(WIM_LIBS) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(NTFS_LIBS) $(NETTLE_LIBS) $(HIVEX_LIBS) $(WIM_LIBS) $(LIBS)
 
 SUBST_PATHS = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g'
 $(BUILD)/udev/%: udev/%.in $(PATHS_STAMP)
@@ -256,7 +259,7 @@ all: $(SUPERVISE_BIN)
 $(BUILD)/userspace/cli/dism-supervise.o: CPPFLAGS += $(DISM_INC)
 $(SUPERVISE_BIN): $(BUILD)/userspace/cli/dism-supervise.o $(LIBDISM_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(NTFS_LIBS) $(NETTLE_LIBS) $(WIM_LIBS) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(NTFS_LIBS) $(NETTLE_LIBS) $(HIVEX_LIBS) $(WIM_LIBS) $(LIBS)
 .PHONY: install-supervise uninstall-supervise
 install: install-supervise
 install-supervise: $(SUPERVISE_BIN)
@@ -279,27 +282,33 @@ $(BUILD)/tests/test-fd-cycles: tests/drivers/test-fd-cycles.c $(LIBDISM_SO) user
 	$(CC) $(CPPFLAGS) -Iuserspace/include $(CFLAGS) -o $@ $< -L$(BUILD) -ldism \
 	  -Wl,-rpath,'$$ORIGIN/..' $(LDFLAGS) $(LIBS)
 
+# /Get-ImageInfo through the API alone (DismGetImageInfo, every field).
+$(BUILD)/tests/imageinfo-api: tests/drivers/imageinfo-api.c $(LIBDISM_SO) userspace/include/DismApi.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Iuserspace/include $(CFLAGS) -o $@ $< -L$(BUILD) -ldism \
+	  -Wl,-rpath,'$$ORIGIN/..' $(LDFLAGS) $(LIBS)
+
 # The attach-layer test calls libdism's internal functions (attach.h,
 # partition.h), which the shared library hides: link the static one.
 $(BUILD)/tests/test-attach: tests/drivers/test-attach.c $(LIBDISM_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(DISM_INC) $(CFLAGS) -o $@ $< $(LIBDISM_A) $(LDFLAGS) $(NTFS_LIBS) $(NETTLE_LIBS) $(WIM_LIBS) $(LIBS)
+	$(CC) $(CPPFLAGS) $(DISM_INC) $(CFLAGS) -o $@ $< $(LIBDISM_A) $(LDFLAGS) $(NTFS_LIBS) $(NETTLE_LIBS) $(HIVEX_LIBS) $(WIM_LIBS) $(LIBS)
 
 # The WIM commit crash test drives dism_wim_capture directly (internal: static library).
 $(BUILD)/tests/wim-capture: tests/drivers/wim-capture.c $(LIBDISM_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(DISM_INC) $(WIM_CFLAGS) $(CFLAGS) -o $@ $< $(LIBDISM_A) $(LDFLAGS) $(NTFS_LIBS) $(NETTLE_LIBS) $(WIM_LIBS) $(LIBS)
+	$(CC) $(CPPFLAGS) $(DISM_INC) $(WIM_CFLAGS) $(CFLAGS) -o $@ $< $(LIBDISM_A) $(LDFLAGS) $(NTFS_LIBS) $(NETTLE_LIBS) $(HIVEX_LIBS) $(WIM_LIBS) $(LIBS)
 
 # The WIM volume builder test drives dism_wim_build directly (internal: static library).
 $(BUILD)/tests/wim-build: tests/drivers/wim-build.c $(LIBDISM_A) $(ENGINE_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(DISM_INC) $(WIM_CFLAGS) $(CFLAGS) -o $@ $< $(LIBDISM_A) $(ENGINE_LIB) \
-	  $(COMMON_LIB) $(LDFLAGS) $(NTFS_LIBS) $(NETTLE_LIBS) $(WIM_LIBS) $(LIBS)
+	  $(COMMON_LIB) $(LDFLAGS) $(NTFS_LIBS) $(NETTLE_LIBS) $(HIVEX_LIBS) $(WIM_LIBS) $(LIBS)
 
 # The incremental WIM commit tests (79, 59) drive dism_wim_commit_changes directly.
 $(BUILD)/tests/wim-commit: tests/drivers/wim-commit.c $(LIBDISM_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(DISM_INC) $(WIM_CFLAGS) $(CFLAGS) -o $@ $< $(LIBDISM_A) $(LDFLAGS) $(NTFS_LIBS) $(NETTLE_LIBS) $(WIM_LIBS) $(LIBS)
+	$(CC) $(CPPFLAGS) $(DISM_INC) $(WIM_CFLAGS) $(CFLAGS) -o $@ $< $(LIBDISM_A) $(LDFLAGS) $(NTFS_LIBS) $(NETTLE_LIBS) $(HIVEX_LIBS) $(WIM_LIBS) $(LIBS)
 
 # Fault injection for crash tests (tests/shim/crash-shim.c): an LD_PRELOAD
 # library, built without sanitizers so it loads into any process.
@@ -338,6 +347,11 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIBSRC)
 # fuzz-partition: libdism's partition-table parser (no libntfs-3g in it).
 FUZZ_EXTRA_fuzz-partition := -Iuserspace/lib userspace/lib/partition.c userspace/lib/dism-error.c
 $(BUILD)/fuzz/fuzz-partition: userspace/lib/partition.c userspace/lib/partition.h userspace/lib/dism-error.c
+
+# fuzz-hive: the offline-registry reader over hivex (winreg.c alone).
+$(BUILD)/fuzz/fuzz-hive: tests/fuzz/fuzz-hive.c userspace/lib/winreg.c userspace/lib/winreg.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -Iuserspace/lib $(HIVEX_CFLAGS) -o $@ $< userspace/lib/winreg.c $(HIVEX_LIBS)
 
 # fuzz-dismtab and fuzz-cli: parsers that need libc alone, built without
 # the engine (their coverage figures count their own code only).
@@ -395,6 +409,7 @@ bench: all
 	tests/bench/run-bench.sh $(BUILD)
 	tests/bench/run-mount-bench.sh $(BUILD)
 	tests/bench/run-wim-bench.sh $(BUILD)
+	tests/bench/run-imageinfo-bench.sh $(BUILD)
 
 install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR)

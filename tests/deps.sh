@@ -8,10 +8,12 @@ set -euo pipefail
 PKGS=(
   # build
   build-essential pkg-config clang libclang-rt-14-dev llvm linux-libc-dev
-  libnbd-dev libfuse3-dev libwim-dev ntfs-3g-dev libgnutls28-dev nettle-dev libseccomp-dev
+  libnbd-dev libfuse3-dev libwim-dev ntfs-3g-dev libgnutls28-dev nettle-dev libseccomp-dev libhivex-dev
   # test oracles and peers
   libnbd-bin python3-libnbd nbdkit qemu-utils libvhdi-utils python3-libvhdi fio gnutls-bin
   wimtools ntfs-3g fuse3 fdisk gdisk util-linux dosfstools
+  # test registry hives (tests/t/11-imageinfo-windows.t: hivexregedit, hivexget)
+  libhivex-bin libwin-hivex-perl
   gzip bzip2 xxd bc strace attr procps psmisc kmod cpio unzip
   # udev rules (tests/t/86-udev-*.t: udevadm test; 87-vm-udev.t: systemd-udevd in the VM)
   udev

@@ -28,9 +28,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 # What a new machine lacks until `make deps` runs (tests/deps.sh installs
 # them all again).  pkg-config is pkgconf's in Debian 12.
-PURGE=(libfuse3-dev libnbd-dev libwim-dev ntfs-3g-dev libgnutls28-dev libseccomp-dev
+PURGE=(libfuse3-dev libnbd-dev libwim-dev ntfs-3g-dev libgnutls28-dev libseccomp-dev libhivex-dev
        pkg-config pkgconf libnbd-bin qemu-utils)
-CHECK_PKGS=(libfuse3-dev libnbd-dev libwim-dev ntfs-3g-dev libgnutls28-dev libseccomp-dev
+CHECK_PKGS=(libfuse3-dev libnbd-dev libwim-dev ntfs-3g-dev libgnutls28-dev libseccomp-dev libhivex-dev
             pkg-config libnbd-bin qemu-utils)
 CHECK_FILES=(/usr/include/fuse3/fuse.h /usr/include/seccomp.h /usr/bin/pkg-config /usr/bin/qemu-img)
 CLEAN_ENV=(env -i HOME=/root LANG=C.UTF-8 TERM=dumb

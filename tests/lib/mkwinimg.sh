@@ -12,7 +12,9 @@
 #   whole    16 MiB NTFS on the whole disk (no partition table), \windows in
 #            lower case
 #   fatonly  MBR with one FAT partition
-# Every NTFS volume gets /dismtest.txt naming its label.
+# Every NTFS volume gets /dismtest.txt naming its label.  With MKWIN_CONFIG=DIR
+# in the environment, the files of DIR (test registry hives) are copied into
+# \Windows\System32\config of the volume holding \Windows.
 set -euo pipefail
 KIND=$1 OUT=$2
 WORK=$(mktemp -d /tmp/mkwinimg.XXXXXX)
@@ -33,6 +35,10 @@ ntfs() {
   if [ -n "$windir" ]; then
     mkdir -p "$MNT/$windir/System32"
     echo "not really a kernel" > "$MNT/$windir/System32/ntoskrnl.exe"
+    if [ -n "${MKWIN_CONFIG:-}" ]; then
+      mkdir -p "$MNT/$windir/System32/config"
+      cp "$MKWIN_CONFIG"/* "$MNT/$windir/System32/config/"
+    fi
   fi
   umount "$MNT"
   dd if="$img" of="$out" bs="$ss" seek="$start" conv=notrunc status=none

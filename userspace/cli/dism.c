@@ -13,6 +13,7 @@
 #include <locale.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -430,13 +431,33 @@ or_undefined(const wchar_t *s)
   return s && *s ? s : L"<undefined>";
 }
 
-/* /Get-ImageInfo /Index or /Name of a WIM: the details DISM shows. */
-static void
-print_wim_details(const DismImageInfo *i)
+/* Counts and times: a WIM's CustomizedInfo, a VHD's volume as read. */
+struct counts {
+  bool have;
+  unsigned long long dirs, files;
+  SYSTEMTIME created, modified;
+};
+
+static struct counts
+counts_of(const DismImageInfo *i, const struct dism_image_info_extra *x)
 {
   const DismWimCustomizedInfo *c = i->CustomizedInfo;
+  struct counts n = { 0 };
+  if (c)
+    n = (struct counts) { true, c->DirectoryCount, c->FileCount, c->CreatedTime, c->ModifiedTime };
+  else if (x->have_counts)
+    n = (struct counts) { true, x->dir_count, x->file_count, x->created, x->modified };
+  return n;
+}
+
+/* /Get-ImageInfo /Index or /Name of a WIM, or a VHD: the details DISM shows. */
+static void
+print_details(const DismImageInfo *i, const struct dism_image_info_extra *x)
+{
+  struct counts n = counts_of(i, x);
   printf("WIM Bootable : %s\nArchitecture : %s\nHal : %ls\n",
-         i->Bootable == DismImageBootableYes ? "Yes" : "No", arch_text(i->Architecture),
+         i->Bootable == DismImageBootableYes ? "Yes" :
+         i->Bootable == DismImageBootableNo ? "No" : "<undefined>", arch_text(i->Architecture),
          or_undefined(i->Hal));
   if (i->MajorVersion || i->Build)
     printf("Version : %u.%u.%u\nServicePack Build : %u\nServicePack Level : %u\n",
@@ -447,11 +468,101 @@ print_wim_details(const DismImageInfo *i)
          "System Root : %ls\n", or_undefined(i->EditionId), or_undefined(i->InstallationType),
          or_undefined(i->ProductType), or_undefined(i->ProductSuite),
          or_undefined(i->SystemRoot));
-  if (c) {
-    printf("Directories : %u\nFiles : %u\n", c->DirectoryCount, c->FileCount);
-    print_time("Created", &c->CreatedTime);
-    print_time("Modified", &c->ModifiedTime);
+  if (n.have) {
+    printf("Directories : %llu\nFiles : %llu\n", n.dirs, n.files);
+    print_time("Created", &n.created);
+    print_time("Modified", &n.modified);
   }
+  printf("Languages :%s\n", i->LanguageCount ? "" : " <undefined>");
+  for (UINT l = 0; l < i->LanguageCount; l++)
+    printf("        %ls%s\n", i->Language[l].Value,
+           l == i->DefaultLanguageIndex ? " (Default)" : "");
+}
+
+static void
+json_time(const char *key, const SYSTEMTIME *t)
+{
+  if (t->wYear)
+    printf(", \"%s\": \"%04u-%02u-%02uT%02u:%02u:%02uZ\"", key, t->wYear, t->wMonth, t->wDay,
+           t->wHour, t->wMinute, t->wSecond);
+  else
+    printf(", \"%s\": null", key);
+}
+
+/* The same fields as print_details, empty text as null. */
+static void
+json_details(const DismImageInfo *i, const struct dism_image_info_extra *x)
+{
+  static const struct { const char *key; size_t off; } text[] = {
+    { "product_name", offsetof(DismImageInfo, ProductName) },
+    { "edition", offsetof(DismImageInfo, EditionId) },
+    { "installation", offsetof(DismImageInfo, InstallationType) },
+    { "hal", offsetof(DismImageInfo, Hal) },
+    { "product_type", offsetof(DismImageInfo, ProductType) },
+    { "product_suite", offsetof(DismImageInfo, ProductSuite) },
+    { "system_root", offsetof(DismImageInfo, SystemRoot) },
+  };
+  struct counts n = counts_of(i, x);
+  printf(", \"bootable\": %s, \"architecture\": \"%s\"",
+         i->Bootable == DismImageBootableYes ? "true" :
+         i->Bootable == DismImageBootableNo ? "false" : "null", arch_text(i->Architecture));
+  for (size_t k = 0; k < sizeof text / sizeof text[0]; k++) {
+    PCWSTR v;
+    memcpy(&v, (const char *) i + text[k].off, sizeof v);
+    printf(", \"%s\": ", text[k].key);
+    if (v && *v)
+      json_wstr(v);
+    else
+      printf("null");
+  }
+  if (i->MajorVersion || i->Build)
+    printf(", \"version\": \"%u.%u.%u\", \"full_version\": \"%u.%u.%u.%u\"",
+           i->MajorVersion, i->MinorVersion, i->Build, i->MajorVersion, i->MinorVersion,
+           i->Build, i->SpBuild);
+  else
+    printf(", \"version\": null, \"full_version\": null");
+  printf(", \"servicepack_build\": %u, \"servicepack_level\": %u", i->SpBuild, i->SpLevel);
+  if (n.have) {
+    printf(", \"directories\": %llu, \"files\": %llu", n.dirs, n.files);
+    json_time("created", &n.created);
+    json_time("modified", &n.modified);
+  }
+  printf(", \"languages\": [");
+  for (UINT l = 0; l < i->LanguageCount; l++) {
+    printf("%s", l ? ", " : "");
+    json_wstr(i->Language[l].Value);
+  }
+  printf("], \"default_language\": ");
+  if (i->LanguageCount)
+    json_wstr(i->Language[i->DefaultLanguageIndex].Value);
+  else
+    printf("null");
+}
+
+/* Each warning line of the last DismGetImageInfo (a hive not read). */
+static void
+print_warnings(const char *w, bool json)
+{
+  bool first = true;
+  if (json)
+    printf(", \"warnings\": [");
+  for (const char *nl; *w && (nl = strchr(w, '\n')) != NULL; w = nl + 1) {
+    if (json) {
+      char *line = strndup(w, (size_t) (nl - w));
+      wchar_t *wl = line ? wide(line) : NULL;
+      printf("%s", first ? "" : ", ");
+      json_wstr(wl ? wl : L"");
+      free(wl);
+      free(line);
+    } else {
+      printf("Warning: %.*s\n", (int) (nl - w), w);
+    }
+    first = false;
+  }
+  if (json)
+    printf("]");
+  else if (!first)
+    printf("\n");
 }
 
 static int
@@ -495,6 +606,7 @@ cmd_get_image_info(const struct dism_cli_options *o)
     }
     last = first + 1;
   }
+  const struct dism_image_info_extra *x = dism_image_info_extra();
   if (json_output) {
     printf("{\"image_file\": ");
     json_wstr(image);
@@ -506,25 +618,21 @@ cmd_get_image_info(const struct dism_cli_options *o)
       printf(", \"description\": ");
       json_wstr(info[i].ImageDescription);
       printf(", \"size\": %llu", (unsigned long long) info[i].ImageSize);
-      const DismWimCustomizedInfo *c = info[i].CustomizedInfo;
-      if (info[i].ImageType == DismImageTypeWim && c) {
-        printf(", \"architecture\": \"%s\", \"edition\": ", arch_text(info[i].Architecture));
-        json_wstr(info[i].EditionId);
-        printf(", \"version\": \"%u.%u.%u\", \"directories\": %u, \"files\": %u",
-               info[i].MajorVersion, info[i].MinorVersion, info[i].Build, c->DirectoryCount,
-               c->FileCount);
-      }
+      json_details(&info[i], x);
       printf("}");
     }
-    printf("\n]}\n");
+    printf("\n]");
+    print_warnings(x->warnings, true);
+    printf("}\n");
   } else {
+    print_warnings(x->warnings, false);
     printf("Details for image : %s\n\n", o->image_file);
     for (UINT i = first; i < last; i++) {
       printf("Index : %u\nName : %ls\nDescription : %ls\n", (unsigned) info[i].ImageIndex,
              info[i].ImageName, info[i].ImageDescription);
       print_size(info[i].ImageSize);
-      if (info[i].ImageType == DismImageTypeWim && (o->index || name))
-        print_wim_details(&info[i]);
+      if (info[i].ImageType == DismImageTypeVhd || o->index || name)
+        print_details(&info[i], x);
       printf("\n");
     }
     success();

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* api.c - DismInitialize/DismShutdown, sessions, results and their memory,
- * error messages, cancel events, DismGetMountedImageInfo, DismGetImageInfo. */
+ * error messages, cancel events, DismGetMountedImageInfo (DismGetImageInfo:
+ * api-imageinfo.c). */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -341,8 +342,8 @@ DismDelete(VOID *DismStructure)
 }
 
 /* Copy a UTF-8 string as wide text at *cursor, advancing it. */
-static PCWSTR
-put_wide(wchar_t **cursor, const char *s)
+PCWSTR
+dism_put_wide(wchar_t **cursor, const char *s)
 {
   wchar_t *start = *cursor;
   size_t n = dism_utf8_wide_len(s);
@@ -365,7 +366,7 @@ DismGetLastErrorMessage(DismString **ErrorMessage)
   if (!s)
     return E_OUTOFMEMORY;
   wchar_t *cursor = (wchar_t *) ((char *) s + head);
-  s->Value = put_wide(&cursor, text);
+  s->Value = dism_put_wide(&cursor, text);
   if (dism_track_allocation(s) < 0) {
     free(s);
     return E_OUTOFMEMORY;
@@ -457,8 +458,8 @@ DismGetMountedImageInfo(DismMountedImageInfo **MountedImageInfo, UINT *Count)
   }
   wchar_t *cursor = (wchar_t *) ((char *) info + head);
   for (size_t i = 0; i < shown; i++) {
-    info[i].MountPath = put_wide(&cursor, recs[i].mount_dir);
-    info[i].ImageFilePath = put_wide(&cursor, recs[i].image);
+    info[i].MountPath = dism_put_wide(&cursor, recs[i].mount_dir);
+    info[i].ImageFilePath = dism_put_wide(&cursor, recs[i].image);
     info[i].ImageIndex = recs[i].index;
     info[i].MountMode = recs[i].mode == DISM_MODE_RO ? DismReadOnly : DismReadWrite;
     info[i].MountStatus = status[i];
@@ -474,182 +475,5 @@ out:
   free(status);
   free(recs);
   free(ids);
-  return hr;
-}
-
-/* ---- DismGetImageInfo ------------------------------------------------------ */
-/* FILETIME (100 ns since 1601, UTC) -> SYSTEMTIME; zero stays zero. */
-static SYSTEMTIME
-systemtime_from_filetime(uint64_t ft)
-{
-  SYSTEMTIME st = { 0 };
-  struct tm tm;
-  if (ft == 0)
-    return st;
-  time_t t = (time_t) (ft / 10000000ULL) - (time_t) 11644473600LL;
-  if (!gmtime_r(&t, &tm))
-    return st;
-  st.wYear = (WORD) (tm.tm_year + 1900);
-  st.wMonth = (WORD) (tm.tm_mon + 1);
-  st.wDayOfWeek = (WORD) tm.tm_wday;
-  st.wDay = (WORD) tm.tm_mday;
-  st.wHour = (WORD) tm.tm_hour;
-  st.wMinute = (WORD) tm.tm_min;
-  st.wSecond = (WORD) tm.tm_sec;
-  st.wMilliseconds = (WORD) (ft / 10000ULL % 1000);
-  return st;
-}
-
-/* A WIM: one DismImageInfo per image, each with a DismWimCustomizedInfo,
- * all in one allocation (structures, then customized infos, then text). */
-static HRESULT
-wim_image_info(const char *func, const char *path, DismImageInfo **out, UINT *count)
-{
-  struct dism_wim_image *imgs = NULL;
-  unsigned n = 0;
-  int rc = dism_wim_list(path, &imgs, &n);
-  if (rc < 0)
-    return dism_api_fail_errno(func, rc);
-  size_t text = 0;
-  for (unsigned i = 0; i < n; i++) {
-    const struct dism_wim_image *w = &imgs[i];
-    text += dism_utf8_wide_len(w->name) + dism_utf8_wide_len(w->description) +
-            dism_utf8_wide_len(w->product_name) + dism_utf8_wide_len(w->edition) +
-            dism_utf8_wide_len(w->installation_type) + dism_utf8_wide_len(w->hal) +
-            dism_utf8_wide_len(w->product_type) + dism_utf8_wide_len(w->product_suite) +
-            dism_utf8_wide_len(w->system_root);
-  }
-  size_t head = (n * sizeof(DismImageInfo) + 7) / 8 * 8;
-  size_t custom = (n * sizeof(DismWimCustomizedInfo) + 7) / 8 * 8;
-  char *block = calloc(1, head + custom + text * sizeof(wchar_t) + 8);
-  if (!block) {
-    free(imgs);
-    return dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
-  }
-  DismImageInfo *info = (DismImageInfo *) block;
-  DismWimCustomizedInfo *ci = (DismWimCustomizedInfo *) (block + head);
-  wchar_t *cursor = (wchar_t *) (block + head + custom);
-  for (unsigned i = 0; i < n; i++) {
-    const struct dism_wim_image *w = &imgs[i];
-    info[i].ImageType = DismImageTypeWim;
-    info[i].ImageIndex = w->index;
-    info[i].ImageName = put_wide(&cursor, w->name);
-    info[i].ImageDescription = put_wide(&cursor, w->description);
-    info[i].ImageSize = w->total_bytes;
-    info[i].Architecture = w->arch;
-    info[i].ProductName = put_wide(&cursor, w->product_name);
-    info[i].EditionId = put_wide(&cursor, w->edition);
-    info[i].InstallationType = put_wide(&cursor, w->installation_type);
-    info[i].Hal = put_wide(&cursor, w->hal);
-    info[i].ProductType = put_wide(&cursor, w->product_type);
-    info[i].ProductSuite = put_wide(&cursor, w->product_suite);
-    info[i].SystemRoot = put_wide(&cursor, w->system_root);
-    info[i].MajorVersion = w->major;
-    info[i].MinorVersion = w->minor;
-    info[i].Build = w->build;
-    info[i].SpBuild = w->spbuild;
-    info[i].SpLevel = w->splevel;
-    info[i].Bootable = w->boot ? DismImageBootableYes : DismImageBootableNo;
-    ci[i].Size = w->total_bytes > 0xFFFFFFFFULL ? 0xFFFFFFFFU : (UINT) w->total_bytes;
-    ci[i].DirectoryCount = (UINT) w->dir_count;
-    ci[i].FileCount = (UINT) w->file_count;
-    ci[i].CreatedTime = systemtime_from_filetime(w->created);
-    ci[i].ModifiedTime = systemtime_from_filetime(w->modified);
-    info[i].CustomizedInfo = &ci[i];
-  }
-  free(imgs);
-  if (dism_track_allocation(block) < 0) {
-    free(block);
-    return dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
-  }
-  *out = info;
-  *count = n;
-  return S_OK;
-}
-
-DISM_API HRESULT WINAPI
-DismGetImageInfo(PCWSTR ImageFilePath, DismImageInfo **ImageInfo, UINT *Count)
-{
-  static const char func[] = "DismGetImageInfo";
-  REQUIRE_INIT(func);
-  if (!ImageInfo || !Count)
-    return dism_api_fail(func, E_INVALIDARG, "ImageInfo and Count must not be NULL.");
-  *ImageInfo = NULL;
-  *Count = 0;
-  HRESULT hr;
-  char *path = NULL;
-  struct disk *d = NULL;
-  struct disk_info *di = NULL;
-  if (FAILED(hr = dism_path_arg(func, ImageFilePath, "image file path", &path)))
-    return hr;
-  const char *want = dism_has_ext(path, ".vhdx") ? "vhdx" : dism_has_ext(path, ".vhd") ? "vhd" : NULL;
-  if (dism_has_ext(path, ".wim") || dism_has_ext(path, ".swm")) {
-    hr = wim_image_info(func, path, ImageInfo, Count);
-    goto out;
-  }
-  if (!want) {
-    hr = dism_api_fail(func, E_INVALIDARG,
-                       "%s: the image file must have a .wim, .vhd or .vhdx extension.", path);
-    goto out;
-  }
-  struct stat st;
-  if (stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
-    hr = dism_api_fail(func, E_INVALIDARG, "%s: %s", path,
-                       errno == ENOENT ? "the image file does not exist" : "not a regular file");
-    goto out;
-  }
-  struct disk_open_opts opts = { .readonly = true };
-  int rc = disk_open(path, &opts, &d);
-  if (rc < 0) {
-    dism_error_from_engine(rc);
-    hr = dism_api_fail_last(func, rc == -ENOENT ? HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)
-                                                : HRESULT_FROM_WIN32(ERROR_FILE_CORRUPT));
-    goto out;
-  }
-  di = calloc(1, sizeof *di);
-  if (!di || (rc = disk_info(d, di)) < 0) {
-    hr = dism_api_fail(func, E_FAIL, "%s: %s", path, di ? disk_last_error() : "out of memory");
-    goto out;
-  }
-  if (strcmp(di->format, want) != 0) {
-    hr = dism_api_fail(func, HRESULT_FROM_WIN32(ERROR_FILE_CORRUPT),
-                       "%s: the extension says %s but the file holds a %s image.", path, want,
-                       di->format);
-    goto out;
-  }
-  const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-  char description[256];
-  snprintf(description, sizeof description, "%s %s disk", di->format[3] ? "VHDX" : "VHD",
-           di->subtype);
-  size_t text = dism_utf8_wide_len(name) + dism_utf8_wide_len(description) + 1;
-  size_t head = (sizeof(DismImageInfo) + sizeof(wchar_t) - 1) / sizeof(wchar_t) * sizeof(wchar_t);
-  DismImageInfo *info = calloc(1, head + text * sizeof(wchar_t));
-  if (!info) {
-    hr = dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
-    goto out;
-  }
-  wchar_t *cursor = (wchar_t *) ((char *) info + head);
-  info->ImageType = DismImageTypeVhd;
-  info->ImageIndex = 1;
-  info->ImageName = put_wide(&cursor, name);
-  info->ImageDescription = put_wide(&cursor, description);
-  info->ImageSize = di->virtual_size;
-  info->Architecture = 0xFFFF; /* PROCESSOR_ARCHITECTURE_UNKNOWN: not inspected */
-  PCWSTR empty = put_wide(&cursor, "");
-  info->ProductName = info->EditionId = info->InstallationType = empty;
-  info->Hal = info->ProductType = info->ProductSuite = info->SystemRoot = empty;
-  info->Bootable = DismImageBootableUnknown;
-  if (dism_track_allocation(info) < 0) {
-    free(info);
-    hr = dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
-    goto out;
-  }
-  *ImageInfo = info;
-  *Count = 1;
-out:
-  free(di);
-  if (d)
-    disk_close(d);
-  free(path);
   return hr;
 }

@@ -87,6 +87,22 @@ char *dism_wide_to_utf8(const wchar_t *w);
  * wchar_t written including the NUL.  Invalid bytes become U+FFFD. */
 size_t dism_utf8_to_wide(const char *s, wchar_t *out, size_t cap);
 size_t dism_utf8_wide_len(const char *s);
+/* Copy UTF-8 text as wide text at *cursor (room: dism_utf8_wide_len),
+ * advancing it; returns where it starts (api.c). */
+PCWSTR dism_put_wide(wchar_t **cursor, const char *s);
+/* What this thread's last DismGetImageInfo found beyond DismImageInfo
+ * (api-imageinfo.c), for the dism command: the warnings ("" if none, one
+ * a line: a hive that could not be read) and, for a VHD/VHDX, whose
+ * CustomizedInfo is NULL as in Microsoft's API, the counts and times of
+ * the volume read. */
+struct dism_image_info_extra {
+  bool have_counts;
+  unsigned long long dir_count, file_count;
+  SYSTEMTIME created, modified;
+  char volume[200];                  /* which volume was read */
+  char warnings[2048];
+};
+const struct dism_image_info_extra *dism_image_info_extra(void);
 /* Write a file atomically: temp file in the same directory, fsync, rename,
  * fsync the directory. */
 int dism_write_file_atomic(const char *path, const char *data, size_t len, mode_t mode);

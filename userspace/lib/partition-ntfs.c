@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -145,42 +146,70 @@ static struct ntfs_device_operations range_dev_ops = {
 };
 
 int
-dism_ntfs_holds_windows(const struct dism_disk_io *io, uint64_t offset, uint64_t size)
+dism_ntfs_open_range(const struct dism_disk_io *io, uint64_t offset, uint64_t size,
+                     ntfs_volume **out)
 {
-  struct range_dev rd = { .io = io, .offset = offset, .size = size };
+  struct range_dev *rd = NULL;
   struct ntfs_device *dev = NULL;
-  ntfs_volume *vol = NULL;
-  ntfs_inode *ni = NULL;
   char name[64];
-  int r;
+  int r = 0;
 
+  *out = NULL;
   /* a library never prints: libntfs-3g logs to stderr unless told not to */
   ntfs_log_set_handler(ntfs_log_handler_null);
   snprintf(name, sizeof name, "dism-probe@%" PRIu64, offset);
-  dev = ntfs_device_alloc(name, 0, &range_dev_ops, &rd);
+  rd = malloc(sizeof *rd);
+  if (rd)
+    *rd = (struct range_dev) { .io = io, .offset = offset, .size = size };
+  dev = rd ? ntfs_device_alloc(name, 0, &range_dev_ops, rd) : NULL;
   if (!dev) {
     r = -ENOMEM;
+    dism_set_error("out of memory reading %s", io->name);
     goto out;
   }
-  vol = ntfs_device_mount(dev, NTFS_MNT_RDONLY | NTFS_MNT_IGNORE_HIBERFILE);
-  if (!vol) {
+  errno = 0;
+  *out = ntfs_device_mount(dev, NTFS_MNT_RDONLY | NTFS_MNT_IGNORE_HIBERFILE);
+  if (!*out) {
     r = errno ? -errno : -EIO;
     dism_set_error("%s: the NTFS volume at offset %" PRIu64 " cannot be read: %s",
                    io->name, offset, strerror(-r));
     goto out;
   }
   dev = NULL;                        /* the volume owns it now */
-  /* \Windows whatever its case, as Windows itself would find it */
-  ntfs_set_ignore_case(vol);
-  ni = ntfs_pathname_to_inode(vol, NULL, "/Windows");
-  r = ni && (ni->mrec->flags & MFT_RECORD_IS_DIRECTORY) ? 1 : 0;
+  rd = NULL;                         /* freed by dism_ntfs_close_range */
+  /* names whatever their case, as Windows itself would find them */
+  ntfs_set_ignore_case(*out);
 out:
-  if (ni)
-    ntfs_inode_close(ni);
-  if (vol)
-    ntfs_umount(vol, FALSE);
   if (dev)
     ntfs_device_free(dev);
+  free(rd);
+  return r;
+}
+
+void
+dism_ntfs_close_range(ntfs_volume *vol)
+{
+  if (!vol)
+    return;
+  void *rd = vol->dev->d_private;
+  ntfs_umount(vol, FALSE);
+  free(rd);
+}
+
+int
+dism_ntfs_holds_windows(const struct dism_disk_io *io, uint64_t offset, uint64_t size)
+{
+  ntfs_volume *vol = NULL;
+  ntfs_inode *ni = NULL;
+  int r = dism_ntfs_open_range(io, offset, size, &vol);
+
+  if (r < 0)
+    return r;
+  ni = ntfs_pathname_to_inode(vol, NULL, "/Windows");
+  r = ni && (ni->mrec->flags & MFT_RECORD_IS_DIRECTORY) ? 1 : 0;
+  if (ni)
+    ntfs_inode_close(ni);
+  dism_ntfs_close_range(vol);
   return r;
 }
 

@@ -83,4 +83,12 @@ int dism_part_choose(const struct dism_disk_io *io, struct dism_part_table *t,
 int dism_ntfs_holds_windows(const struct dism_disk_io *io, uint64_t offset,
                             uint64_t size);
 
+/* The NTFS volume at [offset, offset+size) of the disk, opened read-only
+ * through libntfs-3g over io (names looked up without case); io must
+ * outlive it.  Close with dism_ntfs_close_range. */
+struct _ntfs_volume;
+int dism_ntfs_open_range(const struct dism_disk_io *io, uint64_t offset, uint64_t size,
+                         struct _ntfs_volume **vol);
+void dism_ntfs_close_range(struct _ntfs_volume *vol);
+
 #endif

@@ -4,6 +4,7 @@
  * docs/dism-api.md, section "WIM". */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,6 +145,43 @@ prop_time(WIMStruct *w, int image, const char *what)
   return prop_num(w, image, hi, 16) << 32 | (prop_num(w, image, lo, 16) & 0xFFFFFFFFULL);
 }
 
+/* The XML's WINDOWS element: empty fields where it has none. */
+static void
+windows_details(WIMStruct *w, int image, struct dism_windows *win)
+{
+  static const struct { const char *key; size_t off, len; } text[] = {
+#define TEXT(key, field) { "WINDOWS/" key, offsetof(struct dism_windows, field), \
+                           sizeof(((struct dism_windows *) 0)->field) }
+    TEXT("EDITIONID", edition), TEXT("PRODUCTNAME", product_name),
+    TEXT("INSTALLATIONTYPE", installation_type), TEXT("PRODUCTTYPE", product_type),
+    TEXT("PRODUCTSUITE", product_suite), TEXT("HAL", hal), TEXT("SYSTEMROOT", system_root),
+#undef TEXT
+  };
+  dism_windows_init(win);
+  for (size_t i = 0; i < sizeof text / sizeof text[0]; i++)
+    snprintf((char *) win + text[i].off, text[i].len, "%s", prop(w, image, text[i].key));
+  const char *arch = wimlib_get_image_property(w, image, "WINDOWS/ARCH");
+  if (arch && *arch)
+    win->arch = (unsigned) strtoul(arch, NULL, 10);
+  win->have_version = wimlib_get_image_property(w, image, "WINDOWS/VERSION/MAJOR") != NULL;
+  win->major = (unsigned) prop_num(w, image, "WINDOWS/VERSION/MAJOR", 10);
+  win->minor = (unsigned) prop_num(w, image, "WINDOWS/VERSION/MINOR", 10);
+  win->build = (unsigned) prop_num(w, image, "WINDOWS/VERSION/BUILD", 10);
+  win->spbuild = (unsigned) prop_num(w, image, "WINDOWS/VERSION/SPBUILD", 10);
+  win->splevel = (unsigned) prop_num(w, image, "WINDOWS/VERSION/SPLEVEL", 10);
+  const char *def = prop(w, image, "WINDOWS/LANGUAGES/DEFAULT");
+  for (unsigned l = 0; l < DISM_WIN_LANG_MAX; l++) {
+    char key[48];
+    snprintf(key, sizeof key, "WINDOWS/LANGUAGES/LANGUAGE[%u]", l + 1);
+    const char *lang = wimlib_get_image_property(w, image, key);
+    if (!lang)
+      break;
+    if (strcmp(lang, def) == 0)
+      win->default_language = l;
+    snprintf(win->languages[win->language_count++], sizeof win->languages[0], "%s", lang);
+  }
+}
+
 static void
 image_details(WIMStruct *w, int image, struct dism_wim_image *out)
 {
@@ -155,25 +193,7 @@ image_details(WIMStruct *w, int image, struct dism_wim_image *out)
   out->hardlink_bytes = prop_num(w, image, "HARDLINKBYTES", 10);
   out->file_count = prop_num(w, image, "FILECOUNT", 10);
   out->dir_count = prop_num(w, image, "DIRCOUNT", 10);
-  const char *arch = wimlib_get_image_property(w, image, "WINDOWS/ARCH");
-  out->arch = arch && *arch ? (unsigned) strtoul(arch, NULL, 10) : 0xFFFF;
-  snprintf(out->edition, sizeof out->edition, "%s", prop(w, image, "WINDOWS/EDITIONID"));
-  snprintf(out->product_name, sizeof out->product_name, "%s",
-           prop(w, image, "WINDOWS/PRODUCTNAME"));
-  snprintf(out->installation_type, sizeof out->installation_type, "%s",
-           prop(w, image, "WINDOWS/INSTALLATIONTYPE"));
-  snprintf(out->product_type, sizeof out->product_type, "%s",
-           prop(w, image, "WINDOWS/PRODUCTTYPE"));
-  snprintf(out->product_suite, sizeof out->product_suite, "%s",
-           prop(w, image, "WINDOWS/PRODUCTSUITE"));
-  snprintf(out->hal, sizeof out->hal, "%s", prop(w, image, "WINDOWS/HAL"));
-  snprintf(out->system_root, sizeof out->system_root, "%s", prop(w, image, "WINDOWS/SYSTEMROOT"));
-  out->have_version = wimlib_get_image_property(w, image, "WINDOWS/VERSION/MAJOR") != NULL;
-  out->major = (unsigned) prop_num(w, image, "WINDOWS/VERSION/MAJOR", 10);
-  out->minor = (unsigned) prop_num(w, image, "WINDOWS/VERSION/MINOR", 10);
-  out->build = (unsigned) prop_num(w, image, "WINDOWS/VERSION/BUILD", 10);
-  out->spbuild = (unsigned) prop_num(w, image, "WINDOWS/VERSION/SPBUILD", 10);
-  out->splevel = (unsigned) prop_num(w, image, "WINDOWS/VERSION/SPLEVEL", 10);
+  windows_details(w, image, &out->win);
   out->created = prop_time(w, image, "CREATIONTIME");
   out->modified = prop_time(w, image, "LASTMODIFICATIONTIME");
 }

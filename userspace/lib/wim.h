@@ -19,17 +19,15 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "winreg.h"
+
 /* One image of a WIM, from its header and XML document. */
 struct dism_wim_image {
   unsigned index;
   char name[512], description[1024];
   uint64_t total_bytes, file_count, dir_count;
   uint64_t hardlink_bytes;       /* of total_bytes, counted again for each extra link */
-  unsigned arch;                 /* PROCESSOR_ARCHITECTURE_*; 0xFFFF if not in the XML */
-  char edition[128], product_name[256], installation_type[64], product_type[64];
-  char product_suite[128], hal[64], system_root[64];
-  unsigned major, minor, build, spbuild, splevel;
-  bool have_version;
+  struct dism_windows win;       /* the XML's WINDOWS element (empty where absent) */
   uint64_t created, modified;    /* FILETIME (100 ns since 1601), 0 if absent */
   bool boot;                     /* the WIM's boot index names this image */
 };
