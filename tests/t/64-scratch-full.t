@@ -52,13 +52,13 @@ make_windows_disk "$TMPD/disk.raw" 64 || { not_ok "build the test disk"; exit 1;
 make_vhdx "$TMPD/disk.raw" "$TMPD/win.vhdx"
 make_vhd "$TMPD/disk.raw" "$TMPD/win.vhd"
 SCR=$TMPD/scratch
-small_fs "$SCR" 48 || { not_ok "a 48 MiB ext4 scratch"; exit 1; }
+small_fs "$SCR" 128 || { not_ok "a 128 MiB ext4 scratch"; exit 1; }
 
 # ---- (a) the scratch file system fills up under a read/write VHDX mount -----------
 V=$TMPD/win.vhdx
 vsum=$(sha "$V")
 run /Mount-Image /ImageFile:"$V" /Index:1 /MountDir:"$M" /ScratchDir:"$SCR"
-is "VHDX read/write mount with a 48 MiB scratch" "$RC" 0
+is "VHDX read/write mount with a 128 MiB scratch" "$RC" 0
 kept=$(write_sync "$M/kept.bin" 4)
 is "  4 MiB written and fsync'd before the scratch is full" "$(sha "$M/kept.bin")" "$kept"
 check "  the rest of the scratch taken" fill "$SCR"
@@ -88,6 +88,39 @@ is "  /Unmount-Image /Discard on the full scratch" "$RC" 0
 is "  the VHDX is unchanged" "$(sha "$V")" "$vsum"
 free_space "$SCR"
 nothing_left "VHDX on a full scratch"
+
+# ---- (a) the same under a read/write WIM mount --------------------------------------
+WR=$TMPD/rw.wim
+cp "$W/wimlib-mwl-MultiImage.wim" "$WR"; chmod u+w "$WR"
+run /Mount-Image /ImageFile:"$WR" /Index:2 /MountDir:"$M" /ScratchDir:"$SCR"
+is "WIM read/write mount with the 128 MiB scratch" "$RC" 0
+kept=$(write_sync "$M/kept.bin" 4)
+is "  4 MiB written and fsync'd before the scratch is full" "$(sha "$M/kept.bin")" "$kept"
+check "  the rest of the scratch taken" fill "$SCR"
+out=$(write_sync "$M/big.bin" 8 2>&1); rc=$?
+is "  an 8 MiB write that does not fit fails" "$rc" 1
+is "  the earlier file reads back" "$(sha "$M/kept.bin")" "$kept"
+check "  a delete works on the full scratch" rm -f "$M/big.bin"
+run /Commit-Image /MountDir:"$M"
+is "  /Commit-Image with the scratch still full" "$RC" 0
+[ "$RC" = 0 ] || diag "$OUT"
+free_space "$SCR"
+small=$(write_sync "$M/small.bin" 1)
+is "  a smaller write once space is freed" "$(sha "$M/small.bin")" "$small"
+run /Unmount-Image /MountDir:"$M" /Commit
+is "  /Unmount-Image /Commit" "$RC" 0
+is "  the WIM holds the flushed file" "$(wimlib-imagex extract "$WR" 2 /kept.bin --to-stdout 2>/dev/null | sha256sum | cut -d' ' -f1)" "$kept"
+is "  and the one written after space came back" "$(wimlib-imagex extract "$WR" 2 /small.bin --to-stdout 2>/dev/null | sha256sum | cut -d' ' -f1)" "$small"
+wsum=$(sha "$WR")
+run /Mount-Image /ImageFile:"$WR" /Index:2 /MountDir:"$M" /ScratchDir:"$SCR"
+is "WIM mounted again on the same scratch" "$RC" 0
+fill "$SCR"
+check_fail "  a write that does not fit fails" write_sync "$M/junk.bin" 8
+run /Unmount-Image /MountDir:"$M" /Discard
+is "  /Unmount-Image /Discard on the full scratch" "$RC" 0
+is "  the WIM is unchanged" "$(sha "$WR")" "$wsum"
+free_space "$SCR"
+nothing_left "WIM on a full scratch"
 
 # ---- (a) the overlay itself: room for a write's data but not for its map page -------
 # A fresh map page (granules past the first 63.5 MiB) needs its two slots; with one
@@ -146,3 +179,6 @@ rm -f "$IFS_/win.vhdx"
 cp "$TMPD/win.vhd" "$IFS_/win.vhd"
 image_full VHD "$IFS_/win.vhd" grown.bin
 rm -f "$IFS_/win.vhd"
+cp "$TMPD/rw.wim" "$IFS_/rw.wim"
+image_full WIM "$IFS_/rw.wim" grown.bin 2
+check "  wimlib-imagex verify accepts the WIM" wimlib-imagex verify "$IFS_/rw.wim"
