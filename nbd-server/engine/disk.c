@@ -319,6 +319,19 @@ disk_file_reserve(int fd, const char *path, uint64_t off, uint64_t len)
   return -e;
 }
 
+int
+disk_file_reserve_tail(int fd, const char *path, uint64_t off, uint64_t len,
+                       uint64_t *reserved_end)
+{
+  int r = disk_file_reserve(fd, path, off, len);
+
+  if (r < 0)
+    disk_file_unreserve(fd, off + len);    /* a partial allocation */
+  else if (off + len > *reserved_end)
+    *reserved_end = off + len;
+  return r;
+}
+
 void
 disk_file_unreserve(int fd, uint64_t end)
 {

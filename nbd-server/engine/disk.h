@@ -204,6 +204,11 @@ bool disk_is_zero(const void *buf, size_t len);
  * (fallocate KEEP_SIZE): 0, or -ENOSPC (...) with a message.  A file
  * system without fallocate gets 0: nothing can be promised there. */
 int disk_file_reserve(int fd, const char *path, uint64_t off, uint64_t len);
+/* The same for [off, off+len) past the end of the file, where a merge will
+ * append: *reserved_end is widened to cover it; on failure what was
+ * allocated is given back. */
+int disk_file_reserve_tail(int fd, const char *path, uint64_t off, uint64_t len,
+                           uint64_t *reserved_end);
 /* Give back what a reservation left allocated between the end of the file
  * and end. */
 void disk_file_unreserve(int fd, uint64_t end);

@@ -942,11 +942,7 @@ vhd_reserve(struct disk *d, const struct disk_range *rg, size_t n)
   if (r < 0 || nnew == 0)
     goto out;
   need = nnew * ((uint64_t) v->bitmap_size + v->block_size) + FOOTER_SIZE;
-  r = disk_file_reserve(v->fd, d->path, v->next_free, need);
-  if (r < 0)
-    disk_file_unreserve(v->fd, v->next_free + need);
-  else if (v->next_free + need > v->reserve_end)
-    v->reserve_end = v->next_free + need;
+  r = disk_file_reserve_tail(v->fd, d->path, v->next_free, need, &v->reserve_end);
 out:
   pthread_mutex_unlock(&v->alloc_lock);
   return r;

@@ -1572,11 +1572,7 @@ vx_reserve(struct disk *d, const struct disk_range *rg, size_t n)
   if (r < 0 || nnew == 0)
     goto out;
   need = nnew * v->block_size + nsb * VX_MiB;
-  r = disk_file_reserve(v->fd, v->path, v->alloc_end, need);
-  if (r < 0)
-    disk_file_unreserve(v->fd, v->alloc_end + need);
-  else if (v->alloc_end + need > v->reserve_end)
-    v->reserve_end = v->alloc_end + need;
+  r = disk_file_reserve_tail(v->fd, v->path, v->alloc_end, need, &v->reserve_end);
 out:
   pthread_mutex_unlock(&v->lock);
   return r;

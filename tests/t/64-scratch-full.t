@@ -36,7 +36,7 @@ sha() { sha256sum < "$1" | cut -d' ' -f1; }
 # write_sync FILE MiB: random bytes, fsync'd; prints their sha256.
 write_sync() {
   head -c "$(($2 << 20))" /dev/urandom > "$TMPD/payload" &&
-    dd if="$TMPD/payload" of="$1" bs=1M conv=fsync 2>/dev/null && sha "$TMPD/payload"
+    dd if="$TMPD/payload" of="$1" bs=1M conv=fsync status=none && sha "$TMPD/payload"
 }
 # ro_sha IMAGE FILE [INDEX]: sha256 of FILE in a fresh read-only mount.
 ro_sha() {
@@ -55,75 +55,49 @@ SCR=$TMPD/scratch
 mkdir -p "$TMPD"/m{4,5,6,7,8}
 small_fs "$SCR" 128 || { not_ok "a 128 MiB ext4 scratch"; exit 1; }
 
-# ---- (a) the scratch file system fills up under a read/write VHDX mount -----------
+# ---- (a) the scratch file system fills up under read/write VHDX and WIM mounts -----
+# scratch_full KIND IMAGE INDEX: a mount on the small scratch; a file flushed, the
+# scratch filled, a write that does not fit; the mount still reads, deletes, commits,
+# takes a smaller write once space is freed, commits on unmount; then /Discard.
+scratch_full() {
+  local kind=$1 img=$2 idx=$3 kept small out rc sum
+  run /Mount-Image /ImageFile:"$img" /Index:"$idx" /MountDir:"$M" /ScratchDir:"$SCR"
+  is "$kind: read/write mount with a 128 MiB scratch" "$RC" 0
+  kept=$(write_sync "$M/kept.bin" 4)
+  is "  4 MiB written and fsync'd before the scratch is full" "$(sha "$M/kept.bin")" "$kept"
+  check "  the rest of the scratch taken" fill "$SCR"
+  out=$(write_sync "$M/big.bin" 8 2>&1); rc=$?
+  is "  an 8 MiB write that does not fit fails" "$rc" 1
+  like "  with ENOSPC or EIO" "$out" "No space left on device|Input/output error"
+  is "  the earlier file reads back" "$(sha "$M/kept.bin")" "$kept"
+  check "  a delete works on the full scratch" rm -f "$M/big.bin"
+  run /Commit-Image /MountDir:"$M"
+  is "  /Commit-Image with the scratch still full" "$RC" 0
+  [ "$RC" = 0 ] || diag "$OUT"
+  free_space "$SCR"
+  small=$(write_sync "$M/small.bin" 1)
+  is "  a smaller write once space is freed" "$(sha "$M/small.bin")" "$small"
+  run /Unmount-Image /MountDir:"$M" /Commit
+  is "  /Unmount-Image /Commit" "$RC" 0
+  is "  a fresh read-only mount: the flushed file" "$(ro_sha "$img" kept.bin "$idx")" "$kept"
+  is "  and the one written after space came back" "$(ro_sha "$img" small.bin "$idx")" "$small"
+
+  sum=$(sha "$img")
+  run /Mount-Image /ImageFile:"$img" /Index:"$idx" /MountDir:"$M" /ScratchDir:"$SCR"
+  is "$kind: mounted again on the same scratch" "$RC" 0
+  fill "$SCR"
+  check_fail "  a write that does not fit fails" write_sync "$M/junk.bin" 8
+  run /Unmount-Image /MountDir:"$M" /Discard
+  is "  /Unmount-Image /Discard on the full scratch" "$RC" 0
+  is "  the image is unchanged" "$(sha "$img")" "$sum"
+  free_space "$SCR"
+  nothing_left "$kind on a full scratch"
+}
 M=$TMPD/m4
-V=$TMPD/win.vhdx
-vsum=$(sha "$V")
-run /Mount-Image /ImageFile:"$V" /Index:1 /MountDir:"$M" /ScratchDir:"$SCR"
-is "VHDX read/write mount with a 128 MiB scratch" "$RC" 0
-kept=$(write_sync "$M/kept.bin" 4)
-is "  4 MiB written and fsync'd before the scratch is full" "$(sha "$M/kept.bin")" "$kept"
-check "  the rest of the scratch taken" fill "$SCR"
-out=$(write_sync "$M/big.bin" 8 2>&1); rc=$?
-is "  an 8 MiB write that does not fit fails" "$rc" 1
-like "  with ENOSPC or EIO" "$(dd if="$TMPD/payload" of="$M/big.bin" bs=1M conv=fsync 2>&1)" "No space left on device|Input/output error"
-is "  the earlier file reads back" "$(sha "$M/kept.bin")" "$kept"
-check "  a delete works on the full scratch" rm -f "$M/big.bin"
-run /Commit-Image /MountDir:"$M"
-is "  /Commit-Image with the scratch still full" "$RC" 0
-free_space "$SCR"
-small=$(write_sync "$M/small.bin" 1)
-is "  a smaller write once space is freed" "$(sha "$M/small.bin")" "$small"
-run /Unmount-Image /MountDir:"$M" /Commit
-is "  /Unmount-Image /Commit" "$RC" 0
-is "  a fresh read-only mount: the flushed file" "$(ro_sha "$V" kept.bin)" "$kept"
-is "  and the one written after space came back" "$(ro_sha "$V" small.bin)" "$small"
-
-# /Discard after the scratch filled up
-vsum=$(sha "$V")
-run /Mount-Image /ImageFile:"$V" /Index:1 /MountDir:"$M" /ScratchDir:"$SCR"
-is "VHDX mounted again on the same scratch" "$RC" 0
-fill "$SCR"
-check_fail "  a write that does not fit fails" write_sync "$M/junk.bin" 8
-run /Unmount-Image /MountDir:"$M" /Discard
-is "  /Unmount-Image /Discard on the full scratch" "$RC" 0
-is "  the VHDX is unchanged" "$(sha "$V")" "$vsum"
-free_space "$SCR"
-nothing_left "VHDX on a full scratch"
-
-# ---- (a) the same under a read/write WIM mount --------------------------------------
+scratch_full VHDX "$TMPD/win.vhdx" 1
 M=$TMPD/m5
-WR=$TMPD/rw.wim
-cp "$W/wimlib-mwl-MultiImage.wim" "$WR"; chmod u+w "$WR"
-run /Mount-Image /ImageFile:"$WR" /Index:2 /MountDir:"$M" /ScratchDir:"$SCR"
-is "WIM read/write mount with the 128 MiB scratch" "$RC" 0
-kept=$(write_sync "$M/kept.bin" 4)
-is "  4 MiB written and fsync'd before the scratch is full" "$(sha "$M/kept.bin")" "$kept"
-check "  the rest of the scratch taken" fill "$SCR"
-out=$(write_sync "$M/big.bin" 8 2>&1); rc=$?
-is "  an 8 MiB write that does not fit fails" "$rc" 1
-is "  the earlier file reads back" "$(sha "$M/kept.bin")" "$kept"
-check "  a delete works on the full scratch" rm -f "$M/big.bin"
-run /Commit-Image /MountDir:"$M"
-is "  /Commit-Image with the scratch still full" "$RC" 0
-[ "$RC" = 0 ] || diag "$OUT"
-free_space "$SCR"
-small=$(write_sync "$M/small.bin" 1)
-is "  a smaller write once space is freed" "$(sha "$M/small.bin")" "$small"
-run /Unmount-Image /MountDir:"$M" /Commit
-is "  /Unmount-Image /Commit" "$RC" 0
-is "  the WIM holds the flushed file" "$(wimlib-imagex extract "$WR" 2 /kept.bin --to-stdout 2>/dev/null | sha256sum | cut -d' ' -f1)" "$kept"
-is "  and the one written after space came back" "$(wimlib-imagex extract "$WR" 2 /small.bin --to-stdout 2>/dev/null | sha256sum | cut -d' ' -f1)" "$small"
-wsum=$(sha "$WR")
-run /Mount-Image /ImageFile:"$WR" /Index:2 /MountDir:"$M" /ScratchDir:"$SCR"
-is "WIM mounted again on the same scratch" "$RC" 0
-fill "$SCR"
-check_fail "  a write that does not fit fails" write_sync "$M/junk.bin" 8
-run /Unmount-Image /MountDir:"$M" /Discard
-is "  /Unmount-Image /Discard on the full scratch" "$RC" 0
-is "  the WIM is unchanged" "$(sha "$WR")" "$wsum"
-free_space "$SCR"
-nothing_left "WIM on a full scratch"
+cp "$W/wimlib-mwl-MultiImage.wim" "$TMPD/rw.wim"; chmod u+w "$TMPD/rw.wim"
+scratch_full WIM "$TMPD/rw.wim" 2
 
 # ---- (a) the overlay itself: room for a write's data but not for its map page -------
 # A fresh map page (granules past the first 63.5 MiB) needs its two slots; with one
