@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/falloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -303,6 +304,44 @@ disk_full_fdatasync(int fd, const char *path)
   return 0;
 }
 
+int
+disk_file_reserve(int fd, const char *path, uint64_t off, uint64_t len)
+{
+  int e;
+
+  if (len == 0 || fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t) off, (off_t) len) == 0)
+    return 0;
+  e = errno;
+  if (e == EOPNOTSUPP)
+    return 0;
+  disk_set_error("%s: cannot allocate %llu bytes at offset %llu: %s", path,
+                 (unsigned long long) len, (unsigned long long) off, strerror(e));
+  return -e;
+}
+
+int
+disk_file_reserve_tail(int fd, const char *path, uint64_t off, uint64_t len,
+                       uint64_t *reserved_end)
+{
+  int r = disk_file_reserve(fd, path, off, len);
+
+  if (r < 0)
+    disk_file_unreserve(fd, off + len);    /* a partial allocation */
+  else if (off + len > *reserved_end)
+    *reserved_end = off + len;
+  return r;
+}
+
+void
+disk_file_unreserve(int fd, uint64_t end)
+{
+  struct stat st;
+
+  if (fstat(fd, &st) == 0 && (uint64_t) st.st_size < end)
+    (void) fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st.st_size,
+                     (off_t) (end - (uint64_t) st.st_size));
+}
+
 bool
 disk_is_zero(const void *buf, size_t len)
 {
@@ -350,6 +389,14 @@ disk_flush(struct disk *d)
   if (d->readonly || !d->ops->flush)
     return 0;
   return d->ops->flush(d);
+}
+
+int
+disk_reserve(struct disk *d, const struct disk_range *r, size_t n)
+{
+  if (d->readonly || !d->ops->reserve)
+    return 0;
+  return d->ops->reserve(d, r, n);
 }
 
 int

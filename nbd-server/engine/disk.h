@@ -39,6 +39,13 @@ struct disk_extents;
 #define DISK_EXTENT_HOLE  0x1u  /* not allocated in the image */
 #define DISK_EXTENT_ZERO  0x2u  /* reads as zeroes */
 
+/* A range a merge will change (disk_reserve): written with data, or made
+ * to read as zeroes. */
+struct disk_range {
+  uint64_t offset, length;
+  bool zero;
+};
+
 /* What disk_info() reports (dism-imageinfo, dism /Get-ImageInfo). */
 struct disk_info {
   const char *format;        /* "raw", "vhd", "vhdx", "overlay" */
@@ -77,6 +84,13 @@ struct disk_ops {
   int (*cache)(struct disk *d, uint64_t count, uint64_t offset);
   /* Fill the format-specific fields of info (the generic ones are preset). */
   int (*info)(struct disk *d, struct disk_info *info);
+  /* Before a merge writes the ranges r[0..n) (ascending, disjoint):
+   * allocate in the image's file system what those writes will add to the
+   * file, so that none of them fails half-way for want of space; -ENOSPC
+   * (the image unchanged) when it does not fit.  n == 0: give back what is
+   * left of the reservation past the end of the file.  NULL: the format
+   * writes in place and never grows. */
+  int (*reserve)(struct disk *d, const struct disk_range *r, size_t n);
   /* Release everything; the generic layer frees the parent and the struct. */
   void (*close)(struct disk *d);
 };
@@ -145,6 +159,7 @@ int disk_extents(struct disk *d, uint64_t count, uint64_t offset,
                  struct disk_extents *out);
 int disk_cache(struct disk *d, uint64_t count, uint64_t offset);
 int disk_info(struct disk *d, struct disk_info *info);
+int disk_reserve(struct disk *d, const struct disk_range *r, size_t n);
 
 /* Extent lists.  disk_extents_add() merges with the previous extent when the
  * flags match and it is contiguous; it returns 1 once the list is full or has
@@ -185,6 +200,18 @@ int disk_full_pwrite(int fd, const char *path, const void *buf, size_t count,
 int disk_open_parent(const char *parent_path, const struct disk_open_opts *child_opts,
                      int child_fd, struct disk **out);
 bool disk_is_zero(const void *buf, size_t len);
+/* Allocate [off, off+len) of fd without changing its size or contents
+ * (fallocate KEEP_SIZE): 0, or -ENOSPC (...) with a message.  A file
+ * system without fallocate gets 0: nothing can be promised there. */
+int disk_file_reserve(int fd, const char *path, uint64_t off, uint64_t len);
+/* The same for [off, off+len) past the end of the file, where a merge will
+ * append: *reserved_end is widened to cover it; on failure what was
+ * allocated is given back. */
+int disk_file_reserve_tail(int fd, const char *path, uint64_t off, uint64_t len,
+                           uint64_t *reserved_end);
+/* Give back what a reservation left allocated between the end of the file
+ * and end. */
+void disk_file_unreserve(int fd, uint64_t end);
 /* fdatasync(fd), with a message naming path on failure. */
 int disk_full_fdatasync(int fd, const char *path);
 

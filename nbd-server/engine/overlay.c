@@ -115,6 +115,7 @@ struct mpage {
   uint8_t dirty;     /* changed since its last snapshot (map_lock) */
   int8_t slot;       /* slot holding the newest durable copy, -1: none
                       * (only touched under flush_lock) */
+  uint8_t reserved;  /* its slots (and live page) have file space (atomic) */
 };
 
 struct overlay {
@@ -439,6 +440,35 @@ map_update(struct disk *d, uint64_t g0, uint64_t g1, unsigned st)
 }
 
 static int ovl_flush(struct disk *d);
+static uint64_t slot_offset(const struct overlay *o, uint64_t p, int slot);
+
+/* Give the map pages of granules [g0, g1] their file space (both slots and
+ * the live map's page) before a change to them is acknowledged: a sparse
+ * map slot written only at the next flush could find the scratch file
+ * system full after the writes it records were accepted.  Done once per
+ * page; a file system without fallocate is not refused. */
+static int
+reserve_map_pages(struct disk *d, uint64_t g0, uint64_t g1)
+{
+  struct overlay *o = d->priv;
+  int r = 0;
+
+  for (uint64_t p = g0 / OVL_GPP; p <= g1 / OVL_GPP && r == 0; p++) {
+    struct mpage *mp = &o->pages[p];
+    if (__atomic_load_n(&mp->reserved, __ATOMIC_ACQUIRE))
+      continue;
+    r = disk_file_reserve(o->fd, d->path, slot_offset(o, p, 0), 2 * OVL_SLOT_SIZE);
+    if (r < 0)
+      break;
+    pthread_rwlock_rdlock(&o->map_lock);       /* live_fd */
+    if (o->live_fd >= 0)
+      (void) fallocate(o->live_fd, FALLOC_FL_KEEP_SIZE,
+                       (off_t) (LIVE_HDR + p * LIVE_STRIDE), LIVE_STRIDE);
+    pthread_rwlock_unlock(&o->map_lock);
+    __atomic_store_n(&mp->reserved, 1, __ATOMIC_RELEASE);
+  }
+  return r;
+}
 
 static int
 ovl_pwrite(struct disk *d, const void *buf, size_t count, uint64_t offset,
@@ -450,6 +480,8 @@ ovl_pwrite(struct disk *d, const void *buf, size_t count, uint64_t offset,
   const char *src = buf;
   int r = check_broken(d);
 
+  if (r == 0)
+    r = reserve_map_pages(d, g0, g1);
   if (r < 0)
     return r;
   pthread_rwlock_rdlock(&o->commit_lock);
@@ -508,6 +540,8 @@ ovl_zero(struct disk *d, uint64_t count, uint64_t offset, unsigned flags)
   uint64_t g0 = offset / OVL_GRANULE, g1 = (end - 1) / OVL_GRANULE;
   int r = check_broken(d);
 
+  if (r == 0)
+    r = reserve_map_pages(d, g0, g1);
   if (r < 0)
     return r;
   pthread_rwlock_rdlock(&o->commit_lock);
@@ -883,6 +917,8 @@ write_map_page(struct disk *d, uint64_t p, uint8_t *slot)
                        slot_offset(o, p, target));
   if (r == 0)
     mp->slot = (int8_t) target;
+  else
+    o->gen--;       /* the slot is torn or untouched: not a durable copy */
   return r;
 }
 
@@ -900,7 +936,7 @@ ovl_flush(struct disk *d)
   uint8_t *buf = NULL;
   uint64_t batch[FLUSH_BATCH];
   uint64_t next = 0, gen_lo;
-  bool wrote = false;
+  bool wrote = false, full = false;
   int r = check_broken(d);
 
   if (r < 0)
@@ -943,15 +979,26 @@ ovl_flush(struct disk *d)
     pthread_rwlock_wrlock(&o->map_lock);
     live_window(o, gen_lo, o->gen + n);
     pthread_rwlock_unlock(&o->map_lock);
-    for (size_t k = 0; k < n && r == 0; k++)
+    size_t k = 0;
+    for (; k < n && r == 0; k++)
       r = write_map_page(d, batch[k], buf + k * OVL_SLOT_SIZE);
+    if (r == -ENOSPC || r == -EDQUOT) {
+      /* A slot write refused for space (reserve_map_pages could not
+       * allocate it) loses nothing: the data is synced, the older slot
+       * stands.  The pages not written stay dirty for the next flush. */
+      full = true;
+      pthread_rwlock_wrlock(&o->map_lock);
+      for (k--; k < n; k++)
+        o->pages[batch[k]].dirty = 1;
+      pthread_rwlock_unlock(&o->map_lock);
+    }
     if (r < 0)
       break;
     wrote = true;
   }
   if (r == 0 && wrote)
     r = sync_file(d);
-  if (r < 0 || wrote) {
+  if ((r < 0 && !full) || (r == 0 && wrote)) {
     pthread_rwlock_wrlock(&o->map_lock);
     if (r < 0) {
       /* After a failed fdatasync the kernel may have dropped dirty pages:
@@ -1571,6 +1618,49 @@ commit_range(void *opaque, uint64_t offset, uint64_t length, int state)
   return r;
 }
 
+struct range_list {
+  struct disk_range *v;
+  size_t n, cap;
+};
+
+static int
+collect_range(void *opaque, uint64_t offset, uint64_t length, int state)
+{
+  struct range_list *l = opaque;
+
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? 2 * l->cap : 256;
+    struct disk_range *v = realloc(l->v, cap * sizeof *v);
+    if (!v)
+      return -ENOMEM;
+    l->v = v;
+    l->cap = cap;
+  }
+  l->v[l->n++] = (struct disk_range) { offset, length, state == OVERLAY_ZERO };
+  return 0;
+}
+
+/* Allocate in the image's file system, before the merge's first write,
+ * everything the merge will add to the image: a merge that ran out of
+ * space half-way would leave the image neither old nor new. */
+static int
+reserve_merge(struct disk *d)
+{
+  struct range_list l = { 0 };
+  int r = overlay_foreach(d, collect_range, &l);
+
+  if (r == -ENOMEM)
+    disk_set_error("%s: out of memory for the merge's range list", d->path);
+  if (r == 0 && l.n > 0 && (r = disk_reserve(d->parent, l.v, l.n)) < 0) {
+    char why[512];
+    snprintf(why, sizeof why, "%s", disk_last_error());
+    disk_set_error("no room for the merge in the image's file system (the image is "
+                   "unchanged): %s", why);
+  }
+  free(l.v);
+  return r;
+}
+
 int
 overlay_commit(struct disk *d, overlay_progress_fn progress, void *opaque)
 {
@@ -1578,6 +1668,7 @@ overlay_commit(struct disk *d, overlay_progress_fn progress, void *opaque)
   struct disk *base = d->parent;
   struct commit_ctx c = { .ovl = d, .base = base, .progress = progress,
                           .opaque = opaque };
+  bool reserved = false;
   int r;
 
   if (base->readonly || !base->ops->pwrite) {
@@ -1595,6 +1686,10 @@ overlay_commit(struct disk *d, overlay_progress_fn progress, void *opaque)
   /* 1. The overlay is durable first: a crash anywhere below leaves it
    *    complete, and committing again is idempotent. */
   r = ovl_flush(d);
+  if (r < 0)
+    goto out;
+  reserved = true;
+  r = reserve_merge(d);
   if (r < 0)
     goto out;
   c.total = overlay_used_bytes(d);
@@ -1620,6 +1715,8 @@ overlay_commit(struct disk *d, overlay_progress_fn progress, void *opaque)
   if (r == 0)
     release_data(o, 0, d->size);
 out:
+  if (reserved)
+    (void) disk_reserve(base, NULL, 0);
   pthread_rwlock_unlock(&o->commit_lock);
   free(c.buf);
   return r;

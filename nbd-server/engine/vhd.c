@@ -100,6 +100,7 @@ struct vhd {
   pthread_mutex_t alloc_lock;
   uint64_t next_free;          /* where the next block goes (under alloc_lock) */
   uint64_t file_end;           /* current file size (under alloc_lock) */
+  uint64_t reserve_end;        /* end of a merge's reservation (alloc_lock) */
   pthread_mutex_t stripe[NSTRIPES];
   struct bm_slot *slots;
   uint32_t nslots;
@@ -907,6 +908,46 @@ vhd_info(struct disk *d, struct disk_info *info)
   return 0;
 }
 
+/* Before a merge: every block the ranges will allocate goes at next_free
+ * (its bitmap, then the block), the footer after the last; the BAT entries
+ * are written in place.  Unallocated blocks of a dynamic disk read as
+ * zeroes already, so only a differencing disk allocates for a zero range. */
+static int
+vhd_reserve(struct disk *d, const struct disk_range *rg, size_t n)
+{
+  struct vhd *v = d->priv;
+  uint64_t nnew = 0, last = UINT64_MAX, need;
+  int r = 0;
+
+  if (v->type == TYPE_FIXED)
+    return 0;
+  pthread_mutex_lock(&v->alloc_lock);
+  if (n == 0) {
+    disk_file_unreserve(v->fd, v->reserve_end);
+    v->reserve_end = 0;
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++) {
+    uint64_t b0 = rg[i].offset >> v->block_shift;
+    uint64_t b1 = (rg[i].offset + rg[i].length - 1) >> v->block_shift;
+    if (rg[i].zero && v->type != TYPE_DIFF)
+      continue;
+    for (uint64_t b = last != UINT64_MAX && last >= b0 ? last + 1 : b0; b <= b1; b++)
+      nnew += bat_get(v, (uint32_t) b) == BAT_FREE;
+    if (last == UINT64_MAX || b1 > last)
+      last = b1;
+  }
+  r = disk_file_reserve(v->fd, d->path, v->table_offset,
+                        ((uint64_t) v->nblocks * 4 + SECTOR - 1) / SECTOR * SECTOR);
+  if (r < 0 || nnew == 0)
+    goto out;
+  need = nnew * ((uint64_t) v->bitmap_size + v->block_size) + FOOTER_SIZE;
+  r = disk_file_reserve_tail(v->fd, d->path, v->next_free, need, &v->reserve_end);
+out:
+  pthread_mutex_unlock(&v->alloc_lock);
+  return r;
+}
+
 static void
 vhd_close(struct disk *d)
 {
@@ -941,6 +982,7 @@ static const struct disk_ops vhd_ops = {
   .zero    = vhd_zero,
   .extents = vhd_extents,
   .info    = vhd_info,
+  .reserve = vhd_reserve,
   .close   = vhd_close,
 };
 

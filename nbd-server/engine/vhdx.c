@@ -1526,6 +1526,58 @@ vx_free(struct vhdx *v)
   free(v);
 }
 
+/* Before a merge: new payload blocks (and, in a differencing image, sector
+ * bitmap blocks) are allocated at alloc_end; headers, log and BAT are
+ * written in place, so holes there (a sparse-created file) are filled now.
+ * Blocks that are not present read as zeroes in a dynamic image, so only
+ * a differencing one allocates for a zero range. */
+static int
+vx_reserve(struct disk *d, const struct disk_range *rg, size_t n)
+{
+  struct vhdx *v = d->priv;
+  uint64_t nnew = 0, nsb = 0, last = UINT64_MAX, last_chunk = UINT64_MAX, need;
+  int r;
+
+  pthread_mutex_lock(&v->lock);
+  if (n == 0) {
+    disk_file_unreserve(v->fd, v->reserve_end);
+    v->reserve_end = 0;
+    r = 0;
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++) {
+    uint64_t b0 = rg[i].offset >> v->block_shift;
+    uint64_t b1 = (rg[i].offset + rg[i].length - 1) >> v->block_shift;
+    if (rg[i].zero && !v->has_parent)
+      continue;
+    for (uint64_t b = last != UINT64_MAX && last >= b0 ? last + 1 : b0; b <= b1; b++) {
+      unsigned st = VX_BAT_STATE(bat_get(v, pb_index(v, b)));
+      uint64_t c = b / v->chunk_ratio;
+      if (st == VX_PB_FULLY_PRESENT || st == VX_PB_PARTIALLY_PRESENT)
+        continue;
+      nnew++;
+      if (v->has_parent && c != last_chunk &&
+          VX_BAT_STATE(bat_get(v, sb_index(v, c))) != VX_SB_PRESENT)
+        nsb++;
+      last_chunk = c;
+    }
+    if (last == UINT64_MAX || b1 > last)
+      last = b1;
+  }
+  r = disk_file_reserve(v->fd, v->path, 0, VX_MiB);
+  if (r == 0)
+    r = disk_file_reserve(v->fd, v->path, v->log_offset, v->log_length);
+  if (r == 0)
+    r = disk_file_reserve(v->fd, v->path, v->bat_offset, v->bat_length);
+  if (r < 0 || nnew == 0)
+    goto out;
+  need = nnew * v->block_size + nsb * VX_MiB;
+  r = disk_file_reserve_tail(v->fd, v->path, v->alloc_end, need, &v->reserve_end);
+out:
+  pthread_mutex_unlock(&v->lock);
+  return r;
+}
+
 static void
 vx_close(struct disk *d)
 {
@@ -1557,6 +1609,7 @@ static const struct disk_ops vx_ops = {
   .zero    = vx_zero,
   .extents = vx_extents,
   .info    = vx_info,
+  .reserve = vx_reserve,
   .close   = vx_close,
 };
 

@@ -92,6 +92,7 @@ struct vhdx {
   uint64_t log_seq;
   uint64_t log_pos;
   uint64_t alloc_end;           /* next free 1 MiB-aligned file offset */
+  uint64_t reserve_end;         /* end of a merge's reservation (lock) */
   bool broken;                  /* a metadata update failed half-way */
 };
 

@@ -406,17 +406,71 @@ capture_progress(enum wimlib_progress_msg msg, union wimlib_progress_info *info,
   return WIMLIB_PROGRESS_STATUS_CONTINUE;
 }
 
+/* The part of a WIM's header wimlib rewrites (its on-disk header size). */
+#define WIM_HEADER_BYTES 208
+
+/* Put the WIM back as it was before a failed write: wimlib truncates only
+ * to the end of the old tables and rewrites the header's flags itself, so
+ * check both against what was saved. */
+static int
+wim_restore(int fd, const char *wim, off_t size, const uint8_t *hdr)
+{
+  uint8_t now[WIM_HEADER_BYTES];
+  struct stat st;
+  int rc = 0;
+
+  if (fstat(fd, &st) == 0 && st.st_size != size && ftruncate(fd, size) < 0)
+    rc = -errno;
+  if (rc == 0 && (pread(fd, now, sizeof now, 0) != (ssize_t) sizeof now ||
+                  memcmp(now, hdr, sizeof now) != 0) &&
+      pwrite(fd, hdr, WIM_HEADER_BYTES, 0) != (ssize_t) WIM_HEADER_BYTES)
+    rc = errno ? -errno : -EIO;
+  if (rc == 0 && fdatasync(fd) < 0)
+    rc = -errno;
+  if (rc < 0)
+    dism_set_error("%s; putting %s back as it was failed too: %s", dism_last_error(), wim,
+                   strerror(-rc));
+  return rc;
+}
+
 int
 dism_wim_write(struct WIMStruct *w, const char *wim, unsigned flags)
 {
   /* Append mode (never REBUILD): new data, metadata, tables and XML go
    * after the old ones, then the header is rewritten; until that last write
-   * the WIM on disk is the old, valid one. */
+   * the WIM on disk is the old, valid one.  If the write fails (a full file
+   * system) the file is cut back to its old size and header, so it is
+   * byte-identical to before. */
   int write_flags = WIMLIB_WRITE_FLAG_FSYNC;
+  uint8_t hdr[WIM_HEADER_BYTES];
+  struct stat st;
+  int rc = 0, fd = open(wim, O_RDWR | O_CLOEXEC);
+
+  if (fd < 0 || fstat(fd, &st) < 0)
+    rc = -errno;
+  else if (pread(fd, hdr, sizeof hdr, 0) != (ssize_t) sizeof hdr)
+    rc = -EIO;
+  if (rc < 0) {
+    dism_set_error("the changes cannot be written into %s: %s", wim, strerror(-rc));
+    goto out;
+  }
   if (flags & DISM_WIM_COMMIT_INTEGRITY)
     write_flags |= WIMLIB_WRITE_FLAG_CHECK_INTEGRITY;
+  errno = 0;
   int wrc = wimlib_overwrite(w, write_flags, 0);
-  return wrc ? dism_wim_fail(wrc, "the changes cannot be written into %s", wim) : 0;
+  int e = errno;            /* a failed write(2) leaves it; wimlib's code does not say */
+  if (wrc == 0)
+    goto out;
+  rc = dism_wim_fail(wrc, "the changes cannot be written into %s", wim);
+  if (wrc == WIMLIB_ERR_WRITE && (e == ENOSPC || e == EDQUOT)) {
+    dism_set_error("%s: the file system holding it is full", dism_last_error());
+    rc = -ENOSPC;
+  }
+  (void) wim_restore(fd, wim, st.st_size, hdr);
+out:
+  if (fd >= 0)
+    close(fd);
+  return rc;
 }
 
 /* A name for an appended image: "<name> (2)", "(3)", ... unique in the WIM;
