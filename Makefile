@@ -395,6 +395,7 @@ bench: all
 	tests/bench/run-bench.sh $(BUILD)
 	tests/bench/run-mount-bench.sh $(BUILD)
 	tests/bench/run-wim-bench.sh $(BUILD)
+	tests/bench/run-parallel-bench.sh $(BUILD)
 
 install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR)
