@@ -275,9 +275,9 @@ $(BUILD)/tests/test-dismapi: tests/drivers/test-dismapi.c $(LIBDISM_SO) userspac
 	$(CC) $(CPPFLAGS) -Iuserspace/include $(CFLAGS) -o $@ $< -L$(BUILD) -ldism \
 	  -Wl,-rpath,'$$ORIGIN/..' $(LDFLAGS) $(LIBS)
 
-# The fd/leak cycle test (tests/t/58-fd-cycles.t) too: a long-lived
-# application process.
-$(BUILD)/tests/test-fd-cycles: tests/drivers/test-fd-cycles.c $(LIBDISM_SO) userspace/include/DismApi.h
+# The fd/leak cycle tests (tests/t/58-fd-cycles.t) too: a long-lived
+# application process, one thread or many.
+$(BUILD)/tests/test-fd-cycles $(BUILD)/tests/test-parallel-cycles: $(BUILD)/tests/%: tests/drivers/%.c $(LIBDISM_SO) userspace/include/DismApi.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -Iuserspace/include $(CFLAGS) -o $@ $< -L$(BUILD) -ldism \
 	  -Wl,-rpath,'$$ORIGIN/..' $(LDFLAGS) $(LIBS)
@@ -410,6 +410,7 @@ bench: all
 	tests/bench/run-mount-bench.sh $(BUILD)
 	tests/bench/run-wim-bench.sh $(BUILD)
 	tests/bench/run-imageinfo-bench.sh $(BUILD)
+	tests/bench/run-parallel-bench.sh $(BUILD)
 
 install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR)
