@@ -177,7 +177,7 @@ is "no mount under the test's folders (folders, FUSE files)" "$(grep -F " $TMPD/
 is "no loop device over the test's files" "$(losetup -a 2>/dev/null | grep -F "$TMPD/" || true)" ""
 # (the WIM metadata cache may keep finished volumes, never a build in progress)
 left=$(find "$DISM_STATE_DIR/mounts" "$DISM_STATE_DIR/scratch" "$DISM_RUN_DIR/mounts" -mindepth 1 2>/dev/null |
-       grep -Ev "^$DISM_STATE_DIR/scratch/wim-cache(/[0-9a-f]{16}(/volume|/map)?)?$" || true)
+       grep -Ev "^$DISM_STATE_DIR/scratch/wim-cache(/\.lock|/[0-9a-f]{16}(/volume|/map)?)?$" || true)
 is "no record, overlay or live state" "$left" ""
 bad=; for ((i = 0; i < N; i++)); do [ -z "$(ls -A "$TMPD/m$i")" ] || bad="$bad $i"; done
 is "every mount folder is empty again" "$bad" ""

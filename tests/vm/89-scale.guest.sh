@@ -22,7 +22,7 @@ rw_of() { [ $(($1 % 2)) = 0 ]; }
 commits() { [ $(($1 / 6 % 2)) = 0 ]; }
 image_of() { if rw_of "$1"; then echo "/tmp/img$1.$(kind_of "$1")"; else echo "/test/s.$(kind_of "$1")"; fi; }
 json() { dism /Format:Json /Get-MountedImageInfo 2>/dev/null; }
-leftovers() { find "$STATE/mounts" "$STATE/scratch" "$RUN/mounts" -mindepth 1 2>/dev/null | grep -Ev "^$STATE/scratch/wim-cache(/[0-9a-f]+(/volume|/map)?)?$"; }
+leftovers() { find "$STATE/mounts" "$STATE/scratch" "$RUN/mounts" -mindepth 1 2>/dev/null | grep -Ev "^$STATE/scratch/wim-cache(/\.lock|/[0-9a-f]+(/volume|/map)?)?$"; }
 # procs NAME [EXCEPT]: processes running NAME, not counting lines naming EXCEPT
 # (a supervisor's command line names the server too)
 procs() { ps | grep "[${1%"${1#?}"}]${1#?}" | grep -v "${2:-^$}" | grep -c .; }
