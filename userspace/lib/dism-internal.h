@@ -121,6 +121,9 @@ int dism_canonical(const char *path, char *out, size_t cap);
 bool dism_has_ext(const char *path, const char *ext);
 /* Is path a mount point?  dev_source, if not NULL, receives the source. */
 bool dism_is_mountpoint(const char *path, char *source, size_t cap);
+/* umount2(dir, 0), retried for up to a second while it fails with EBUSY:
+ * 0 or -errno (-EBUSY: files are really open there). */
+int dism_umount_patiently(const char *dir);
 /* Read up to cap-1 bytes of a file's tail (for error messages). */
 void dism_read_tail(const char *path, char *out, size_t cap);
 

@@ -77,8 +77,8 @@ dism_teardown_live(const struct dism_record *r, bool force)
   int first_error = 0;
   dism_abort_if_server_dead(r, &l);
   if (dism_record_mounted(r)) {
-    if (umount2(r->mount_dir, 0) < 0) {
-      int e = errno;
+    int e = -dism_umount_patiently(r->mount_dir);
+    if (e) {
       if (!force) {
         dism_set_error("cannot unmount %s: %s", r->mount_dir, strerror(e));
         return -e;

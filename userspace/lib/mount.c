@@ -235,8 +235,8 @@ unmount_fs(const char *func, const struct dism_record *r)
   dism_live_paths(r->id, &l);
   dism_abort_if_server_dead(r, &l);
   dism_flush_mount(r);
-  if (umount2(r->mount_dir, 0) < 0) {
-    int e = errno;
+  int e = -dism_umount_patiently(r->mount_dir);
+  if (e) {
     if (e == EBUSY)
       return dism_api_fail(func, DISM_E_PARTIAL_UNMOUNT,
                            "The directory %s could not be completely unmounted: files are "

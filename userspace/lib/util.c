@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dism-internal.h"
@@ -321,6 +323,22 @@ dism_is_mountpoint(const char *path, char *source, size_t cap)
   free(line);
   fclose(f);
   return found;
+}
+
+/* A process forking elsewhere (another thread of this one included) holds a
+ * copy of every descriptor, one into the mount among them, until its child
+ * execs or closes them: that EBUSY passes in milliseconds; open files do not. */
+int
+dism_umount_patiently(const char *dir)
+{
+  for (unsigned waited_ms = 0;; waited_ms += 20) {
+    if (umount2(dir, 0) == 0)
+      return 0;
+    if (errno != EBUSY || waited_ms >= 1000)
+      return -errno;
+    struct timespec ts = { 0, 20 * 1000000L };
+    nanosleep(&ts, NULL);
+  }
 }
 
 void

@@ -159,8 +159,8 @@ dism_wim_commit_mounted(struct dism_op *o, struct dism_record *r, DWORD flags)
   dism_live_paths(r->id, &l);
   dism_op_progress(o, 0);
   dism_flush_mount(r);
-  if (umount2(r->mount_dir, 0) < 0) {
-    int e = errno;
+  int e = -dism_umount_patiently(r->mount_dir);
+  if (e) {
     if (e == EBUSY)
       return dism_api_fail(o->func, HRESULT_FROM_WIN32(ERROR_BUSY),
                            "Files are open in %s. A WIM image is committed from its volume "
