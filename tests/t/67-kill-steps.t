@@ -9,8 +9,10 @@
 # commit completed (then it holds the whole change), and a fresh mount of
 # the same image into the same folder works.  SIGTERM to the CLI cancels a
 # mount in progress like the cancel event.
-# Every step is covered for a read/write VHDX, a read-only VHDX and a
-# read/write WIM (mount, unmount, remount; commit for the read/write ones).
+# Every step of every operation is covered for a read/write and a read-only
+# VHDX; a read/write WIM is killed at every step of its mount and unmount
+# /Commit, and DISM_KILL_STEPS_ALL=1 adds its /Discard, remount and commit
+# (27 s more under ASan).
 # needs-root: loop devices, ntfs-3g mounts
 source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/../lib/dism-img.sh"
@@ -22,6 +24,7 @@ make_windows_disk "$TMPD/disk.raw" 32 || { not_ok "build the test disk"; exit 1;
 make_vhdx "$TMPD/disk.raw" "$TMPD/a.vhdx"
 rm -f "$TMPD/disk.raw"
 cp "$W/wimlib-mwl-MultiImage.wim" "$TMPD/w.wim"; chmod u+w "$TMPD/w.wim"
+ALL=${DISM_KILL_STEPS_ALL:-0}
 M=$TMPD/m1
 mkdir -p "$M"
 run() { OUT=$(dism "$@" 2>&1); RC=$?; }
@@ -214,10 +217,12 @@ clean "before the kills"
 matrix() {  # matrix KIND IMG MOUNT-STEPS
   local kind=$1 img=$2 s t0=$SECONDS
   for s in $3; do kill_case "$kind" "$img" mount "$s"; done
-  if [ "$kind" != ro ]; then
-    for s in $COMMIT_STEPS; do kill_case "$kind" "$img" commit "$s"; done
+  [ "$kind" != ro ] &&
     for s in $UNMOUNT_STEPS; do kill_case "$kind" "$img" unmount-commit "$s"; done
-  fi
+  # (a WIM mount is slow under ASan: its other operations only on request)
+  [ "$kind" = wim ] && [ "$ALL" != 1 ] && { diag "$kind: $((SECONDS - t0)) s"; return; }
+  [ "$kind" != ro ] &&
+    for s in $COMMIT_STEPS; do kill_case "$kind" "$img" commit "$s"; done
   for s in $DISCARD_STEPS; do kill_case "$kind" "$img" unmount-discard "$s"; done
   for s in $REMOUNT_STEPS; do kill_case "$kind" "$img" remount "$s"; done
   diag "$kind: $((SECONDS - t0)) s"
