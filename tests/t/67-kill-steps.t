@@ -149,8 +149,10 @@ killed() {
   rc=$?
   if [ $rc -eq 137 ]; then ok "killed at $step"; else not_ok "killed at $step (exit $rc)"; diag "$(cat "$TMPD/k.out")"; fi
 }
-# The documented recovery of a killed OP, given the status seen: a mount
-# that needs a remount is remounted (proving the record true) and unmounted;
+# The documented recovery of a killed OP, given the status seen: a killed
+# read/write VHDX mount that needs a remount is remounted (proving the
+# record true) and unmounted, the others' go with /Cleanup-Mountpoints (a
+# mount that never completed is removed whatever its status);
 # a killed unmount /Commit is finished with /Discard whatever its status
 # (Invalid too); an Invalid or unlisted mount's leftovers otherwise go with
 # /Cleanup-Mountpoints.
@@ -161,6 +163,11 @@ recover() {  # recover WHAT OP
       run /Unmount-Image /MountDir:"$M" /Discard
       is "$what: /Unmount-Image /Discard" "$RC" 0 ;;
     remount/NeedsRemount|mount/NeedsRemount)
+      if [ "$op" = mount ] && [ "$KIND" != rw ]; then
+        run /Cleanup-Mountpoints
+        is "$what: /Cleanup-Mountpoints" "$RC" 0
+        return
+      fi
       run /Remount-Image /MountDir:"$M"
       is "$what: /Remount-Image" "$RC" 0
       is "$what:   status Ok" "$(status_of "$M")" Ok
@@ -180,6 +187,7 @@ recover() {  # recover WHAT OP
 # recovery, nothing left, the image intact.
 kill_case() {  # kill_case KIND IMG OP STEP
   local kind=$1 img=$2 op=$3 step=$4 what content=
+  KIND=$kind
   what="$kind $op killed at $step"
   mount_args "$kind" "$img"
   if [ "$op" != mount ]; then
