@@ -116,6 +116,9 @@ declare -A REF
 image_intact() {  # image_intact WHAT KIND IMG CONTENT
   local what=$1 kind=$2 img=$3 content=$4 now got
   now=$(sum "$img")
+  if [ "$now" = "${REF[$img]}" ] && [ "$MUST_CHANGE" = 1 ]; then
+    not_ok "$what: the image holds the commit"; return
+  fi
   if [ "$now" = "${REF[$img]}" ]; then ok "$what: image byte-identical"; return; fi
   if [ -z "$content" ]; then not_ok "$what: image byte-identical"; return; fi
   if [ "$kind" = wim ]; then
@@ -153,12 +156,20 @@ killed() {
 # read/write VHDX mount that needs a remount is remounted (proving the
 # record true) and unmounted, the others' go with /Cleanup-Mountpoints (a
 # mount that never completed is removed whatever its status);
-# a killed unmount /Commit is finished with /Discard whatever its status
-# (Invalid too); an Invalid or unlisted mount's leftovers otherwise go with
+# a killed unmount /Commit that needs a remount is remounted and committed
+# again (nothing is lost), otherwise finished with /Discard (Invalid too);
+# an Invalid or unlisted mount's leftovers otherwise go with
 # /Cleanup-Mountpoints.
 recover() {  # recover WHAT OP
   local what=$1 op=$2
   case "$op/$STATUS" in
+    unmount-commit/NeedsRemount)
+      run /Remount-Image /MountDir:"$M"
+      is "$what: /Remount-Image" "$RC" 0
+      is "$what:   the change is there" "$(cat "$M/kill.txt" 2>&1)" "$CONTENT"
+      run /Unmount-Image /MountDir:"$M" /Commit
+      is "$what:   then /Unmount-Image /Commit" "$RC" 0
+      MUST_CHANGE=1 ;;
     unmount-commit/?*|unmount-discard/Ok|unmount-discard/NeedsRemount)
       run /Unmount-Image /MountDir:"$M" /Discard
       is "$what: /Unmount-Image /Discard" "$RC" 0 ;;
@@ -187,7 +198,7 @@ recover() {  # recover WHAT OP
 # recovery, nothing left, the image intact.
 kill_case() {  # kill_case KIND IMG OP STEP
   local kind=$1 img=$2 op=$3 step=$4 what content=
-  KIND=$kind
+  KIND=$kind MUST_CHANGE=0
   what="$kind $op killed at $step"
   mount_args "$kind" "$img"
   if [ "$op" != mount ]; then
@@ -198,7 +209,7 @@ kill_case() {  # kill_case KIND IMG OP STEP
   case $op in
     mount) killed "DismMountImage:$step" "${ARGS[@]}" ;;
     commit|unmount-commit)
-      content="written before the kill at $op $step"
+      content="written before the kill at $kind $op $step"
       echo "$content" > "$M/kill.txt"; sync
       if [ "$op" = commit ]; then
         killed "DismCommitImage:$step" /Commit-Image /MountDir:"$M"
@@ -212,6 +223,7 @@ kill_case() {  # kill_case KIND IMG OP STEP
       simulate_reboot "$M"
       killed "DismRemountImage:$step" /Remount-Image /MountDir:"$M" ;;
   esac
+  CONTENT=$content
   listed_status "$what"
   recover "$what" "$op"
   clean "$what"
