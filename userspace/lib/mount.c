@@ -554,7 +554,11 @@ cleanup_one(struct dism_record *r, bool only_if_invalid)
     memset(r, 0, sizeof *r);
     memcpy(r->id, id, sizeof id);
   }
-  if (!only_if_invalid || dism_record_status(r) == DismMountStatusInvalid)
+  /* A record still "mounting" whose folder we could lock is a mount whose
+   * maker died before it completed (tests/t/67-kill-steps.t): nobody ever
+   * had it, so it goes like an Invalid one whatever its live parts say. */
+  if (!only_if_invalid || strcmp(r->state, "mounting") == 0 ||
+      dism_record_status(r) == DismMountStatusInvalid)
     dism_remove_mount_leftovers(r, true);
   dism_unlock(folder_fd);
 }
