@@ -29,6 +29,7 @@
 
 #include "DismApi.h"
 #include "path-size.h"
+#include "proc-counts.h"
 
 static int failures;
 
@@ -49,91 +50,6 @@ check(int cond, const char *fmt, ...)
     failures++;
 }
 
-static wchar_t *
-W(const char *s)
-{
-  size_t n = mbstowcs(NULL, s, 0);
-  wchar_t *w = calloc(n + 1, sizeof *w);
-  if (!w)
-    abort();
-  mbstowcs(w, s, n + 1);
-  return w;
-}
-
-/* Open descriptors, not counting the one that lists them.  With show, each
- * is printed with its target (for the diagnosis of a leak). */
-static int
-count_fds(bool show)
-{
-  DIR *d = opendir("/proc/self/fd");
-  struct dirent *e;
-  int n = 0;
-
-  if (!d)
-    return -1;
-  while ((e = readdir(d))) {
-    char path[300], target[DISM_PATH_MAX];
-    ssize_t len;
-    if (e->d_name[0] == '.' || atoi(e->d_name) == dirfd(d))
-      continue;
-    n++;
-    if (!show)
-      continue;
-    snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
-    len = readlink(path, target, sizeof target - 1);
-    target[len > 0 ? len : 0] = '\0';
-    printf("#   fd %s -> %s\n", e->d_name, target);
-  }
-  closedir(d);
-  return n;
-}
-
-static int
-count_threads(void)
-{
-  FILE *f = fopen("/proc/self/status", "r");
-  char line[256];
-  int n = -1;
-
-  if (!f)
-    return -1;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "Threads: %d", &n) == 1)
-      break;
-  fclose(f);
-  return n;
-}
-
-/* Child processes (live or zombie) of every thread of this process; -1 if
- * the kernel does not say (no CONFIG_PROC_CHILDREN). */
-static int
-count_children(void)
-{
-  DIR *d = opendir("/proc/self/task");
-  struct dirent *e;
-  int n = 0;
-
-  if (!d)
-    return -1;
-  while ((e = readdir(d))) {
-    char path[300];
-    int c;
-    FILE *f;
-    if (e->d_name[0] == '.')
-      continue;
-    snprintf(path, sizeof path, "/proc/self/task/%s/children", e->d_name);
-    if (!(f = fopen(path, "r"))) {
-      n = -1;
-      break;
-    }
-    while ((c = fgetc(f)) != EOF)
-      n += c == ' ';   /* "pid pid " */
-    fclose(f);
-  }
-  closedir(d);
-  return n;
-}
-
 static long
 rss_kib(void)
 {
@@ -148,14 +64,6 @@ rss_kib(void)
       break;
   fclose(f);
   return n;
-}
-
-static double
-now(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double) ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 static HRESULT

@@ -31,6 +31,7 @@
 
 #include "DismApi.h"
 #include "path-size.h"
+#include "proc-counts.h"
 
 /* Threads of the warm-up round: one of each kind the caller mixes (three
  * VHDX to one WIM, read-only and read/write alternating) is enough for
@@ -56,81 +57,6 @@ check(int cond, const char *fmt, ...)
   if (!cond)
     failures++;
   pthread_mutex_unlock(&out_mutex);
-}
-
-static wchar_t *
-W(const char *s)
-{
-  size_t n = mbstowcs(NULL, s, 0);
-  wchar_t *w = calloc(n + 1, sizeof *w);
-  if (!w)
-    abort();
-  mbstowcs(w, s, n + 1);
-  return w;
-}
-
-/* Entries of a /proc/self directory, not counting "." and ".." nor (for
- * fd) the one that lists them; with show, each fd and its target. */
-static int
-count_dir(const char *dir, bool show)
-{
-  DIR *d = opendir(dir);
-  struct dirent *e;
-  int n = 0;
-
-  if (!d)
-    return -1;
-  while ((e = readdir(d))) {
-    if (e->d_name[0] == '.' || (!strcmp(dir, "/proc/self/fd") && atoi(e->d_name) == dirfd(d)))
-      continue;
-    n++;
-    if (show) {
-      char path[300], target[DISM_PATH_MAX];
-      snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-      ssize_t len = readlink(path, target, sizeof target - 1);
-      target[len > 0 ? len : 0] = '\0';
-      printf("#   fd %s -> %s\n", e->d_name, target);
-    }
-  }
-  closedir(d);
-  return n;
-}
-
-/* Child processes (live or zombie) of every thread; -1 if unknown. */
-static int
-count_children(void)
-{
-  DIR *d = opendir("/proc/self/task");
-  struct dirent *e;
-  int n = 0;
-
-  if (!d)
-    return -1;
-  while ((e = readdir(d))) {
-    char path[300];
-    int c;
-    FILE *f;
-    if (e->d_name[0] == '.')
-      continue;
-    snprintf(path, sizeof path, "/proc/self/task/%s/children", e->d_name);
-    if (!(f = fopen(path, "r"))) {
-      n = -1;
-      break;
-    }
-    while ((c = fgetc(f)) != EOF)
-      n += c == ' ';
-    fclose(f);
-  }
-  closedir(d);
-  return n;
-}
-
-static double
-now(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double) ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 struct worker {
@@ -282,7 +208,7 @@ main(int argc, char **argv)
     ws[i].wdir = W(ws[i].dir);
   }
 
-  int fds0 = count_dir("/proc/self/fd", false), threads0 = count_dir("/proc/self/task", false);
+  int fds0 = count_fds(false), threads0 = count_threads();
   HRESULT hr = DismInitialize(DismLogErrorsWarnings, log, NULL);
   check(SUCCEEDED(hr), "DismInitialize");
   if (FAILED(hr))
@@ -295,7 +221,7 @@ main(int argc, char **argv)
     unsigned failed = round_run(ws, nr, r, &s);
     check(failed == 0, "round %u%s: %u threads mounted, wrote, unmounted in %.1f s; %u failed",
           r, r == 1 ? " (warm-up)" : "", nr, s, failed);
-    int fds = count_dir("/proc/self/fd", false), threads = count_dir("/proc/self/task", false);
+    int fds = count_fds(false), threads = count_threads();
     printf("# after round %u: %d fds, %d threads, %d children\n", r, fds, threads,
            count_children());
     if (r == 1) {
@@ -307,12 +233,12 @@ main(int argc, char **argv)
     if (failed && r == 1)
       break;   /* broken: say so below rather than take the time again */
   }
-  int fds2 = count_dir("/proc/self/fd", false), threads2 = count_dir("/proc/self/task", false);
+  int fds2 = count_fds(false), threads2 = count_threads();
   int children2 = count_children();
   check(fds2 == fds1, "open fds after %u parallel rounds: %d, as after the first (%d; at "
         "most %d after a round, %d before DismInitialize)", rounds, fds2, fds1, max_fds, fds0);
   if (fds2 != fds1)
-    count_dir("/proc/self/fd", true);
+    count_fds(true);
   check(threads2 == threads1 && threads2 == threads0, "threads after the rounds: %d, as after "
         "the first (%d) and before DismInitialize (%d)", threads2, threads1, threads0);
   if (children2 >= 0)
@@ -321,11 +247,11 @@ main(int argc, char **argv)
     printf("# /proc/self/task/*/children is not available: child processes not counted\n");
 
   check(SUCCEEDED(DismShutdown()), "DismShutdown");
-  int fds3 = count_dir("/proc/self/fd", false), threads3 = count_dir("/proc/self/task", false);
+  int fds3 = count_fds(false), threads3 = count_threads();
   check(fds3 == fds0, "open fds after DismShutdown: %d, as before DismInitialize (%d)", fds3,
         fds0);
   if (fds3 != fds0)
-    count_dir("/proc/self/fd", true);
+    count_fds(true);
   check(threads3 == threads0, "threads after DismShutdown: %d, as before DismInitialize (%d)",
         threads3, threads0);
   for (unsigned i = 0; i < n; i++) {
