@@ -673,6 +673,9 @@ sandbox_filter_syscalls(struct sandbox *sb)
     /* sockets already listening or connected */
     "accept4", "recvfrom", "recvmsg", "sendto", "sendmsg", "shutdown", "setsockopt",
     "getsockopt", "getsockname", "getpeername", "poll", "ppoll",
+    /* READ data from the page cache (conn-io.c), and whether it is there
+     * (transmission.c) */
+    "sendfile", "cachestat",
     /* threads, memory, signals, time */
     "futex", "set_robust_list", "rseq", "sched_yield", "sched_getaffinity", "gettid",
     "getpid", "getuid", "geteuid", "getgid", "getegid", "brk", "munmap", "mremap",
