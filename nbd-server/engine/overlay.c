@@ -372,6 +372,34 @@ ovl_pread(struct disk *d, void *buf, size_t count, uint64_t offset)
   return 0;
 }
 
+/* DATA granules are written before the map says DATA, so they are in the
+ * file (or its page cache) as they read; BASE comes from the layer below. */
+static int
+ovl_map(struct disk *d, uint64_t count, uint64_t offset, struct disk_map *out)
+{
+  struct overlay *o = d->priv;
+  uint64_t end = offset + count, glim = (end - 1) / OVL_GRANULE + 1;
+  int r = 0;
+
+  while (offset < end && r == 0) {
+    uint64_t gend, n;
+    unsigned st;
+
+    pthread_rwlock_rdlock(&o->map_lock);
+    st = map_run(o, offset / OVL_GRANULE, glim, &gend);
+    pthread_rwlock_unlock(&o->map_lock);
+    n = (gend * OVL_GRANULE < end ? gend * OVL_GRANULE : end) - offset;
+    if (st == ST_BASE)
+      r = disk_map_parent(d->parent, n, offset, out);
+    else if (st == ST_DATA)
+      r = disk_map_add(out, o->fd, o->data_off + offset, n);
+    else
+      r = disk_map_add(out, -1, 0, n);
+    offset += n;
+  }
+  return r;
+}
+
 /* Fill buf with the current contents of granule g.  Caller holds its lock. */
 static int
 read_granule(struct disk *d, uint64_t g, unsigned st, void *buf)
@@ -1321,6 +1349,7 @@ static const struct disk_ops overlay_ops = {
   .trim    = ovl_trim,
   .zero    = ovl_zero,
   .extents = ovl_extents,
+  .map     = ovl_map,
   .info    = ovl_info,
   .close   = ovl_close,
 };
