@@ -246,12 +246,56 @@ map_segment(struct nbd_job *job, struct disk_map *m, uint64_t offset,
   return (int) sub.n;
 }
 
+/* The header of a successful simple READ reply. */
+static void
+reply_read_head(struct nbd_job *job)
+{
+  struct nbd_simple_reply hdr = {
+    .magic = htobe32(NBD_MAGIC_SIMPLE_REPLY),
+    .error = 0,
+    .cookie = htobe64(job->cookie),
+  };
+
+  memcpy(job->rhead, &hdr, sizeof hdr);
+  reply_iov(job, job->rhead, sizeof hdr);
+}
+
 /* The piece iovecs of a segment: NULL bases (see nbd_job.rpieces). */
 static void
 reply_pieces(struct nbd_job *job, const struct disk_map *m, size_t from, size_t n)
 {
   for (size_t i = from; i < from + n; i++)
     reply_iov(job, NULL, m->v[i].length);
+}
+
+/* A structured READ reply's chunks, holes as OFFSET_HOLE: the data from buf
+ * (the copy path), or else from m's pieces, npc[i] of them for segment i. */
+static void
+reply_read_chunks(struct nbd_job *job, struct read_segment *seg, size_t nseg,
+                  uint8_t *buf, const struct disk_map *m, const size_t *npc)
+{
+  for (size_t pc = 0, i = 0; i < nseg; pc += m ? npc[i] : 0, i++) {
+    uint16_t flags = i + 1 == nseg ? NBD_REPLY_FLAG_DONE : 0;
+    uint64_t be_off = htobe64(seg[i].offset);
+
+    if (seg[i].hole) {
+      struct nbd_chunk_offset_hole h = { be_off, htobe32((uint32_t) seg[i].length) };
+      memcpy(seg[i].payload, &h, sizeof h);
+      reply_iov(job, seg[i].hdr, chunk_header(job, seg[i].hdr, flags,
+                                              NBD_REPLY_TYPE_OFFSET_HOLE, sizeof h));
+      reply_iov(job, seg[i].payload, sizeof h);
+      continue;
+    }
+    memcpy(seg[i].payload, &be_off, 8);
+    reply_iov(job, seg[i].hdr, chunk_header(job, seg[i].hdr, flags,
+                                            NBD_REPLY_TYPE_OFFSET_DATA,
+                                            8 + seg[i].length));
+    reply_iov(job, seg[i].payload, 8);
+    if (buf)
+      reply_iov(job, buf + (seg[i].offset - job->offset), seg[i].length);
+    else
+      reply_pieces(job, m, pc, npc[i]);
+  }
 }
 
 /* A READ on a zero-copy connection: the data goes from the image's files
@@ -307,34 +351,10 @@ handle_read_mapped(struct nbd_job *job, bool nowait)
     }
   }
   if (!c->structured) {
-    struct nbd_simple_reply hdr = {
-      .magic = htobe32(NBD_MAGIC_SIMPLE_REPLY),
-      .error = 0,
-      .cookie = htobe64(job->cookie),
-    };
-    memcpy(job->rhead, &hdr, sizeof hdr);
-    reply_iov(job, job->rhead, sizeof hdr);
+    reply_read_head(job);
     reply_pieces(job, &m, 0, npc[0]);
-    return 0;
-  }
-  for (size_t pc = 0, k = 0; k < nseg; pc += npc[k], k++) {
-    uint16_t flags = k + 1 == nseg ? NBD_REPLY_FLAG_DONE : 0;
-    uint64_t be_off = htobe64(seg[k].offset);
-
-    if (seg[k].hole) {
-      struct nbd_chunk_offset_hole h = { be_off, htobe32((uint32_t) seg[k].length) };
-      memcpy(seg[k].payload, &h, sizeof h);
-      reply_iov(job, seg[k].hdr, chunk_header(job, seg[k].hdr, flags,
-                                              NBD_REPLY_TYPE_OFFSET_HOLE, sizeof h));
-      reply_iov(job, seg[k].payload, sizeof h);
-    } else {
-      memcpy(seg[k].payload, &be_off, 8);
-      reply_iov(job, seg[k].hdr, chunk_header(job, seg[k].hdr, flags,
-                                              NBD_REPLY_TYPE_OFFSET_DATA,
-                                              8 + seg[k].length));
-      reply_iov(job, seg[k].payload, 8);
-      reply_pieces(job, &m, pc, npc[k]);
-    }
+  } else {
+    reply_read_chunks(job, seg, nseg, NULL, &m, npc);
   }
   return 0;
 
@@ -372,12 +392,6 @@ handle_read(struct nbd_job *job, bool nowait)
   }
 
   if (!c->structured) {
-    struct nbd_simple_reply hdr = {
-      .magic = htobe32(NBD_MAGIC_SIMPLE_REPLY),
-      .error = 0,
-      .cookie = htobe64(job->cookie),
-    };
-
     r = nowait ? disk_pread_nowait(d, buf, job->length, job->offset)
                : disk_pread(d, buf, job->length, job->offset);
     if (r == -EAGAIN && nowait)
@@ -386,8 +400,7 @@ handle_read(struct nbd_job *job, bool nowait)
       reply_result(job, r, "read");
       return 0;
     }
-    memcpy(job->rhead, &hdr, sizeof hdr);
-    reply_iov(job, job->rhead, sizeof hdr);
+    reply_read_head(job);
     reply_iov(job, buf, job->length);
     return 0;
   }
@@ -427,25 +440,7 @@ handle_read(struct nbd_job *job, bool nowait)
       return 0;
     }
   }
-  for (i = 0; i < nseg; i++) {
-    uint16_t flags = i + 1 == nseg ? NBD_REPLY_FLAG_DONE : 0;
-    uint64_t be_off = htobe64(seg[i].offset);
-
-    if (seg[i].hole) {
-      struct nbd_chunk_offset_hole h = { be_off, htobe32((uint32_t) seg[i].length) };
-      memcpy(seg[i].payload, &h, sizeof h);
-      reply_iov(job, seg[i].hdr, chunk_header(job, seg[i].hdr, flags,
-                                              NBD_REPLY_TYPE_OFFSET_HOLE, sizeof h));
-      reply_iov(job, seg[i].payload, sizeof h);
-    } else {
-      memcpy(seg[i].payload, &be_off, 8);
-      reply_iov(job, seg[i].hdr, chunk_header(job, seg[i].hdr, flags,
-                                              NBD_REPLY_TYPE_OFFSET_DATA,
-                                              8 + seg[i].length));
-      reply_iov(job, seg[i].payload, 8);
-      reply_iov(job, buf + (seg[i].offset - job->offset), seg[i].length);
-    }
-  }
+  reply_read_chunks(job, seg, nseg, buf, NULL, NULL);
   return 0;
 }
 
