@@ -21,6 +21,8 @@
 /* A zero-copy READ is sent from at most this many file or zero pieces;
  * a read that needs more (fragmented sector bitmaps) is copied. */
 #define READ_MAX_PIECES   64
+/* Smaller READs are copied: one sendmsg beats a send plus a sendfile. */
+#define READ_ZERO_COPY_MIN (32u << 10)
 
 static bool
 conn_is_broken(struct nbd_conn *c)
@@ -382,7 +384,8 @@ handle_read(struct nbd_job *job, bool nowait)
     reply_status(job, 0, NULL);
     return 0;
   }
-  if (c->zero_copy && (r = handle_read_mapped(job, nowait)) != -ENOTSUP)
+  if (c->zero_copy && job->length >= READ_ZERO_COPY_MIN &&
+      (r = handle_read_mapped(job, nowait)) != -ENOTSUP)
     return r;
   buf = job->rdata = bufpool_get(job->length);
   job->rdata_pool_len = job->length;
