@@ -2,15 +2,20 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """zero-copy-io.py - reads for 39-zero-copy.t, over the raw protocol client.
 
-  zero-copy-io.py read SOCK REF simple|structured
+  zero-copy-io.py read SOCK REF simple|structured|extended
       Read the whole export in uneven requests (1 byte to 8 MiB, unaligned)
-      with simple or structured replies; print "equal holes=N chunks=M"
+      with simple or structured replies (or extended headers); print "equal holes=N chunks=M"
       when every byte equals REF (a raw file), else the first difference.
   zero-copy-io.py cut SOCK REF ROUNDS
       Clients that send 32 MiB READs and vanish after a few KiB of the reply
       (close, reset) while one more client keeps reading and checking: print
       "intact N" (N checked reads) when every checked reply was whole and
       right and the server still answers a new client.
+  zero-copy-io.py short SOCK REF
+      The image file was cut short under the server: a READ of the export's
+      last MiB must end in an error reply or a dropped connection, never in
+      a reply taken as whole with wrong bytes; a new client still reads the
+      start.  Print "refused: HOW".
   zero-copy-io.py write SOCK MODEL
       Writes and zeroes (unaligned, some overlapping) through the export,
       applied to the raw file MODEL as well; print "written N".
@@ -36,7 +41,8 @@ def ref_bytes(ref, off, n):
 
 
 def cmd_read(sock, ref, form):
-    c = nc.connect_go(sock, structured=(form == "structured"))
+    c = nc.connect_go(sock, structured=(form == "structured"),
+                      extended=(form == "extended"))
     size, r = c.size, random.Random(7)
     off = holes = chunks = 0
     while off < size:
@@ -97,6 +103,28 @@ def cmd_cut(sock, ref, rounds):
     return 0
 
 
+def cmd_short(sock, ref):
+    how = None
+    for form in (False, True):
+        c = nc.connect_go(sock, structured=form)
+        try:
+            # DF: one data chunk (the hole plan would answer from the
+            # file's extents, where the cut end is a hole).
+            rep = c.read(c.size - MiB, MiB, nc.CMDF_DF if form else 0)
+            if not rep["error"]:
+                print("a whole reply for bytes the file no longer has")
+                return 1
+            how = "error %d" % rep["error"]
+        except nc.Disconnected:
+            how = "dropped"
+        c.close()
+    if nc.connect_go(sock).read(0, 65536)["data"] != ref_bytes(ref, 0, 65536):
+        print("a new client reads wrong data")
+        return 1
+    print("refused: %s" % how)
+    return 0
+
+
 def cmd_write(sock, model):
     c, r = nc.connect_go(sock), random.Random(11)
     n = 0
@@ -128,6 +156,8 @@ def main():
         return cmd_read(a[0], a[1], a[2])
     if cmd == "cut":
         return cmd_cut(a[0], a[1], int(a[2]))
+    if cmd == "short":
+        return cmd_short(a[0], a[1])
     if cmd == "write":
         return cmd_write(a[0], a[1])
     print(__doc__)

@@ -62,6 +62,8 @@ differential raw "$raw" "$raw"
 srv holes on --readonly "$raw"
 got=$($IO read "$SOCK" "$raw" structured)
 like "raw: structured replies carry OFFSET_HOLE chunks for the holes" "$got" '^equal holes=[1-9]'
+got=$($IO read "$SOCK" "$raw" extended)
+like "raw: extended headers, uneven reads, OFFSET_HOLE chunks" "$got" '^equal holes=[1-9]'
 stop
 
 for spec in "vpc-dyn.vhd vpc subformat=dynamic,force_size=on" \
@@ -118,3 +120,11 @@ like "vanishing clients: every other reply whole and right" "$($IO cut "$SOCK" "
 check "vanishing clients: the server still runs" kill -0 "$SPID"
 stop
 check_fail "vanishing clients: nothing logged as an image error" grep -q 'image ended' "$TMPD/cut.log"
+
+# --- the image cut short under the server: no reply taken as whole ---------
+cp "$raw" "$TMPD/cut.raw"
+srv short on --readonly "$TMPD/cut.raw"
+truncate -s 8M "$TMPD/cut.raw"
+like "file cut short: the end's READ is refused or dropped, never whole" "$($IO short "$SOCK" "$raw")" '^refused: dropped'
+stop
+like "file cut short: the server says why" "$(cat "$TMPD/short.log")" 'image ended at offset [0-9]+ inside a READ reply'
