@@ -455,6 +455,69 @@ disk_extents(struct disk *d, uint64_t count, uint64_t offset,
 }
 
 int
+disk_map(struct disk *d, uint64_t count, uint64_t offset, struct disk_map *out)
+{
+  int r = -ENOTSUP;
+
+  out->n = 0;
+  if (d->ops->map)
+    r = d->ops->map(d, count, offset, out);
+  if (r < 0)
+    out->n = 0;
+  return r;
+}
+
+int
+disk_map_nowait(struct disk *d, uint64_t count, uint64_t offset,
+                struct disk_map *out)
+{
+  int r;
+
+  nowait_reads = true;
+  r = disk_map(d, count, offset, out);
+  nowait_reads = false;
+  return r;
+}
+
+int
+disk_map_add(struct disk_map *m, int fd, uint64_t offset, uint64_t length)
+{
+  struct disk_piece *last = m->n ? &m->v[m->n - 1] : NULL;
+
+  if (length == 0)
+    return 0;
+  if (fd < 0)
+    offset = 0;
+  if (last && last->fd == fd &&
+      (fd < 0 || last->offset + last->length == offset)) {
+    last->length += length;
+    return 0;
+  }
+  if (m->n >= m->max)
+    return -E2BIG;
+  m->v[m->n++] = (struct disk_piece) { fd, offset, length };
+  return 0;
+}
+
+int
+disk_map_parent(struct disk *parent, uint64_t count, uint64_t offset,
+                struct disk_map *out)
+{
+  uint64_t m = 0;
+  int r;
+
+  if (offset < parent->size) {
+    m = parent->size - offset < count ? parent->size - offset : count;
+    /* The parent appends to the same map. */
+    if (!parent->ops->map)
+      return -ENOTSUP;
+    if ((r = parent->ops->map(parent, m, offset, out)) < 0)
+      return r;
+  }
+  return disk_map_add(out, -1, 0, count - m);
+}
+
+int
 disk_cache(struct disk *d, uint64_t count, uint64_t offset)
 {
   if (!d->ops->cache)

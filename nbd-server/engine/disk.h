@@ -29,6 +29,7 @@
 
 struct disk;
 struct disk_extents;
+struct disk_map;
 
 /* Flags for pwrite/trim/zero. */
 #define DISK_F_FUA        0x1u  /* data must be stable before returning */
@@ -80,6 +81,15 @@ struct disk_ops {
    * early.  NULL: the whole disk is one allocated, non-zero extent. */
   int (*extents)(struct disk *d, uint64_t count, uint64_t offset,
                  struct disk_extents *out);
+  /* Describe a read of [offset, offset+count) as file ranges, appending
+   * with disk_map_add() in order until all count bytes are covered, so a
+   * server can send the bytes from the page cache (sendfile) instead of
+   * copying them.  Only for bytes that sit in a file as they read, and stay
+   * there until the next write of them; -ENOTSUP (no message) for anything
+   * else (cached in memory, encoded), -E2BIG when the map is full.  NULL:
+   * never (the copy path through pread). */
+  int (*map)(struct disk *d, uint64_t count, uint64_t offset,
+             struct disk_map *out);
   /* Prefetch hint; NULL means no-op. */
   int (*cache)(struct disk *d, uint64_t count, uint64_t offset);
   /* Fill the format-specific fields of info (the generic ones are preset). */
@@ -181,6 +191,35 @@ void disk_extents_init(struct disk_extents *e, uint64_t start, uint64_t end,
 int disk_extents_add(struct disk_extents *e, uint64_t offset, uint64_t length,
                      uint32_t flags);
 void disk_extents_free(struct disk_extents *e);
+
+/* Read maps (disk_map): pieces in virtual order.  fd < 0 reads as zeroes;
+ * otherwise length bytes at offset of fd (borrowed: valid while the disk is
+ * open).  The caller provides v[0..max). */
+struct disk_piece {
+  int fd;
+  uint64_t offset;
+  uint64_t length;
+};
+struct disk_map {
+  struct disk_piece *v;
+  size_t n, max;
+};
+/* Describe a read (see disk_ops.map) into out, from out->v[0]: 0, -ENOTSUP if
+ * some of the range cannot be described (read it with disk_pread), -E2BIG
+ * if it needs more than max pieces, or another negative errno with a
+ * message.  On failure out->n is 0. */
+int disk_map(struct disk *d, uint64_t count, uint64_t offset,
+             struct disk_map *out);
+/* The same, but only if describing needs no waiting for storage (as
+ * disk_pread_nowait): -EAGAIN (no message) when it would block. */
+int disk_map_nowait(struct disk *d, uint64_t count, uint64_t offset,
+                    struct disk_map *out);
+/* Append a piece, merging with the last one when contiguous: 0 or -E2BIG. */
+int disk_map_add(struct disk_map *m, int fd, uint64_t offset, uint64_t length);
+/* Map count bytes of a differencing parent at offset; what lies past the
+ * parent's end reads as zeroes (what the formats' parent reads do). */
+int disk_map_parent(struct disk *parent, uint64_t count, uint64_t offset,
+                    struct disk_map *out);
 
 /* Errors: a thread-local message for the last failure. */
 void disk_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

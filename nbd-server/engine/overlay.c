@@ -343,15 +343,20 @@ check_broken(struct disk *d)
   return 0;
 }
 
+/* A read walks the range in runs of one granule state; pread copies them,
+ * map describes them. */
+typedef int (*ovl_run_fn)(struct disk *d, void *opaque, uint64_t voff,
+                          uint64_t len, unsigned st);
+
 static int
-ovl_pread(struct disk *d, void *buf, size_t count, uint64_t offset)
+ovl_walk(struct disk *d, uint64_t count, uint64_t offset, ovl_run_fn fn,
+         void *opaque)
 {
   struct overlay *o = d->priv;
   uint64_t end = offset + count, glim = (end - 1) / OVL_GRANULE + 1;
-  char *p = buf;
   int r = 0;
 
-  while (offset < end) {
+  while (offset < end && r == 0) {
     uint64_t gend, n;
     unsigned st;
 
@@ -359,18 +364,57 @@ ovl_pread(struct disk *d, void *buf, size_t count, uint64_t offset)
     st = map_run(o, offset / OVL_GRANULE, glim, &gend);
     pthread_rwlock_unlock(&o->map_lock);
     n = (gend * OVL_GRANULE < end ? gend * OVL_GRANULE : end) - offset;
-    if (st == ST_BASE)
-      r = disk_pread(d->parent, p, n, offset);
-    else if (st == ST_DATA)
-      r = disk_full_pread(o->fd, d->path, p, n, o->data_off + offset, false);
-    else
-      memset(p, 0, n);
-    if (r < 0)
-      return r;
-    p += n;
+    r = fn(d, opaque, offset, n, st);
     offset += n;
   }
+  return r;
+}
+
+struct ovl_read_ctx {
+  char *buf;
+  uint64_t start;
+};
+
+static int
+read_run(struct disk *d, void *opaque, uint64_t voff, uint64_t len, unsigned st)
+{
+  struct ovl_read_ctx *x = opaque;
+  struct overlay *o = d->priv;
+  char *p = x->buf + (voff - x->start);
+
+  if (st == ST_BASE)
+    return disk_pread(d->parent, p, len, voff);
+  if (st == ST_DATA)
+    return disk_full_pread(o->fd, d->path, p, len, o->data_off + voff, false);
+  memset(p, 0, len);
   return 0;
+}
+
+static int
+ovl_pread(struct disk *d, void *buf, size_t count, uint64_t offset)
+{
+  struct ovl_read_ctx x = { buf, offset };
+  return ovl_walk(d, count, offset, read_run, &x);
+}
+
+/* DATA granules are written before the map says DATA, so they are in the
+ * file (or its page cache) as they read; BASE comes from the layer below. */
+static int
+describe_run(struct disk *d, void *opaque, uint64_t voff, uint64_t len, unsigned st)
+{
+  struct overlay *o = d->priv;
+
+  if (st == ST_BASE)
+    return disk_map_parent(d->parent, len, voff, opaque);
+  if (st == ST_DATA)
+    return disk_map_add(opaque, o->fd, o->data_off + voff, len);
+  return disk_map_add(opaque, -1, 0, len);
+}
+
+static int
+ovl_map(struct disk *d, uint64_t count, uint64_t offset, struct disk_map *out)
+{
+  return ovl_walk(d, count, offset, describe_run, out);
 }
 
 /* Fill buf with the current contents of granule g.  Caller holds its lock. */
@@ -1368,6 +1412,7 @@ static const struct disk_ops overlay_ops = {
   .trim    = ovl_trim,
   .zero    = ovl_zero,
   .extents = ovl_extents,
+  .map     = ovl_map,
   .info    = ovl_info,
   .close   = ovl_close,
 };

@@ -25,6 +25,14 @@ raw_pread(struct disk *d, void *buf, size_t count, uint64_t offset)
   return disk_full_pread(r->fd, d->path, buf, count, offset, false);
 }
 
+/* The bytes are the file's: one piece. */
+static int
+raw_map(struct disk *d, uint64_t count, uint64_t offset, struct disk_map *out)
+{
+  struct raw *r = d->priv;
+  return disk_map_add(out, r->fd, offset, count);
+}
+
 static int
 raw_pwrite(struct disk *d, const void *buf, size_t count, uint64_t offset,
            unsigned flags)
@@ -173,6 +181,7 @@ static const struct disk_ops raw_ops = {
   .trim    = raw_trim,
   .zero    = raw_zero,
   .extents = raw_extents,
+  .map     = raw_map,
   .cache   = raw_cache,
   .info    = raw_info,
   .close   = raw_close,

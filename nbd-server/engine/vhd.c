@@ -410,35 +410,39 @@ absent_add(struct disk *d, struct absent_run *a, char *buf, size_t len,
   return 0;
 }
 
+/* A read walks the range in runs: present sectors at file position fpos,
+ * or absent ones (the parent's, or zeroes).  pread copies them, map
+ * describes them; both see the same runs. */
+typedef int (*vhd_run_fn)(struct disk *d, void *opaque, uint64_t voff,
+                          uint64_t len, bool present, uint64_t fpos);
+
 static int
-vhd_pread(struct disk *d, void *buf, size_t count, uint64_t offset)
+vhd_walk(struct disk *d, uint64_t count, uint64_t offset, vhd_run_fn fn,
+         void *opaque)
 {
   struct vhd *v = d->priv;
-  struct absent_run a = { 0 };
   uint64_t win[WIN_SECTORS / 64 + 2];
-  char *p = buf;
   int r = 0;
 
   if (v->type == TYPE_FIXED)
-    return disk_full_pread(v->fd, d->path, buf, count, offset, false);
+    return fn(d, opaque, offset, count, true, offset);
 
   while (count > 0) {
     uint32_t blk = (uint32_t) (offset >> v->block_shift);
     uint32_t in_blk = (uint32_t) (offset & (v->block_size - 1));
-    size_t n = v->block_size - in_blk < count ? v->block_size - in_blk : count;
+    uint64_t n = v->block_size - in_blk < count ? v->block_size - in_blk : count;
     uint32_t e = bat_get(v, blk);
     uint64_t data = block_pos(e) + v->bitmap_size;
     int st;
 
     if (e == BAT_FREE) {
-      r = absent_add(d, &a, p, n, offset);
+      r = fn(d, opaque, offset, n, false, 0);
     } else if ((st = block_state(d, v, blk, e)) < 0) {
       r = st;
     } else if (st == BS_FULL) {
-      if ((r = absent_flush(d, &a)) == 0)
-        r = disk_full_pread(v->fd, d->path, p, n, data + in_blk, false);
+      r = fn(d, opaque, offset, n, true, data + in_blk);
     } else {
-      /* Partial bitmap: one pread per run of present sectors. */
+      /* Partial bitmap: one run per run of equal sector bits. */
       uint32_t pos = in_blk;
       uint32_t end = in_blk + (uint32_t) n;
       while (r == 0 && pos < end) {
@@ -452,17 +456,9 @@ vhd_pread(struct disk *d, void *buf, size_t count, uint64_t offset)
           bool present;
           uint32_t se = bm_run_end((uint8_t *) win, s - base, s1 - base,
                                    &present) + base;
-          uint32_t bstart = pos;
           uint32_t bend = se * SECTOR < end ? se * SECTOR : end;
-          char *q = p + (bstart - in_blk);
-          if (present) {
-            if ((r = absent_flush(d, &a)) == 0)
-              r = disk_full_pread(v->fd, d->path, q, bend - bstart,
-                                  data + bstart, false);
-          } else {
-            r = absent_add(d, &a, q, bend - bstart,
-                           offset - in_blk + bstart);
-          }
+          r = fn(d, opaque, offset - in_blk + pos, bend - pos, present,
+                 data + pos);
           pos = bend;
           s = se;
         }
@@ -470,11 +466,62 @@ vhd_pread(struct disk *d, void *buf, size_t count, uint64_t offset)
     }
     if (r < 0)
       return r;
-    p += n;
     count -= n;
     offset += n;
   }
-  return absent_flush(d, &a);
+  return 0;
+}
+
+struct vhd_read_ctx {
+  char *buf;
+  uint64_t start;
+  struct absent_run absent;
+};
+
+static int
+read_run(struct disk *d, void *opaque, uint64_t voff, uint64_t len,
+         bool present, uint64_t fpos)
+{
+  struct vhd_read_ctx *x = opaque;
+  struct vhd *v = d->priv;
+  char *p = x->buf + (voff - x->start);
+  int r;
+
+  if (!present)
+    return absent_add(d, &x->absent, p, len, voff);
+  if ((r = absent_flush(d, &x->absent)) < 0)
+    return r;
+  return disk_full_pread(v->fd, d->path, p, len, fpos, false);
+}
+
+static int
+vhd_pread(struct disk *d, void *buf, size_t count, uint64_t offset)
+{
+  struct vhd_read_ctx x = { .buf = buf, .start = offset };
+  int r = vhd_walk(d, count, offset, read_run, &x);
+
+  return r < 0 ? r : absent_flush(d, &x.absent);
+}
+
+static int
+map_run(struct disk *d, void *opaque, uint64_t voff, uint64_t len,
+        bool present, uint64_t fpos)
+{
+  struct vhd *v = d->priv;
+
+  if (present)
+    return disk_map_add(opaque, v->fd, fpos, len);
+  if (d->parent)
+    return disk_map_parent(d->parent, len, voff, opaque);
+  return disk_map_add(opaque, -1, 0, len);
+}
+
+/* Writes go to the file before the BAT or bitmap says present, so every
+ * present run is in the file (or its page cache) as it reads. */
+static int
+vhd_map(struct disk *d, uint64_t count, uint64_t offset, struct disk_map *out)
+{
+  return vhd_walk(d, count, offset, map_run, out);
 }
 
 /* ---- writes ----------------------------------------------------------- */
@@ -981,6 +1028,7 @@ static const struct disk_ops vhd_ops = {
   .trim    = NULL,        /* a hint; blocks are never freed in a VHD */
   .zero    = vhd_zero,
   .extents = vhd_extents,
+  .map     = vhd_map,
   .info    = vhd_info,
   .reserve = vhd_reserve,
   .close   = vhd_close,

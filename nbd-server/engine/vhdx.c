@@ -856,11 +856,19 @@ read_bitmap(struct vhdx *v, uint64_t sb_off, uint64_t b0, uint64_t b1, uint8_t *
   return 0;
 }
 
+enum { K_DATA, K_PARTIAL, K_PARENT, K_ZERO };
+
+/* A read walks the range in runs of one kind: K_DATA at file position
+ * fpos, K_PARENT or K_ZERO.  pread copies them, map describes them; both
+ * see the same runs. */
+typedef int (*vx_run_fn)(struct disk *d, void *opaque, uint64_t voff,
+                         uint64_t len, int kind, uint64_t fpos);
+
 /* A PARTIALLY_PRESENT block: runs of set bits from this file, clear bits
  * from the parent. */
 static int
-read_partial(struct disk *d, struct vhdx *v, uint8_t *buf, uint64_t n,
-             uint64_t off, uint64_t blk, uint64_t e)
+walk_partial(struct disk *d, struct vhdx *v, uint64_t n, uint64_t off,
+             uint64_t blk, uint64_t e, vx_run_fn fn, void *opaque)
 {
   uint64_t inoff = off - (blk << v->block_shift);
   uint64_t spb = v->block_size / v->lss;
@@ -882,10 +890,8 @@ read_partial(struct disk *d, struct vhdx *v, uint8_t *buf, uint64_t n,
       a = inoff;
     if (b > inoff + n)
       b = inoff + n;
-    if (val)
-      r = vx_read_file(v, buf + (a - inoff), (size_t) (b - a), VX_BAT_OFFSET(e) + a);
-    else
-      r = parent_read(d, buf + (a - inoff), b - a, (blk << v->block_shift) + a);
+    r = fn(d, opaque, (blk << v->block_shift) + a, b - a,
+           val ? K_DATA : K_PARENT, VX_BAT_OFFSET(e) + a);
     if (r < 0)
       break;
     p = q;
@@ -893,8 +899,6 @@ read_partial(struct disk *d, struct vhdx *v, uint8_t *buf, uint64_t n,
   free(bm);
   return r;
 }
-
-enum { K_DATA, K_PARTIAL, K_PARENT, K_ZERO };
 
 static int
 block_kind(const struct vhdx *v, uint64_t e)
@@ -911,10 +915,10 @@ block_kind(const struct vhdx *v, uint64_t e)
 }
 
 static int
-vx_pread(struct disk *d, void *vbuf, size_t count, uint64_t offset)
+vx_walk(struct disk *d, uint64_t count, uint64_t offset, vx_run_fn fn,
+        void *opaque)
 {
   struct vhdx *v = d->priv;
-  uint8_t *buf = vbuf;
   const uint64_t bs = v->block_size;
   int r = 0;
 
@@ -926,7 +930,7 @@ vx_pread(struct disk *d, void *vbuf, size_t count, uint64_t offset)
     uint64_t run = bs - inoff < count ? bs - inoff : count;
 
     if (kind == K_PARTIAL) {
-      r = read_partial(d, v, buf, run, offset, blk, e);
+      r = walk_partial(d, v, run, offset, blk, e, fn, opaque);
     } else {
       /* Extend over following blocks of the same kind (and, for data,
        * physically contiguous) so a long read is one pread/memset. */
@@ -937,20 +941,71 @@ vx_pread(struct disk *d, void *vbuf, size_t count, uint64_t offset)
           break;
         run += bs < count - run ? bs : count - run;
       }
-      if (kind == K_DATA)
-        r = vx_read_file(v, buf, (size_t) run, VX_BAT_OFFSET(e) + inoff);
-      else if (kind == K_PARENT)
-        r = parent_read(d, buf, run, offset);
-      else
-        memset(buf, 0, (size_t) run);
+      r = fn(d, opaque, offset, run, kind, VX_BAT_OFFSET(e) + inoff);
     }
     if (r < 0)
       return r;
-    buf += run;
     offset += run;
-    count -= (size_t) run;
+    count -= run;
   }
   return 0;
+}
+
+struct vx_read_ctx {
+  uint8_t *buf;
+  uint64_t start;
+};
+
+static int
+read_run(struct disk *d, void *opaque, uint64_t voff, uint64_t len, int kind,
+         uint64_t fpos)
+{
+  struct vx_read_ctx *x = opaque;
+  uint8_t *p = x->buf + (voff - x->start);
+
+  if (kind == K_DATA)
+    return vx_read_file(d->priv, p, (size_t) len, fpos);
+  if (kind == K_PARENT)
+    return parent_read(d, p, len, voff);
+  memset(p, 0, (size_t) len);
+  return 0;
+}
+
+static int
+vx_pread(struct disk *d, void *vbuf, size_t count, uint64_t offset)
+{
+  struct vx_read_ctx x = { vbuf, offset };
+  return vx_walk(d, count, offset, read_run, &x);
+}
+
+static int
+map_run(struct disk *d, void *opaque, uint64_t voff, uint64_t len, int kind,
+        uint64_t fpos)
+{
+  struct vhdx *v = d->priv;
+  uint64_t psize = __atomic_load_n(&v->phys_size, __ATOMIC_ACQUIRE);
+
+  if (kind == K_PARENT)
+    return disk_map_parent(d->parent, len, voff, opaque);
+  if (kind != K_DATA)
+    return disk_map_add(opaque, -1, 0, len);
+  /* Bytes past the real end (read as zeroes) or in the replayed log's
+   * pages (held in memory): the copy path knows them. */
+  if (fpos > psize || len > psize - fpos)
+    return -ENOTSUP;
+  return disk_map_add(opaque, v->fd, fpos, len);
+}
+
+/* Data is written before the BAT or bitmap says present, so every present
+ * run is in the file (or its page cache) as it reads. */
+static int
+vx_map(struct disk *d, uint64_t count, uint64_t offset, struct disk_map *out)
+{
+  struct vhdx *v = d->priv;
+
+  if (__atomic_load_n(&v->novl, __ATOMIC_ACQUIRE) != 0)
+    return -ENOTSUP;
+  return vx_walk(d, count, offset, map_run, out);
 }
 
 /* ---- writes ------------------------------------------------------------- */
@@ -1608,6 +1663,7 @@ static const struct disk_ops vx_ops = {
   .trim    = vx_trim,
   .zero    = vx_zero,
   .extents = vx_extents,
+  .map     = vx_map,
   .info    = vx_info,
   .reserve = vx_reserve,
   .close   = vx_close,

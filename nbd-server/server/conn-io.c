@@ -4,8 +4,11 @@
  * connection's transport (c->io): the plain socket here (recv, sendmsg),
  * or TLS after STARTTLS (tls.c). */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -13,6 +16,16 @@
 #include "server-internal.h"
 
 #define DIRECT_READ_MIN  (16u << 10)   /* larger reads bypass the buffer */
+
+/* A zero-copy socket is O_NONBLOCK: a blocking receive or send waits
+ * here.  A connection torn down (shutdown) wakes it. */
+static void
+wait_socket(struct nbd_conn *c, short events)
+{
+  struct pollfd pfd = { .fd = c->fd, .events = events };
+
+  (void) poll(&pfd, 1, -1);
+}
 
 /* One recv into buf; 0 at EOF, a negative errno on error. */
 static ssize_t
@@ -29,7 +42,9 @@ plain_recv(struct nbd_conn *c, void *buf, size_t len)
       if (n >= 0)
         return n;
     }
-    if (errno != EINTR)
+    if (errno == EAGAIN && c->zero_copy)
+      wait_socket(c, POLLIN);
+    else if (errno != EINTR)
       return -errno;
   }
 }
@@ -169,6 +184,7 @@ static int
 plain_send(struct nbd_conn *c, struct iovec **iovp, int *iovcnt, int flags)
 {
   struct iovec *iov = *iovp;
+  bool wait = !(flags & MSG_DONTWAIT);
   int fd = c->fd;
   int r = 0;
 
@@ -177,16 +193,20 @@ plain_send(struct nbd_conn *c, struct iovec **iovp, int *iovcnt, int flags)
     ssize_t n;
 
     /* A client reading slowly must not stretch the negotiation. */
-    if (!flags && (r = conn_deadline_arm(c, SO_SNDTIMEO)) < 0)
+    if (wait && (r = conn_deadline_arm(c, SO_SNDTIMEO)) < 0)
       break;
     msg.msg_iov = iov;
     msg.msg_iovlen = (size_t) (*iovcnt < IOV_MAX ? *iovcnt : IOV_MAX);
     n = sendmsg(fd, &msg, MSG_NOSIGNAL | flags);
-    if (n < 0 && errno == ENOTSOCK && !flags)
+    if (n < 0 && errno == ENOTSOCK && wait)
       n = writev(fd, iov, (int) msg.msg_iovlen);
     if (n < 0) {
       if (errno == EINTR)
         continue;
+      if (errno == EWOULDBLOCK && wait && c->zero_copy) {
+        wait_socket(c, POLLOUT);
+        continue;
+      }
       r = errno == EWOULDBLOCK ? -EAGAIN : -errno;
       break;
     }
@@ -203,6 +223,113 @@ plain_send(struct nbd_conn *c, struct iovec **iovp, int *iovcnt, int flags)
   }
   *iovp = iov;
   return r;
+}
+
+void
+conn_zero_copy_start(struct nbd_conn *c)
+{
+  int type = 0, fl;
+  socklen_t len = sizeof type;
+
+  /* TLS encrypts in user space: the bytes must pass through a buffer.
+   * A pipe or file handed to --fd keeps the plain path too. */
+  if (!c->srv->sendfile || c->io != &conn_plain_io ||
+      getsockopt(c->fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+      type != SOCK_STREAM)
+    return;
+  fl = fcntl(c->fd, F_GETFL);
+  if (fl < 0 || fcntl(c->fd, F_SETFL, fl | O_NONBLOCK) < 0)
+    return;
+  c->zero_copy = true;
+}
+
+/* Zeroes for zero pieces.  Never written, so its pages stay the kernel's
+ * shared zero page: no memory of ours. */
+static uint8_t zero_pages[64u << 10];
+
+/* Send the piece an iovec with a NULL base stands for: iov->iov_len bytes
+ * from p->offset of p->fd (sendfile: from the page cache), or zeroes.
+ * Both advance as bytes go out, so a send that stops (-EAGAIN) resumes
+ * where it was.  A file that ends early fails the reply (-EIO): what was
+ * sent cannot be taken back, so the caller drops the connection rather
+ * than let the client take a short reply as complete. */
+static int
+send_piece(struct nbd_conn *c, struct iovec *iov, struct disk_piece *p,
+           int flags)
+{
+  bool wait = !(flags & MSG_DONTWAIT);
+
+  while (iov->iov_len > 0) {
+    size_t want = iov->iov_len;
+    ssize_t n;
+
+    if (p->fd >= 0) {
+      off_t off = (off_t) p->offset;
+      n = sendfile(c->fd, p->fd, &off, want);
+    } else {
+      if (want > sizeof zero_pages)
+        want = sizeof zero_pages;
+      n = send(c->fd, zero_pages, want, MSG_NOSIGNAL | MSG_DONTWAIT | (flags & MSG_MORE));
+    }
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN && wait) {
+        wait_socket(c, POLLOUT);
+        continue;
+      }
+      if (errno == EAGAIN)
+        return -EAGAIN;
+      if (errno != EPIPE && errno != ECONNRESET)
+        nbd_log(c->srv, NBD_LOG_ERROR, "connection %lu: sending READ data from "
+                "offset %llu: %s: dropped", c->id,
+                (unsigned long long) p->offset, strerror(errno));
+      return -errno;
+    }
+    if (n == 0) {
+      nbd_log(c->srv, NBD_LOG_ERROR, "connection %lu: the image ended at offset "
+              "%llu inside a READ reply: dropped", c->id,
+              (unsigned long long) p->offset);
+      return -EIO;
+    }
+    if (p->fd >= 0)
+      p->offset += (uint64_t) n;
+    iov->iov_len -= (size_t) n;
+  }
+  return 0;
+}
+
+/* Send a job's reply: its iovecs, and on zero-copy connections the file
+ * pieces between them.  Same contract as conn_io_ops.send. */
+static int
+send_job(struct nbd_conn *c, struct nbd_job *job, int flags)
+{
+  if (!job->rpieces)
+    return c->io->send(c, &job->riov, &job->riovcnt, flags);
+  while (job->riovcnt > 0) {
+    int k = 0, left, r;
+
+    while (k < job->riovcnt && job->riov[k].iov_base)
+      k++;
+    /* MSG_MORE: a chunk header waits for its data, not a packet alone. */
+    if (k > 0) {
+      left = k;
+      r = plain_send(c, &job->riov, &left,
+                     flags | (k < job->riovcnt ? MSG_MORE : 0));
+      job->riovcnt -= k - left;
+    } else {
+      r = send_piece(c, job->riov, &job->rpieces[job->rpiece],
+                     flags | (job->riovcnt > 1 ? MSG_MORE : 0));
+      if (r == 0) {
+        job->riov++;
+        job->riovcnt--;
+        job->rpiece++;
+      }
+    }
+    if (r < 0)
+      return r;
+  }
+  return 0;
 }
 
 const struct conn_io_ops conn_plain_io = {
@@ -268,7 +395,7 @@ conn_send_reply(struct nbd_job *job)
   if (c->broken) {
     /* nobody is listening any more */
   } else if (!c->sendq_head && !c->sender_busy) {
-    r = c->io->send(c, &job->riov, &job->riovcnt, MSG_DONTWAIT);
+    r = send_job(c, job, MSG_DONTWAIT);
     if (r == -EAGAIN) {
       done = false;
     } else if (r < 0) {
@@ -316,7 +443,7 @@ sender_main(void *arg)
     c->sender_busy = true;
     pthread_mutex_unlock(&c->send_lock);
     r = __atomic_load_n(&c->broken, __ATOMIC_RELAXED)
-          ? -EPIPE : c->io->send(c, &job->riov, &job->riovcnt, 0);
+          ? -EPIPE : send_job(c, job, 0);
     pthread_mutex_lock(&c->send_lock);
     c->sender_busy = false;
     if (r < 0) {

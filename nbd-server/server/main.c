@@ -59,6 +59,7 @@ struct options {
   bool readonly;
   bool exit_when_idle;
   bool no_multi_conn;
+  bool no_sendfile;
   bool verbose;
   bool allow_bad_checksum;
   uint64_t wim_cache_bytes;    /* --wim-cache-size; 0: the default */
@@ -120,6 +121,8 @@ usage(FILE *f)
 "  -e, --export-name NAME     export name (default \"\")\n"
 "  -d, --description TEXT     export description\n"
 "      --no-multi-conn        do not advertise multi-connection support\n"
+"      --no-sendfile          copy READ data through a buffer instead of sending\n"
+"                             it from the page cache (also DISM_NBD_SENDFILE=0)\n"
 "      --handshake-timeout S  close a client that has not finished negotiating\n"
 "                             (NBD_OPT_GO, TLS included) S s after connecting\n"
 "                             (default 10)\n"
@@ -159,6 +162,7 @@ print_capabilities(void)
     "handshake-timeout",  /* --handshake-timeout S */
     "exit-when-idle",     /* --exit-when-idle */
     "wim",                /* the "wim" format (a WIM volume map), --wim-cache-size */
+    "sendfile",           /* READ data from the page cache; --no-sendfile */
   };
 
   for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
@@ -206,7 +210,7 @@ enum {
   OPT_FD = 256, OPT_FD_TRANSMISSION, OPT_SOCKET_ACTIVATION, OPT_EXIT_WHEN_IDLE,
   OPT_NO_MULTI_CONN, OPT_HANDSHAKE_TIMEOUT, OPT_ALLOW_BAD_CHECKSUM, OPT_FUSE_FILE, OPT_CONTROL,
   OPT_TLS, OPT_TLS_CERTIFICATES, OPT_TLS_VERIFY_PEER, OPT_TLS_PSK,
-  OPT_NO_SANDBOX, OPT_USER, OPT_CAPABILITIES, OPT_WIM_CACHE_SIZE,
+  OPT_NO_SANDBOX, OPT_USER, OPT_CAPABILITIES, OPT_WIM_CACHE_SIZE, OPT_NO_SENDFILE,
 };
 
 /* A size: bytes, or with a K, M, G or T suffix (powers of 1024). */
@@ -289,6 +293,7 @@ static const struct option longopts[] = {
   { "export-name", required_argument, NULL, 'e' },
   { "description", required_argument, NULL, 'd' },
   { "no-multi-conn", no_argument, NULL, OPT_NO_MULTI_CONN },
+  { "no-sendfile", no_argument, NULL, OPT_NO_SENDFILE },
   { "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
   { "threads", required_argument, NULL, 't' },
   { "pidfile", required_argument, NULL, 'P' },
@@ -431,6 +436,9 @@ parse_option(struct options *o, int c, const char *arg)
     break;
   case OPT_NO_MULTI_CONN:
     o->no_multi_conn = true;
+    break;
+  case OPT_NO_SENDFILE:
+    o->no_sendfile = true;
     break;
   case OPT_HANDSHAKE_TIMEOUT:
   case 't':
@@ -724,6 +732,15 @@ open_endpoints(struct run *rn)
   return 0;
 }
 
+/* DISM_NBD_SENDFILE=0: the copy path for every READ, as --no-sendfile
+ * (for a server started by dism, whose options are its own). */
+static bool
+no_sendfile_env(void)
+{
+  const char *v = getenv("DISM_NBD_SENDFILE");
+  return v && strcmp(v, "0") == 0;
+}
+
 /* The NBD server, created once the sandbox's first step is in force, and
  * then its seccomp filter (after the TLS credentials are read). */
 static int
@@ -735,6 +752,7 @@ create_server(struct run *rn)
     .description = o->description,
     .readonly = o->readonly,
     .no_multi_conn = o->no_multi_conn,
+    .no_sendfile = o->no_sendfile || no_sendfile_env(),
     .threads = o->threads,
     .handshake_timeout = o->handshake_timeout,
     .log = log_to_stderr,

@@ -53,6 +53,8 @@ struct nbd_server_config {
   const char *description;     /* NULL or "": none */
   bool readonly;               /* also forced when the disk is read-only */
   bool no_multi_conn;          /* do not advertise CAN_MULTI_CONN */
+  bool no_sendfile;            /* READ data always copied (pread + send),
+                                  never sent from the page cache */
   unsigned threads;            /* worker threads; 0: 2 * CPUs (4..64) */
   size_t budget;               /* in-flight payload bytes; 0: default */
   unsigned max_connections;    /* open at once; 0: NBD_SERVER_MAX_CONNECTIONS */

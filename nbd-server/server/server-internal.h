@@ -55,6 +55,11 @@ struct nbd_job {
   void *rdata;                 /* owned reply data (READ data, extents) */
   size_t rdata_pool_len;       /* != 0: rdata came from bufpool (READ data) */
   void *raux;                  /* owned helper memory (READ chunk headers) */
+  /* READ data sent from the disk's files (zero-copy connections): each
+   * riov entry with a NULL iov_base stands for the next of these pieces,
+   * in order (fd < 0: zeroes), iov_len bytes from its offset. */
+  struct disk_piece *rpieces;  /* owned, or NULL */
+  size_t rpiece;               /* the next piece to send */
 };
 
 struct nbd_server {
@@ -65,6 +70,7 @@ struct nbd_server {
   bool multi_conn;
   nbd_log_fn log;
   void *log_opaque;
+  bool sendfile;               /* READ data by sendfile on plain sockets */
   enum nbd_tls_mode tls_mode;
   struct nbd_tls *tls;         /* credentials; NULL when tls_mode is OFF */
 
@@ -105,6 +111,10 @@ struct nbd_conn {
   uint64_t handshake_deadline_ms;
   const struct conn_io_ops *io;  /* plain, or TLS after STARTTLS */
   struct conn_tls *tls;        /* the TLS session, or NULL */
+  /* Transmission on a plain socket with srv->sendfile: the socket is
+   * O_NONBLOCK (sendfile has no MSG_DONTWAIT; blocking sends poll) and
+   * READ replies may carry file pieces (nbd_job.rpieces). */
+  bool zero_copy;
 
   /* Receive side: used only by the receive thread. */
   uint8_t *rbuf;
@@ -163,6 +173,9 @@ size_t conn_buffered(const struct nbd_conn *c);
 int conn_discard(struct nbd_conn *c, uint64_t len);
 int conn_send(struct nbd_conn *c, struct iovec *iov, int iovcnt);
 void conn_mark_broken(struct nbd_conn *c);
+/* At the start of transmission: switch a plain socket to zero-copy
+ * READ replies when the server allows it. */
+void conn_zero_copy_start(struct nbd_conn *c);
 void conn_send_reply(struct nbd_job *job);
 int conn_sender_start(struct nbd_conn *c);
 void conn_sender_stop(struct nbd_conn *c);

@@ -206,6 +206,7 @@ job_finish(struct nbd_job *job)
   else
     free(job->rdata);
   free(job->raux);
+  free(job->rpieces);
   free(job->riov_heap);
   free(job);
   if (cost) {
@@ -302,6 +303,7 @@ nbd_server_new(struct disk *disk, const struct nbd_server_config *cfg,
   }
   srv->readonly = cfg->readonly || disk->readonly;
   srv->multi_conn = !cfg->no_multi_conn;
+  srv->sendfile = !cfg->no_sendfile;
   srv->log = cfg->log;
   srv->log_opaque = cfg->log_opaque;
   srv->tls_mode = cfg->tls;

@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "nbd-protocol.h"
 #include "server-internal.h"
@@ -16,6 +18,11 @@
 #define READ_MAX_SEGMENTS 64
 /* Below this, a READ is sent as one data chunk without asking for holes. */
 #define READ_HOLE_MIN     4096
+/* A zero-copy READ is sent from at most this many file or zero pieces;
+ * a read that needs more (fragmented sector bitmaps) is copied. */
+#define READ_MAX_PIECES   64
+/* Smaller READs are copied: one sendmsg beats a send plus a sendfile. */
+#define READ_ZERO_COPY_MIN (32u << 10)
 
 static bool
 conn_is_broken(struct nbd_conn *c)
@@ -181,7 +188,184 @@ read_not_now(struct nbd_job *job)
   job->rdata_pool_len = 0;
   free(job->raux);
   job->raux = NULL;
+  free(job->rpieces);
+  job->rpieces = NULL;
+  free(job->riov_heap);
+  job->riov_heap = NULL;
+  job->riov = job->riov_inline;
+  job->riovcnt = 0;
   return -EAGAIN;
+}
+
+/* cachestat(2) (Linux 6.5): how many pages of a file range are in the page
+ * cache.  Not in every libc's headers yet. */
+#ifndef __NR_cachestat
+#define __NR_cachestat 451
+#endif
+struct cachestat_range_v1 {
+  uint64_t off, len;
+};
+struct cachestat_v1 {
+  uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+};
+
+/* Would sending this piece read from storage?  Zero pieces never do; file
+ * pieces not wholly in the page cache (or a kernel without cachestat) do:
+ * the receive thread leaves those to a worker. */
+static bool
+piece_cached(const struct disk_piece *p)
+{
+  const uint64_t pg = 4096;
+  uint64_t first = p->offset / pg, last = (p->offset + p->length - 1) / pg;
+  struct cachestat_range_v1 range = { first * pg, (last - first + 1) * pg };
+  struct cachestat_v1 cs;
+
+  if (p->fd < 0)
+    return true;
+  if (syscall(__NR_cachestat, p->fd, &range, &cs, 0) < 0)
+    return false;
+  return cs.nr_cache >= last - first + 1;
+}
+
+/* Map [offset, offset+length) into m's free tail as its own run of pieces
+ * (no merging with the previous segment's).  Returns the pieces added or a
+ * negative errno. */
+static int
+map_segment(struct nbd_job *job, struct disk_map *m, uint64_t offset,
+            uint64_t length, bool nowait)
+{
+  struct disk_map sub = { m->v + m->n, 0, m->max - m->n };
+  struct disk *d = job->conn->srv->disk;
+  int r = nowait ? disk_map_nowait(d, length, offset, &sub)
+                 : disk_map(d, length, offset, &sub);
+
+  if (r < 0)
+    return r;
+  for (size_t i = 0; nowait && i < sub.n; i++)
+    if (!piece_cached(&sub.v[i]))
+      return -EAGAIN;
+  m->n += sub.n;
+  return (int) sub.n;
+}
+
+/* The header of a successful simple READ reply. */
+static void
+reply_read_head(struct nbd_job *job)
+{
+  struct nbd_simple_reply hdr = {
+    .magic = htobe32(NBD_MAGIC_SIMPLE_REPLY),
+    .error = 0,
+    .cookie = htobe64(job->cookie),
+  };
+
+  memcpy(job->rhead, &hdr, sizeof hdr);
+  reply_iov(job, job->rhead, sizeof hdr);
+}
+
+/* The piece iovecs of a segment: NULL bases (see nbd_job.rpieces). */
+static void
+reply_pieces(struct nbd_job *job, const struct disk_map *m, size_t from, size_t n)
+{
+  for (size_t i = from; i < from + n; i++)
+    reply_iov(job, NULL, m->v[i].length);
+}
+
+/* A structured READ reply's chunks, holes as OFFSET_HOLE: the data from buf
+ * (the copy path), or else from m's pieces, npc[i] of them for segment i. */
+static void
+reply_read_chunks(struct nbd_job *job, struct read_segment *seg, size_t nseg,
+                  uint8_t *buf, const struct disk_map *m, const size_t *npc)
+{
+  for (size_t pc = 0, i = 0; i < nseg; pc += m ? npc[i] : 0, i++) {
+    uint16_t flags = i + 1 == nseg ? NBD_REPLY_FLAG_DONE : 0;
+    uint64_t be_off = htobe64(seg[i].offset);
+
+    if (seg[i].hole) {
+      struct nbd_chunk_offset_hole h = { be_off, htobe32((uint32_t) seg[i].length) };
+      memcpy(seg[i].payload, &h, sizeof h);
+      reply_iov(job, seg[i].hdr, chunk_header(job, seg[i].hdr, flags,
+                                              NBD_REPLY_TYPE_OFFSET_HOLE, sizeof h));
+      reply_iov(job, seg[i].payload, sizeof h);
+      continue;
+    }
+    memcpy(seg[i].payload, &be_off, 8);
+    reply_iov(job, seg[i].hdr, chunk_header(job, seg[i].hdr, flags,
+                                            NBD_REPLY_TYPE_OFFSET_DATA,
+                                            8 + seg[i].length));
+    reply_iov(job, seg[i].payload, 8);
+    if (buf)
+      reply_iov(job, buf + (seg[i].offset - job->offset), seg[i].length);
+    else
+      reply_pieces(job, m, pc, npc[i]);
+  }
+}
+
+/* A READ on a zero-copy connection: the data goes from the image's files
+ * to the socket (send_job in conn-io.c), holes as OFFSET_HOLE chunks.
+ * -ENOTSUP (job untouched) when the disk cannot describe the range as
+ * file pieces: the caller copies.  nowait as for handle_read. */
+static int
+handle_read_mapped(struct nbd_job *job, bool nowait)
+{
+  struct nbd_conn *c = job->conn;
+  struct read_segment *seg = NULL;
+  struct disk_map m = { 0 };
+  size_t nseg = 1, niov, i, npc[READ_MAX_SEGMENTS];
+  int r;
+
+  m.max = READ_MAX_PIECES;
+  m.v = job->rpieces = malloc(READ_MAX_PIECES * sizeof *m.v);
+  if (!m.v)
+    return -ENOTSUP;   /* the copy path says ENOMEM if it must */
+  if (c->structured) {
+    seg = job->raux = malloc(READ_MAX_SEGMENTS * sizeof *seg);
+    if (!seg) {
+      r = -ENOMEM;
+      goto fail;
+    }
+    if ((job->flags & NBD_CMD_FLAG_DF) || job->length < READ_HOLE_MIN) {
+      seg[0] = (struct read_segment) { .offset = job->offset, .length = job->length };
+      nseg = 1;
+    } else {
+      nseg = read_plan(job, seg, READ_MAX_SEGMENTS);
+    }
+  }
+  /* Map everything before building the reply: an error is still the
+   * whole reply. */
+  niov = c->structured ? 0 : 1;
+  for (i = 0; i < nseg; i++) {
+    npc[i] = 0;
+    niov += 2;
+    if (seg && seg[i].hole)
+      continue;
+    r = seg ? map_segment(job, &m, seg[i].offset, seg[i].length, nowait)
+            : map_segment(job, &m, job->offset, job->length, nowait);
+    if (r < 0)
+      goto fail;
+    npc[i] = (size_t) r;
+    niov += (size_t) r;
+  }
+  if (niov > sizeof job->riov_inline / sizeof job->riov_inline[0]) {
+    job->riov = job->riov_heap = malloc(niov * sizeof *job->riov);
+    if (!job->riov) {
+      r = -ENOMEM;
+      goto fail;
+    }
+  }
+  if (!c->structured) {
+    reply_read_head(job);
+    reply_pieces(job, &m, 0, npc[0]);
+  } else {
+    reply_read_chunks(job, seg, nseg, NULL, &m, npc);
+  }
+  return 0;
+
+fail:
+  read_not_now(job);
+  if (r == -EAGAIN || r == -ENOTSUP || r == -E2BIG)
+    return r == -EAGAIN ? -EAGAIN : -ENOTSUP;
+  reply_result(job, r, "read");
+  return 0;
 }
 
 /* nowait: read only from the page cache; returns -EAGAIN (nothing sent,
@@ -200,6 +384,9 @@ handle_read(struct nbd_job *job, bool nowait)
     reply_status(job, 0, NULL);
     return 0;
   }
+  if (c->zero_copy && job->length >= READ_ZERO_COPY_MIN &&
+      (r = handle_read_mapped(job, nowait)) != -ENOTSUP)
+    return r;
   buf = job->rdata = bufpool_get(job->length);
   job->rdata_pool_len = job->length;
   if (!buf) {
@@ -208,12 +395,6 @@ handle_read(struct nbd_job *job, bool nowait)
   }
 
   if (!c->structured) {
-    struct nbd_simple_reply hdr = {
-      .magic = htobe32(NBD_MAGIC_SIMPLE_REPLY),
-      .error = 0,
-      .cookie = htobe64(job->cookie),
-    };
-
     r = nowait ? disk_pread_nowait(d, buf, job->length, job->offset)
                : disk_pread(d, buf, job->length, job->offset);
     if (r == -EAGAIN && nowait)
@@ -222,8 +403,7 @@ handle_read(struct nbd_job *job, bool nowait)
       reply_result(job, r, "read");
       return 0;
     }
-    memcpy(job->rhead, &hdr, sizeof hdr);
-    reply_iov(job, job->rhead, sizeof hdr);
+    reply_read_head(job);
     reply_iov(job, buf, job->length);
     return 0;
   }
@@ -263,25 +443,7 @@ handle_read(struct nbd_job *job, bool nowait)
       return 0;
     }
   }
-  for (i = 0; i < nseg; i++) {
-    uint16_t flags = i + 1 == nseg ? NBD_REPLY_FLAG_DONE : 0;
-    uint64_t be_off = htobe64(seg[i].offset);
-
-    if (seg[i].hole) {
-      struct nbd_chunk_offset_hole h = { be_off, htobe32((uint32_t) seg[i].length) };
-      memcpy(seg[i].payload, &h, sizeof h);
-      reply_iov(job, seg[i].hdr, chunk_header(job, seg[i].hdr, flags,
-                                              NBD_REPLY_TYPE_OFFSET_HOLE, sizeof h));
-      reply_iov(job, seg[i].payload, sizeof h);
-    } else {
-      memcpy(seg[i].payload, &be_off, 8);
-      reply_iov(job, seg[i].hdr, chunk_header(job, seg[i].hdr, flags,
-                                              NBD_REPLY_TYPE_OFFSET_DATA,
-                                              8 + seg[i].length));
-      reply_iov(job, seg[i].payload, 8);
-      reply_iov(job, buf + (seg[i].offset - job->offset), seg[i].length);
-    }
-  }
+  reply_read_chunks(job, seg, nseg, buf, NULL, NULL);
   return 0;
 }
 
@@ -622,6 +784,7 @@ nbd_transmission(struct nbd_conn *c)
   r = conn_sender_start(c);
   if (r < 0)
     return r;
+  conn_zero_copy_start(c);
   for (;;) {
     uint64_t payload_len;
 

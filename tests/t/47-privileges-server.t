@@ -46,8 +46,13 @@ else
   like "no Landlock in this kernel: the server says so" "$log" "no Landlock"
 fi
 req() { local s=${1//(/\\(}; printf '%s' "${s//)/\\)}"; }   # ( ) as regex literals
-for probe in "execve" "socket(AF_INET)" "fork" "kill(1, 0)" "mmap PROT_EXEC"; do
+for probe in "execve" "socket(AF_INET)" "fork" "kill(1, 0)" "mmap PROT_EXEC" \
+             "tee" "vmsplice" "copy_file_range"; do
   like "seccomp refuses $probe (EPERM)" "$log" "sandbox selftest: $(req "$probe"): refused \\(Operation not permitted\\)"
+done
+# The zero-copy READ path's two calls pass the filter (EBADF from the kernel).
+for probe in "sendfile" "cachestat"; do
+  like "seccomp allows $probe (reaches the kernel: EBADF)" "$log" "sandbox selftest: $probe: failed, not by the sandbox \\(Bad file descriptor\\)"
 done
 if [ "$abi" -gt 0 ]; then
   for probe in "open /etc/passwd" "reopen the image" "create a file in /tmp"; do
