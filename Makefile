@@ -407,6 +407,7 @@ demo: all
 
 bench: all
 	tests/bench/run-bench.sh $(BUILD)
+	tests/bench/run-vm-serve-bench.sh $(BUILD)
 	tests/bench/run-mount-bench.sh $(BUILD)
 	tests/bench/run-wim-bench.sh $(BUILD)
 	tests/bench/run-imageinfo-bench.sh $(BUILD)
