@@ -534,30 +534,40 @@ out:
 
 
 /* ---- DismCleanupMountpoints -------------------------------------------------------- */
-/* Undo what the mount id left, unless an operation works on its folder now
- * (then it is not left over: it is in progress).  r holds what is known of
- * it (its record, or its live.conf, or just its id). */
+/* What is known of mount id into r: its record (true), else what its
+ * live.conf says, else just its id (false). */
+static bool
+load_leftover(const char *id, struct dism_record *r)
+{
+  struct dism_live l;
+  if (dism_record_read(id, r) == 0)
+    return true;
+  dism_live_paths(id, &l);
+  if (dism_record_read_path(l.live_conf, id, r) < 0) {
+    memset(r, 0, sizeof *r);
+    snprintf(r->id, sizeof r->id, "%s", id);
+  }
+  return false;
+}
+
+/* Undo what mount id left, unless an operation works on its folder now
+ * (then it is not left over: it is in progress).  A readable record goes
+ * only if it is Invalid or still "mounting"; what has no readable record
+ * (only live.conf, or nothing but the id) always goes. */
 static void
-cleanup_one(struct dism_record *r, bool only_if_invalid)
+cleanup_one(const char *id, struct dism_record *r)
 {
   int folder_fd = -1;
+  load_leftover(id, r);
   if (r->mount_dir[0] && (folder_fd = dism_lock_folder_try(r->mount_dir)) == -EAGAIN) {
     dism_log(DISM_LOG_INFO, "%s: an operation is in progress there; left alone", r->mount_dir);
     return;
   }
-  /* The record again, now that nobody can be changing it. */
-  char id[37];
-  memcpy(id, r->id, sizeof id);
-  struct dism_live l;
-  dism_live_paths(id, &l);
-  if (dism_record_read(id, r) < 0 && dism_record_read_path(l.live_conf, id, r) < 0) {
-    memset(r, 0, sizeof *r);
-    memcpy(r->id, id, sizeof id);
-  }
-  /* A record still "mounting" whose folder we could lock is a mount whose
-   * maker died before it completed (tests/t/67-kill-steps.t): nobody ever
-   * had it, so it goes like an Invalid one whatever its live parts say. */
-  if (!only_if_invalid || strcmp(r->state, "mounting") == 0 ||
+  /* Read again, now that nobody can be changing it.  A record still
+   * "mounting" whose folder we could lock is a mount whose maker died before
+   * it completed (tests/t/67-kill-steps.t): nobody ever had it, so it goes
+   * like an Invalid one whatever its live parts say. */
+  if (!load_leftover(id, r) || strcmp(r->state, "mounting") == 0 ||
       dism_record_status(r) == DismMountStatusInvalid)
     dism_remove_mount_leftovers(r, true);
   dism_unlock(folder_fd);
@@ -579,17 +589,8 @@ DismCleanupMountpoints(void)
     hr = dism_api_fail(func, dism_hr_from_errno(rc), "Cannot read the mount registry.");
     goto out;
   }
-  for (size_t i = 0; i < n; i++) {
-    /* An unreadable record: what live.conf knows is all there is to undo. */
-    struct dism_live l;
-    dism_live_paths(ids[i], &l);
-    bool readable = dism_record_read(ids[i], r) == 0;
-    if (!readable && dism_record_read_path(l.live_conf, ids[i], r) < 0) {
-      memset(r, 0, sizeof *r);
-      snprintf(r->id, sizeof r->id, "%s", ids[i]);
-    }
-    cleanup_one(r, readable);
-  }
+  for (size_t i = 0; i < n; i++)
+    cleanup_one(ids[i], r);
   /* Live parts without a record: a mount that never completed. */
   char live_root[DISM_SUBPATH_MAX];
   snprintf(live_root, sizeof live_root, "%s/mounts", dism_run_dir());
@@ -602,14 +603,7 @@ DismCleanupMountpoints(void)
     dism_record_path(de->d_name, record_path, sizeof record_path);
     if (access(record_path, F_OK) == 0)
       continue;
-    struct dism_live l;
-    dism_live_paths(de->d_name, &l);
-    if (dism_record_read_path(l.live_conf, de->d_name, r) < 0) {
-      memset(r, 0, sizeof *r);
-      memcpy(r->id, de->d_name, 36); /* length checked above */
-      r->id[36] = '\0';
-    }
-    cleanup_one(r, false);
+    cleanup_one(de->d_name, r);
   }
   if (d)
     closedir(d);
