@@ -121,6 +121,10 @@ int dism_canonical(const char *path, char *out, size_t cap);
 bool dism_has_ext(const char *path, const char *ext);
 /* Is path a mount point?  dev_source, if not NULL, receives the source. */
 bool dism_is_mountpoint(const char *path, char *source, size_t cap);
+/* Open (O_CREAT with create) and flock(how) the lock file path: the fd,
+ * whose close drops the lock, or -errno (-EAGAIN, without a message, when
+ * how has LOCK_NB and another holds it). */
+int dism_flock_open(const char *path, int how, bool create);
 /* umount2(dir, 0), retried for up to a second while it fails with EBUSY:
  * 0 or -errno (-EBUSY: files are really open there). */
 int dism_umount_patiently(const char *dir);

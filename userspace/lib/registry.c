@@ -71,21 +71,7 @@ dism_registry_lock(void)
   if (r < 0)
     return r;
   snprintf(path, sizeof path, "%s/lock", dism_run_dir());
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    r = -errno;
-    dism_set_error("cannot open the registry lock %s: %s", path, strerror(-r));
-    return r;
-  }
-  while (flock(fd, LOCK_EX) < 0) {
-    if (errno == EINTR)
-      continue;
-    r = -errno;
-    dism_set_error("cannot lock %s: %s", path, strerror(-r));
-    close(fd);
-    return r;
-  }
-  return fd;
+  return dism_flock_open(path, LOCK_EX, true);
 }
 
 void

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -323,6 +324,27 @@ dism_is_mountpoint(const char *path, char *source, size_t cap)
   free(line);
   fclose(f);
   return found;
+}
+
+int
+dism_flock_open(const char *path, int how, bool create)
+{
+  int fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+  if (fd < 0) {
+    int r = -errno;
+    dism_set_error("cannot open the lock file %s: %s", path, strerror(-r));
+    return r;
+  }
+  while (flock(fd, how) < 0) {
+    if (errno == EINTR)
+      continue;
+    int r = errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    if (r != -EAGAIN)
+      dism_set_error("cannot lock %s: %s", path, strerror(-r));
+    close(fd);
+    return r;
+  }
+  return fd;
 }
 
 /* A process forking elsewhere (another thread of this one included) holds a

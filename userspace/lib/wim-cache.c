@@ -228,22 +228,7 @@ cache_lock(const char *scratch, int how, bool create)
   int rc = create ? dism_mkdir_p(root, 0700) : 0;
   if (rc < 0)
     return rc;
-  int fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
-  if (fd < 0) {
-    rc = -errno;
-    dism_set_error("cannot open %s: %s", path, strerror(-rc));
-    return rc;
-  }
-  while (flock(fd, how) < 0) {
-    if (errno == EINTR)
-      continue;
-    rc = errno == EWOULDBLOCK ? -EAGAIN : -errno;
-    if (rc != -EAGAIN)
-      dism_set_error("cannot lock %s: %s", path, strerror(-rc));
-    close(fd);
-    return rc;
-  }
-  return fd;
+  return dism_flock_open(path, how, create);
 }
 
 int
