@@ -15,6 +15,8 @@ PKGS=(
   # test registry hives (tests/t/11-imageinfo-windows.t: hivexregedit, hivexget)
   libhivex-bin libwin-hivex-perl
   gzip bzip2 xxd bc strace attr procps psmisc kmod cpio unzip
+  # socket buffers (tests/t/39-zero-copy.t: ss)
+  iproute2
   # udev rules (tests/t/86-udev-*.t: udevadm test; 87-vm-udev.t: systemd-udevd in the VM)
   udev
   # dismtab and the generator's units (tests/t/84-dismtab-*.t: systemd-analyze

@@ -225,6 +225,26 @@ plain_send(struct nbd_conn *c, struct iovec **iovp, int *iovcnt, int flags)
   return r;
 }
 
+/* The send buffer asked for on zero-copy Unix connections.  With the
+ * default (wmem_default, 208 KiB) a 256 KiB reply does not fit: server and
+ * client take turns instead of overlapping, and one nbdcopy connection ran
+ * at half speed (docs/benchmarks.md).  The buffer holds references to
+ * page-cache pages, not copies.  The kernel caps it at net.core.wmem_max;
+ * TCP is left to its own autotuning, which a fixed SO_SNDBUF would turn off. */
+#define UNIX_ZERO_COPY_SNDBUF (4 << 20)
+
+static void
+unix_sndbuf_grow(struct nbd_conn *c)
+{
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  int want = UNIX_ZERO_COPY_SNDBUF;
+
+  if (getsockname(c->fd, (struct sockaddr *) &ss, &len) == 0 &&
+      ss.ss_family == AF_UNIX)
+    (void) setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof want);
+}
+
 void
 conn_zero_copy_start(struct nbd_conn *c)
 {
@@ -241,6 +261,7 @@ conn_zero_copy_start(struct nbd_conn *c)
   if (fl < 0 || fcntl(c->fd, F_SETFL, fl | O_NONBLOCK) < 0)
     return;
   c->zero_copy = true;
+  unix_sndbuf_grow(c);
 }
 
 /* Zeroes for zero pieces.  Never written, so its pages stay the kernel's

@@ -7,7 +7,7 @@
 # OFFSET_HOLE chunks); clients that vanish mid-reply never corrupt another
 # connection's replies.  /proc/PID/io shows which path the server took.
 source "$(dirname "$0")/../lib/tap.sh"
-need_cmd nbdcopy qemu-img sha256sum
+need_cmd nbdcopy qemu-img sha256sum ss
 need_file "$BIN/dism-nbd-server"
 IO="$PY $ROOT/tests/lib/zero-copy-io.py"
 MiB=$((1024 * 1024))
@@ -116,6 +116,26 @@ is "DISM_NBD_SENDFILE=0: nbdcopy reads the image" \
 sent=$(wchar)
 stop
 check "DISM_NBD_SENDFILE=0: none by sendfile ($sent bytes)" test "${sent:-1}" -lt 65536
+
+# --- the send buffer of zero-copy Unix connections ------------------------
+# A 256 KiB reply must fit the socket's send buffer, or server and client
+# take turns (one nbdcopy connection at half speed, docs/benchmarks.md): the
+# server asks for 4 MiB, which the kernel caps at wmem_max and doubles.
+# tb is the server end's sk_sndbuf while a client holds the connection.
+sndbuf() {
+  $PY -c 'import nbd, subprocess, sys, time
+h = nbd.NBD(); h.connect_unix(sys.argv[1]); h.pread(4096, 0)
+print(subprocess.run(["ss", "-xmpH"], capture_output=True, text=True).stdout)' "$SOCK" |
+    grep "pid=$SPID," | sed -n 's/.*skmem:([^)]*tb\([0-9]*\).*/\1/p' | head -1
+}
+wmem_max=$(cat /proc/sys/net/core/wmem_max)
+want=$(( (wmem_max < 4 * MiB ? wmem_max : 4 * MiB) * 2 ))
+srv sndbuf-on on --readonly "$raw"
+is "Unix socket, sendfile on: the send buffer is min(4 MiB, wmem_max) doubled" "$(sndbuf)" "$want"
+stop
+srv sndbuf-off off --readonly "$raw"
+is "Unix socket, sendfile off: the send buffer is the default" "$(sndbuf)" "$(cat /proc/sys/net/core/wmem_default)"
+stop
 
 # --- clients vanishing mid-reply --------------------------------------------
 # Between them, a client reading and checking on two more connections.
