@@ -20,6 +20,7 @@
 #define RANGE_BITS 40
 #define FOLDER_BASE ((off_t) 1 << RANGE_BITS)
 #define IMAGE_BASE ((off_t) 2 << RANGE_BITS)
+#define WIM_VOLUME_BASE ((off_t) 3 << RANGE_BITS)
 
 static uint64_t
 fnv1a(uint64_t h, const void *p, size_t n)
@@ -37,12 +38,24 @@ folder_offset(const char *dir)
   return FOLDER_BASE + (off_t) (h & (((uint64_t) 1 << RANGE_BITS) - 1));
 }
 
+static uint64_t
+file_hash(uint64_t dev, uint64_t ino)
+{
+  uint64_t h = fnv1a(0xcbf29ce484222325ULL, &dev, sizeof dev);
+  return fnv1a(h, &ino, sizeof ino);
+}
+
 static off_t
 image_offset(uint64_t dev, uint64_t ino)
 {
-  uint64_t h = fnv1a(0xcbf29ce484222325ULL, &dev, sizeof dev);
-  h = fnv1a(h, &ino, sizeof ino);
-  return IMAGE_BASE + (off_t) (h & (((uint64_t) 1 << RANGE_BITS) - 1));
+  return IMAGE_BASE + (off_t) (file_hash(dev, ino) & (((uint64_t) 1 << RANGE_BITS) - 1));
+}
+
+static off_t
+wim_volume_offset(uint64_t dev, uint64_t ino, unsigned index)
+{
+  uint64_t h = fnv1a(file_hash(dev, ino), &index, sizeof index);
+  return WIM_VOLUME_BASE + (off_t) (h & (((uint64_t) 1 << RANGE_BITS) - 1));
 }
 
 static int
@@ -123,6 +136,15 @@ dism_lock_image(struct dism_op *o, uint64_t dev, uint64_t ino, bool exclusive)
   snprintf(what, sizeof what, "the image file (device %llu, inode %llu)",
            (unsigned long long) dev, (unsigned long long) ino);
   return take(o, image_offset(dev, ino), exclusive, what);
+}
+
+int
+dism_lock_wim_volume(struct dism_op *o, uint64_t dev, uint64_t ino, unsigned index)
+{
+  char what[96];
+  snprintf(what, sizeof what, "the metadata volume of image %u of the WIM (device %llu, "
+           "inode %llu)", index, (unsigned long long) dev, (unsigned long long) ino);
+  return take(o, wim_volume_offset(dev, ino, index), true, what);
 }
 
 int

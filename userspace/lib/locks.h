@@ -8,7 +8,8 @@
  *      commit, remount or unmount of a read/write mount; shared for a
  *      read-only mount, remount or unmount), then
  *   3. briefly, the registry (registry.c) to check and claim in one step,
- *      and the WIM metadata cache (wim-cache.c).
+ *      or the WIM metadata cache (wim-cache.c), and then, while a WIM
+ *      image's metadata volume is found or built, that volume.
  * A lock is only ever waited for while holding locks earlier in this
  * order, so operations never deadlock; operations on other folders and
  * other images never wait for each other.  Folder and image locks are OFD
@@ -29,6 +30,12 @@ struct dism_op;
  * dism_unlock.  Negative errno on failure, with the message set. */
 int dism_lock_folder(struct dism_op *o, const char *canonical_dir);
 int dism_lock_image(struct dism_op *o, uint64_t dev, uint64_t ino, bool exclusive);
+
+/* One image of one WIM file, while its metadata volume is looked up in the
+ * cache and, on a miss, built: mounts of the same image that all miss the
+ * cache build it once, the others wait and then find it.  Taken after the
+ * image lock and the cache hold (wim-cache.h), exclusive. */
+int dism_lock_wim_volume(struct dism_op *o, uint64_t dev, uint64_t ino, unsigned index);
 
 /* Take the folder's lock only if it is free: the fd, or -EAGAIN while
  * another operation works on that folder. */

@@ -11,6 +11,7 @@
 
 #include "dism-internal.h"
 #include "live.h"
+#include "locks.h"
 #include "operation.h"
 #include "overlay.h"
 #include "wim-cache.h"
@@ -37,20 +38,33 @@ wim_relay_progress(unsigned percent, void *opaque)
   return dism_op_cancelled(w->o);
 }
 
+/* The cache's entry for this image, if it has one; 1 when it has none. */
+static int
+reuse_volume(struct dism_op *o, struct dism_record *r, const char *scratch, uint64_t size)
+{
+  int rc = dism_wim_cache_lookup(scratch, r->image, r->index, size, r->volume, sizeof r->volume);
+  if (rc == 0)
+    dism_log(DISM_LOG_INFO, "%s: image %u of %s: reusing its metadata volume %s", o->func,
+             r->index, r->image, r->volume);
+  return rc == -ENOENT ? 1 : rc;
+}
+
 int
 dism_wim_prepare_volume(struct dism_op *o, struct dism_record *r, const struct dism_wim_image *wi,
                         bool optimize)
 {
   const char *scratch = dism_config()->scratch_dir;
   uint64_t size = dism_wim_volume_size(wi, optimize);
-  int rc = dism_wim_cache_lookup(scratch, r->image, r->index, size, r->volume, sizeof r->volume);
-  if (rc == 0) {
-    dism_log(DISM_LOG_INFO, "%s: image %u of %s: reusing its metadata volume %s", o->func,
-             r->index, r->image, r->volume);
-    return 0;
-  }
-  if (rc != -ENOENT)
+  int build_fd = -1;
+  int rc = reuse_volume(o, r, scratch, size);
+  if (rc <= 0)
     return rc;
+  /* A miss: whoever holds the image's build lock is building it; after
+   * the wait, look again before building it a second time. */
+  if ((build_fd = rc = dism_lock_wim_volume(o, r->image_dev, r->image_ino, r->index)) < 0)
+    return rc;
+  if ((rc = reuse_volume(o, r, scratch, size)) <= 0)
+    goto out;
   /* The volume holds metadata only (file data stays in the WIM): an MFT
    * record, index entries and small files' data per file or directory. */
   uint64_t need = dism_wim_metadata_need(wi, size);
@@ -60,7 +74,8 @@ dism_wim_prepare_volume(struct dism_op *o, struct dism_record *r, const struct d
                    "its metadata volume takes about %llu MiB, %llu MiB are free.",
                    scratch, r->index, r->image, (unsigned long long) (need >> 20),
                    (unsigned long long) (((uint64_t) fs.f_bavail * fs.f_frsize) >> 20));
-    return -ENOSPC;
+    rc = -ENOSPC;
+    goto out;
   }
   dism_log(DISM_LOG_INFO, "%s: building the metadata volume (%llu bytes%s) of image %u (%s) "
            "of %s", o->func, (unsigned long long) size,
@@ -70,14 +85,16 @@ dism_wim_prepare_volume(struct dism_op *o, struct dism_record *r, const struct d
   rc = dism_wim_cache_build(scratch, r->image, r->index, size, r->id, wim_relay_progress,
                             &relay, r->volume, sizeof r->volume, &st);
   if (rc == -ECANCELED)
-    return dism_op_cancel_error(o, "while the image's metadata volume was built");
+    rc = dism_op_cancel_error(o, "while the image's metadata volume was built");
   if (rc < 0)
-    return rc;
+    goto out;
   dism_log(DISM_LOG_INFO, "%s: built %s: %llu files, %llu directories, %llu bytes of data "
            "left in the WIM, %llu written into the volume", o->func, r->volume,
            (unsigned long long) st.files, (unsigned long long) st.dirs,
            (unsigned long long) st.mapped_bytes, (unsigned long long) st.resident_bytes);
-  return 0;
+out:
+  dism_unlock(build_fd);
+  return rc;
 }
 
 int
