@@ -471,15 +471,18 @@ DismCommitImage(DismSession Session, DWORD Flags, HANDLE CancelEvent,
   int folder_fd = -1, image_fd = -1, rc;
   if (!r)
     return dism_api_fail(func, E_OUTOFMEMORY, "Out of memory.");
-  /* Read the record, lock, read it again: it may have changed meanwhile. */
-  if (dism_record_read(mount_id, r) < 0 ||
-      ((folder_fd = dism_lock_folder(&o, r->mount_dir)) >= 0 &&
-       dism_record_read(mount_id, r) < 0)) {
-    hr = dism_api_fail(func, E_INVALIDARG, "The image mounted at %s is no longer mounted.", path);
-    goto out;
+  /* Read the record, lock its folder, read it again: it may have changed
+   * while the lock was awaited. */
+  bool gone = dism_record_read(mount_id, r) < 0;
+  if (!gone) {
+    if ((folder_fd = dism_lock_folder(&o, r->mount_dir)) < 0) {
+      hr = lock_failed(&o, folder_fd);
+      goto out;
+    }
+    gone = dism_record_read(mount_id, r) < 0;
   }
-  if (folder_fd < 0) {
-    hr = lock_failed(&o, folder_fd);
+  if (gone) {
+    hr = dism_api_fail(func, E_INVALIDARG, "The image mounted at %s is no longer mounted.", path);
     goto out;
   }
   if ((image_fd = dism_lock_image(&o, r->image_dev, r->image_ino, true)) < 0) {
