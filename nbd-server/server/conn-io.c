@@ -236,12 +236,11 @@ plain_send(struct nbd_conn *c, struct iovec **iovp, int *iovcnt, int flags)
 static void
 unix_sndbuf_grow(struct nbd_conn *c)
 {
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  int want = UNIX_ZERO_COPY_SNDBUF;
+  int domain = 0, want = UNIX_ZERO_COPY_SNDBUF;
+  socklen_t len = sizeof domain;
 
-  if (getsockname(c->fd, (struct sockaddr *) &ss, &len) == 0 &&
-      ss.ss_family == AF_UNIX)
+  if (getsockopt(c->fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 &&
+      domain == AF_UNIX)
     (void) setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof want);
 }
 

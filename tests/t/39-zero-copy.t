@@ -123,7 +123,7 @@ check "DISM_NBD_SENDFILE=0: none by sendfile ($sent bytes)" test "${sent:-1}" -l
 # server asks for 4 MiB, which the kernel caps at wmem_max and doubles.
 # tb is the server end's sk_sndbuf while a client holds the connection.
 sndbuf() {
-  $PY -c 'import nbd, subprocess, sys, time
+  $PY -c 'import nbd, subprocess, sys
 h = nbd.NBD(); h.connect_unix(sys.argv[1]); h.pread(4096, 0)
 print(subprocess.run(["ss", "-xmpH"], capture_output=True, text=True).stdout)' "$SOCK" |
     grep "pid=$SPID," | sed -n 's/.*skmem:([^)]*tb\([0-9]*\).*/\1/p' | head -1
