@@ -24,7 +24,22 @@ done
 (
   sleep "$timeout"
   echo "===DISM-VM-WATCHDOG after ${timeout}s: test script hung==="
-  ps | grep -v ' \[' ; dmesg | tail -n 30
+  # What each process waits on (a hang is read from this alone in CI's
+  # log): state, kernel wait channel, command line; the kernel stack of
+  # every process in D state or named dism*; the tails of the guest's logs.
+  for p in /proc/[0-9]*; do
+    cmd=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null | cut -c1-160)
+    [ -n "$cmd" ] || continue       # a kernel thread (proc files show size 0)
+    st=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "$p/status" 2>/dev/null)
+    echo "WD ${p#/proc/} $st $(cat "$p/wchan" 2>/dev/null) $cmd"
+    case "$st $cmd" in
+      D*|*dism*) sed "s/^/WD   ${p#/proc/} /" "$p/stack" 2>/dev/null | head -n 12 ;;
+    esac
+  done
+  for f in /tmp/*.log /tmp/*.out; do
+    [ -f "$f" ] && tail -n 30 "$f" | sed "s|^|WD $f: |"
+  done
+  dmesg | tail -n 40
   poweroff -f
 ) &
 

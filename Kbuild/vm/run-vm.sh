@@ -86,8 +86,15 @@ printf 'run-vm.sh: initramfs %.1fs, VM %.1fs (qemu exit %d), guest %s; log %s\n'
   "$(echo "$t1 - $t0" | bc)" "$(echo "$t2 - $t1" | bc)" "$qrc" "${end:-(no end marker)}" "$log" >&2
 if [ -z "$end" ]; then
   [ "$qrc" = 124 ] && echo "run-vm.sh: VM killed after the ${timeout}s timeout" >&2
-  echo "run-vm.sh: the VM did not reach the end marker; last console lines:" >&2
-  tail -n 40 "$log" | sed 's/^/  | /' >&2
+  if grep -q '^===DISM-VM-WATCHDOG' "$log"; then
+    # The watchdog's report (processes, kernel stacks, logs, dmesg) is what
+    # explains a hang; CI keeps only this test's output.
+    echo "run-vm.sh: the guest watchdog fired; its report:" >&2
+    sed -n '/^===DISM-VM-WATCHDOG/,$p' "$log" | head -n 400 | sed 's/^/  | /' >&2
+  else
+    echo "run-vm.sh: the VM did not reach the end marker; last console lines:" >&2
+    tail -n 40 "$log" | sed 's/^/  | /' >&2
+  fi
   grep -q '^===DISM-VM-BEGIN===' "$log" || echo "run-vm.sh: the guest script never started (kernel or /init failed: see $log)" >&2
   exit 2
 fi

@@ -11,8 +11,8 @@
 # its file when mounted again; discarded and read-only images are unchanged;
 # nothing is left (servers, supervisors, ntfs-3g, mounts, connected nbd
 # devices, records).  The guest half is tests/vm/89-scale.guest.sh.
-# 12 mounts, not the native test's 64: under TCG one mount takes 1-3 s of
-# the VM's two emulated CPUs; the whole test takes 60-120 s.
+# 12 mounts, not the native test's 64: TCG emulates the guest kernel on two
+# CPUs; the 12 mounts take 3-4 s, the whole test about 20 s.
 # needs-root: the host side builds disks with loop devices and ntfs-3g mounts
 source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/../lib/dism-img.sh"

@@ -457,13 +457,22 @@ scan_partitions(struct dism_attach *a)
 
 /* ---- attach / detach -------------------------------------------------------- */
 
+/* One connection unless asked (req->connections, else DISM_NBD_CONNECTIONS).
+ * The kernel reads each connection's replies in a work item that runs until
+ * the connection ends, on the device's WQ_MEM_RECLAIM workqueue.  When a
+ * worker thread takes over 10 ms to create (a loaded or memory-starved
+ * machine; often under TCG), that queue's rescuer takes every
+ * pending item and runs them in turn: the first never returns, so the other
+ * connections' replies are never read and their requests wait out the
+ * request timeout (30 s) before going to a live connection.  Linux fixed
+ * the rescuer in 6.19 ("workqueue: Process rescuer work items one-by-one
+ * using a cursor"); Debian 12's 6.1.192 still serializes (docs/reliability.md). */
 static unsigned
 want_connections(const struct dism_attach_request *req)
 {
-  long n = req->connections ? (long) req->connections : sysconf(_SC_NPROCESSORS_ONLN);
+  const char *v = getenv("DISM_NBD_CONNECTIONS");
+  long n = req->connections ? (long) req->connections : v && *v ? strtol(v, NULL, 10) : 1;
 
-  if (!req->connections && n > 4)
-    n = 4;
   if (n < 1)
     n = 1;
   return n > MAX_CONNS ? MAX_CONNS : (unsigned) n;
