@@ -4,7 +4,8 @@
  *
  * Two methods:
  *  - NBD: where nbd.ko is loaded or loadable.  The handshake is done here
- *    over N Unix-socket connections to the server (multi-conn), then the
+ *    over one Unix-socket connection to the server (N, multi-conn, when
+ *    asked: attach-nbd.c says why one is the default), then the
  *    sockets are handed to the kernel with a generic-netlink NBD_CMD_CONNECT
  *    with no index (the kernel picks /dev/nbdN), BACKEND_IDENTIFIER set, a
  *    dead-connection timeout, then max_sectors raised, a change uevent sent
