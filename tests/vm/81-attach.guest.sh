@@ -105,11 +105,16 @@ fi
 unserve
 
 # ---- 4096-byte sectors -----------------------------------------------------------
-export DISM_NBD_CONNECTIONS=2
+# More connections asked for than CPUs: one per CPU (blk-mq's queue limit).
+export DISM_NBD_CONNECTIONS=$(( $(grep -c ^processor /proc/cpuinfo) + 1 ))
 if serve gpt4k /test/gpt4k.raw && attach gpt4k /tmp/4k.st --id dism:vm81-4k; then
-  unset DISM_NBD_CONNECTIONS
+  _cpus=$(( DISM_NBD_CONNECTIONS - 1 ))
   I=$(kv /tmp/4k.st nbd_index)
-  is "gpt4k: DISM_NBD_CONNECTIONS=2: two hardware queues" "$(ls /sys/block/nbd$I/mq | wc -l)" 2
+  is "gpt4k: DISM_NBD_CONNECTIONS=$DISM_NBD_CONNECTIONS: $_cpus hardware queues (one per CPU)" \
+     "$(ls /sys/block/nbd$I/mq | wc -l)" "$_cpus"
+  is "gpt4k: the server holds $_cpus connections" \
+     "$(awk -v p="$SOCK" 'index($NF, p) == 1 && $6 == "03"' /proc/net/unix | wc -l)" "$_cpus"
+  unset DISM_NBD_CONNECTIONS
   is "gpt4k: logical block size 4096" "$(cat /sys/block/nbd$I/queue/logical_block_size)" 4096
   is "gpt4k: sector_size recorded" "$(kv /tmp/4k.st sector_size)" 4096
   is "gpt4k: the kernel reads the 4Kn GPT: p3 chosen" "$(kv /tmp/4k.st fs_dev)" "/dev/nbd${I}p3"

@@ -472,7 +472,13 @@ want_connections(const struct dism_attach_request *req)
 {
   const char *v = getenv("DISM_NBD_CONNECTIONS");
   long n = req->connections ? (long) req->connections : v && *v ? strtol(v, NULL, 10) : 1;
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 
+  /* blk-mq gives a device no more hardware queues than CPUs, one per
+   * connection: a connection beyond them would carry nothing, and the
+   * supervisor, which counts the queues, would not replace it. */
+  if (cpus > 0 && n > cpus)
+    n = cpus;
   if (n < 1)
     n = 1;
   return n > MAX_CONNS ? MAX_CONNS : (unsigned) n;
