@@ -24,22 +24,38 @@ done
 (
   sleep "$timeout"
   echo "===DISM-VM-WATCHDOG after ${timeout}s: test script hung==="
-  # What each process waits on (a hang is read from this alone in CI's
-  # log): state, kernel wait channel, command line; the kernel stack of
-  # every process in D state or named dism*; the tails of the guest's logs.
+  # A hang is read from this alone in CI's log, kernel log first (run-vm.sh
+  # keeps the first 400 lines): then each process's state, kernel wait
+  # channel and command line, with the kernel stack of those in D state or
+  # named dism* and of their threads in D state; kernel threads only when
+  # in D state or in nbd code (its receive workers, the rescuer); then the
+  # tails of the guest's logs.
+  dmesg | tail -n 40
   for p in /proc/[0-9]*; do
-    cmd=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null | cut -c1-160)
-    [ -n "$cmd" ] || continue       # a kernel thread (proc files show size 0)
+    pid=${p#/proc/}
     st=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "$p/status" 2>/dev/null)
-    echo "WD ${p#/proc/} $st $(cat "$p/wchan" 2>/dev/null) $cmd"
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline" | cut -c1-160)
+    stack=$(cat "$p/stack" 2>/dev/null)
+    if [ -z "$cmd" ]; then           # a kernel thread (proc files show size 0)
+      case "$st $stack" in
+        D*|*nbd*) echo "WD $pid $st [$(cat "$p/comm" 2>/dev/null)]"
+                  echo "$stack" | head -n 12 | sed "s/^/WD   $pid /" ;;
+      esac
+      continue
+    fi
+    echo "WD $pid $st $(cat "$p/wchan" 2>/dev/null) $cmd"
     case "$st $cmd" in
-      D*|*dism*) sed "s/^/WD   ${p#/proc/} /" "$p/stack" 2>/dev/null | head -n 12 ;;
+      D*|*dism*) echo "$stack" | head -n 12 | sed "s/^/WD   $pid /" ;;
     esac
+    for t in "$p"/task/[0-9]*; do
+      [ "${t##*/}" != "$pid" ] || continue
+      grep -q '^State:[[:space:]]*D' "$t/status" 2>/dev/null || continue
+      sed "s/^/WD   $pid thread ${t##*/} D /" "$t/stack" 2>/dev/null | head -n 12
+    done
   done
   for f in /tmp/*.log /tmp/*.out; do
     [ -f "$f" ] && tail -n 30 "$f" | sed "s|^|WD $f: |"
   done
-  dmesg | tail -n 40
   poweroff -f
 ) &
 

@@ -61,7 +61,7 @@ t0=$(date +%s.%N)
 KDIR=$VMDIR/kernel/current
 t1=$(date +%s.%N)
 
-# The guest watchdog fires first (it prints ps + dmesg), the host timeout last.
+# The guest watchdog fires first (it prints its report: init.sh), the host timeout last.
 gwd=$((timeout - 25)); [ "$gwd" -ge 10 ] || gwd=10
 qargs=(-accel tcg -m "$mem" -smp 2 -nodefaults -display none -monitor none -no-reboot
        -serial "file:$log" -kernel "$KDIR/vmlinuz" -initrd "$work/initrd.gz"
@@ -90,7 +90,8 @@ if [ -z "$end" ]; then
     # The watchdog's report (processes, kernel stacks, logs, dmesg) is what
     # explains a hang; CI keeps only this test's output.
     echo "run-vm.sh: the guest watchdog fired; its report:" >&2
-    sed -n '/^===DISM-VM-WATCHDOG/,$p' "$log" | head -n 400 | sed 's/^/  | /' >&2
+    # (sed reads to the end: a head here could die of SIGPIPE under pipefail)
+    sed -n '/^===DISM-VM-WATCHDOG/,$p' "$log" | sed -n '1,400s/^/  | /p' >&2
   else
     echo "run-vm.sh: the VM did not reach the end marker; last console lines:" >&2
     tail -n 40 "$log" | sed 's/^/  | /' >&2

@@ -5,7 +5,7 @@
 # GPT with 4096-byte sectors, MBR with a logical partition, FAT only), the
 # guest (tests/vm/81-attach.guest.sh) serves each with dism-nbd-server and
 # attaches it with dism_attach through build/tests/test-attach: netlink
-# CONNECT with no index and several sockets, backend id, max_sectors_kb,
+# CONNECT with no index and one socket (more when asked), backend id, max_sectors_kb,
 # partition scan, the \Windows partition chosen, read-only refused writes,
 # dism_detach leaves nothing.
 # needs-root: the host side builds or checks disks with loop devices and ntfs-3g mounts

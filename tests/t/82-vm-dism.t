@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # The dism command end to end on the real kernel nbd driver, in the VM
 # (docs/vm-tests.md): there nbd.ko is loaded, so libdism takes the NBD method
-# (netlink CONNECT, several sockets, partition scan) instead of the loop+FUSE
+# (netlink CONNECT, one socket or two when asked, partition scan) instead of the loop+FUSE
 # fallback this machine uses.  The host builds a GPT disk (dynamic VHDX) and
 # an MBR disk with a logical partition (dynamic VHD); the guest
 # (tests/vm/82-dism.guest.sh) mounts, writes, commits while mounted, is

@@ -497,10 +497,11 @@ nl_put_sockets(struct nlbuf *m, const int *fds, unsigned nfds)
   nl_nest_end(m);
 }
 
-/* The kernel's request timeout.  With several connections an expired
- * request marks its socket dead and is sent again on another one, so a
- * slow server looks like a dead socket; the supervisor replaces dead
- * sockets (LINK_DEAD), so that costs a resend, not an error.  And after
+/* The kernel's request timeout.  An expired request marks its socket dead
+ * and is queued again: sent on another connection if the device has one,
+ * else held until the supervisor replaces the dead socket (LINK_DEAD,
+ * RECONFIGURE), up to the dead-connection timeout.  So a slow server looks
+ * like a dead socket and costs a resend, not an error.  And after
  * a server crash the requests the dead server had not answered wait this
  * long before they are sent again: the longest stall a crash causes. */
 static uint64_t

@@ -39,7 +39,8 @@ struct dism_attach_request {
   const char *fuse_file;       /* LOOP: the server's FUSE file of the disk */
   const char *backend_id;      /* "dism:<mount id>" (NBD backend, loop file name) */
   bool readonly;
-  unsigned connections;        /* NBD: sockets to hand over (0: choose) */
+  unsigned connections;        /* NBD: sockets to hand over (0: DISM_NBD_CONNECTIONS,
+                                  else 1); at most the online CPUs and 16 */
   unsigned dead_conn_timeout;  /* NBD: seconds (0: default) */
 };
 
