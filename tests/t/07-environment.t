@@ -13,7 +13,7 @@ srcs=()
 while IFS= read -r f; do srcs+=("$f"); done < <(
   find "$ROOT/nbd-server" "$ROOT/userspace" "$ROOT/common" -name '*.[ch]' 2>/dev/null | sort)
 
-# Functions that hand a parameter to getenv (dism_find_tool, env_ms, ...):
+# Functions that hand a parameter to getenv (dism_find_tool, dism_env_long, ...):
 # the names their callers pass are environment variables too.  House style
 # puts a function's name at the start of a line.
 wrappers=$(awk '

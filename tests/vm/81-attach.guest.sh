@@ -114,7 +114,6 @@ if serve gpt4k /test/gpt4k.raw && attach gpt4k /tmp/4k.st --id dism:vm81-4k; the
      "$(ls /sys/block/nbd$I/mq | wc -l)" "$_cpus"
   is "gpt4k: the server holds $_cpus connections" \
      "$(awk -v p="$SOCK" 'index($NF, p) == 1 && $6 == "03"' /proc/net/unix | wc -l)" "$_cpus"
-  unset DISM_NBD_CONNECTIONS
   is "gpt4k: logical block size 4096" "$(cat /sys/block/nbd$I/queue/logical_block_size)" 4096
   is "gpt4k: sector_size recorded" "$(kv /tmp/4k.st sector_size)" 4096
   is "gpt4k: the kernel reads the 4Kn GPT: p3 chosen" "$(kv /tmp/4k.st fs_dev)" "/dev/nbd${I}p3"

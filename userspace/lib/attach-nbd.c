@@ -36,6 +36,7 @@
 
 #include "attach-internal.h"
 #include "dism-error.h"
+#include "env.h"
 
 #define MAX_CONNS           16
 #define REQ_TIMEOUT_S       30       /* kernel request timeout (DISM_NBD_TIMEOUT): see
@@ -470,8 +471,8 @@ scan_partitions(struct dism_attach *a)
 static unsigned
 want_connections(const struct dism_attach_request *req)
 {
-  const char *v = getenv("DISM_NBD_CONNECTIONS");
-  long n = req->connections ? (long) req->connections : v && *v ? strtol(v, NULL, 10) : 1;
+  long n = req->connections ? (long) req->connections
+                            : dism_env_long("DISM_NBD_CONNECTIONS", 1);
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 
   /* blk-mq gives a device no more hardware queues than CPUs, one per
@@ -507,8 +508,7 @@ nl_put_sockets(struct nlbuf *m, const int *fds, unsigned nfds)
 static uint64_t
 request_timeout(void)
 {
-  const char *v = getenv("DISM_NBD_TIMEOUT");
-  long s = v && *v ? strtol(v, NULL, 10) : 0;
+  long s = dism_env_long("DISM_NBD_TIMEOUT", 0);
 
   return s > 0 ? (uint64_t) s : REQ_TIMEOUT_S;
 }

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "dism-internal.h"
+#include "env.h"
 #include "path-size.h"
 #include "spawn.h"
 
@@ -206,18 +207,11 @@ wait_gone(pid_t pid, long timeout_ms)
   return pid_gone(pid);
 }
 
-static long
-env_ms(const char *name, long dflt)
-{
-  const char *v = getenv(name);
-  return v && *v ? strtol(v, NULL, 10) : dflt;
-}
-
 pid_t
 dism_server_pid_wait(const struct dism_live *l)
 {
   pid_t pid = dism_server_pid(l);
-  long timeout = env_ms("DISM_SERVER_TIMEOUT_MS", 20000);
+  long timeout = dism_env_long("DISM_SERVER_TIMEOUT_MS", 20000);
   for (long waited = 0; pid == 0 && waited < timeout; waited += 20) {
     if (dism_supervisor_pid(l) == 0)
       break;
@@ -329,7 +323,7 @@ static int
 wait_for_server(const struct dism_record *r, const struct dism_live *l, pid_t spawned,
                 bool supervised, bool control, pid_t *pid_out)
 {
-  long timeout = env_ms("DISM_SERVER_TIMEOUT_MS", 20000);
+  long timeout = dism_env_long("DISM_SERVER_TIMEOUT_MS", 20000);
   for (long waited = 0;; waited += 20) {
     pid_t up = dism_server_pid(l);
     if (up > 0 && (supervised || up == spawned) &&
@@ -548,7 +542,7 @@ dism_server_stop(const struct dism_live *l)
   if (!asked)
     kill(pid, SIGTERM);
   /* The server flushes the overlay before exiting: give it time. */
-  if (!wait_gone(pid, env_ms("DISM_SERVER_STOP_MS", 60000))) {
+  if (!wait_gone(pid, dism_env_long("DISM_SERVER_STOP_MS", 60000))) {
     if (asked)
       kill(pid, SIGTERM);
     if (!wait_gone(pid, 5000)) {
