@@ -40,8 +40,18 @@ mkdir -p /mnt/g /mnt/m
 check "nbd.ko loaded with idle devices (nbds_max=4: /dev/nbd3 exists)" test -e /sys/block/nbd3
 # (not through check: a daemon holding the command substitution's pipe would hang it)
 systemd-udevd --daemon --resolve-names=never </dev/null >/dev/null 2>&1
-if wait_for /run/udev/control 50; then ok "systemd-udevd --daemon is running"
-else not_ok "systemd-udevd --daemon is running"; fi
+# The control socket appears before the daemon answers on it: a trigger
+# sent in between failed once with "Failed to wait for daemon to reply:
+# Broken pipe".  Running means answering a ping.
+udevd_answers() {
+  _n=50
+  until udevadm control --ping >/dev/null 2>&1; do
+    [ "$_n" -gt 0 ] || return 1
+    sleep 0.1; _n=$((_n-1))
+  done
+}
+if wait_for /run/udev/control 50 && udevd_answers; then ok "systemd-udevd --daemon is running (answers a ping)"
+else not_ok "systemd-udevd --daemon is running (answers a ping)"; fi
 check "coldplug: udevadm trigger --action=add (block) and settle" \
   sh -c 'udevadm trigger --action=add --subsystem-match=block && udevadm settle --timeout=30'
 if watched /dev/vda; then ok "the control: udevd watches /dev/vda (60-block.rules)"
